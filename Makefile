@@ -1,0 +1,40 @@
+# Orderflow — the two commands: `make dev` and `make test`.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+.PHONY: help dev down deps test test-short build fmt vet lint fuzz logs
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+dev: ## start everything natively in the background (components, migrations, demo data, services)
+	@scripts/dev.sh
+
+down: ## stop what make dev started
+	@scripts/down.sh
+
+deps: ## start PostgreSQL, Redis, fauxqs (SQS) and maildev (SMTP) when they are not running
+	@scripts/deps.sh --mail
+
+test: ## run every test with -race against the real local components (starts what it needs)
+	@scripts/test.sh
+
+build: ## build every binary into bin/
+	@mkdir -p bin && go build -o bin/ ./services/order ./services/inventory ./services/payment ./services/payment/provider ./services/notification
+
+fmt: ## gofmt the tree
+	@gofmt -w $$(git ls-files '*.go')
+
+vet: ## gofmt check and go vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	@go vet ./...
+
+fuzz: ## run each fuzz target for FUZZTIME (default 20s)
+	@for pkg in $$(go list ./...); do \
+	  for f in $$(go test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; go test -run '^$$' -fuzz "^$$f$$" -fuzztime $${FUZZTIME:-20s} $$pkg || exit 1; \
+	  done; \
+	done
+
+logs: ## follow the logs of make dev's processes
+	@tail -F .dev/logs/*.log

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# make dev: the whole system natively, in the background. Starts the
+# components, creates and migrates the four databases, seeds the demo
+# catalogue, builds and starts the services and the payment provider, waits
+# for every /readyz and prints where to look. Running it twice is harmless.
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+export ADMIN_TOKEN=${ADMIN_TOKEN:-dev-admin-token}
+ORDER_PORT=${ORDER_PORT:-8080} INVENTORY_PORT=${INVENTORY_PORT:-8081}
+PAYMENT_PORT=${PAYMENT_PORT:-8082} NOTIFICATION_PORT=${NOTIFICATION_PORT:-8083} PROVIDER_PORT=${PROVIDER_PORT:-8090}
+PG_URL=${PG_URL:-postgres://postgres@$PG_HOST:$PG_PORT}
+
+"$ROOT/scripts/deps.sh" --mail
+
+say "creating databases"
+for db in orders inventory payments notifications; do
+  psql "$PG_URL/postgres?sslmode=disable" -v ON_ERROR_STOP=1 -qtAc \
+    "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 ||
+    psql "$PG_URL/postgres?sslmode=disable" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $db"
+done
+
+say "building the services"
+mkdir -p bin
+go build -o bin/ ./services/order ./services/inventory ./services/payment ./services/payment/provider ./services/notification
+
+export AWS_REGION=${AWS_REGION:-us-east-1} AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}
+export AWS_ENDPOINT_URL_SQS=${AWS_ENDPOINT_URL_SQS:-http://127.0.0.1:$SQS_PORT}
+
+# start NAME PORT [VAR=VALUE...]: (re)start one binary with its environment.
+start() {
+  local name=$1 port=$2; shift 2
+  stop_pid "$name"
+  port_open 127.0.0.1 "$port" && die "port $port is taken by another process: stop it, or set ${name^^}_PORT"
+  : >"$RUN_DIR/logs/$name.log"
+  start_bg "$name" env "$@" "bin/$name"
+}
+
+say "starting the services (logs in .dev/logs/)"
+start provider $PROVIDER_PORT PROVIDER_ADDR=127.0.0.1:$PROVIDER_PORT
+start inventory $INVENTORY_PORT INVENTORY_ADDR=127.0.0.1:$INVENTORY_PORT \
+  INVENTORY_DATABASE_URL="$PG_URL/inventory?sslmode=disable" INVENTORY_SEED_PRODUCTS=${INVENTORY_SEED_PRODUCTS:-10000}
+start payment $PAYMENT_PORT PAYMENT_ADDR=127.0.0.1:$PAYMENT_PORT \
+  PAYMENT_DATABASE_URL="$PG_URL/payments?sslmode=disable" PAYMENT_PROVIDER_URL=http://127.0.0.1:$PROVIDER_PORT
+start notification $NOTIFICATION_PORT NOTIFICATION_ADDR=127.0.0.1:$NOTIFICATION_PORT \
+  NOTIFICATION_DATABASE_URL="$PG_URL/notifications?sslmode=disable" NOTIFICATION_SMTP_ADDR=127.0.0.1:$SMTP_PORT
+start order $ORDER_PORT ORDER_ADDR=127.0.0.1:$ORDER_PORT ORDER_DATABASE_URL="$PG_URL/orders?sslmode=disable" \
+  ORDER_INVENTORY_URL=http://127.0.0.1:$INVENTORY_PORT ORDER_PAYMENT_URL=http://127.0.0.1:$PAYMENT_PORT
+
+for s in provider:$PROVIDER_PORT inventory:$INVENTORY_PORT payment:$PAYMENT_PORT notification:$NOTIFICATION_PORT order:$ORDER_PORT; do
+  wait_http "${s%%:*}" "http://127.0.0.1:${s##*:}/readyz" 90
+done
+
+cat <<MSG
+
+Orderflow is up.
+  order         http://127.0.0.1:$ORDER_PORT
+  inventory     http://127.0.0.1:$INVENTORY_PORT   (10,000 products SKU-00001 … SKU-10000)
+  payment       http://127.0.0.1:$PAYMENT_PORT   (provider on :$PROVIDER_PORT)
+  notification  http://127.0.0.1:$NOTIFICATION_PORT
+  e-mails       http://127.0.0.1:$MAILDEV_WEB_PORT   (maildev; SMTP on :$SMTP_PORT)
+  SQS           $AWS_ENDPOINT_URL_SQS   (fauxqs)
+  logs          .dev/logs/        admin token: $ADMIN_TOKEN
+
+Place an order:
+  curl -s -X POST http://127.0.0.1:$ORDER_PORT/v1/orders \\
+    -H 'Content-Type: application/json' -H "Idempotency-Key: \$(date +%s%N)" \\
+    -d '{"customer_id":"cus_1","email":"a@example.com","items":[{"sku":"SKU-00001","quantity":2}],"payment_method":"pm_card_ok"}'
+
+Stop everything with: make down
+MSG

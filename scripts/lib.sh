@@ -1,0 +1,68 @@
+# Shared helpers for the make targets. Everything a script starts in the
+# background gets a pid file and a log in $RUN_DIR (.dev/, git-ignored), so
+# `make down` stops exactly that.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RUN_DIR=${RUN_DIR:-$ROOT/.dev}
+mkdir -p "$RUN_DIR/pids" "$RUN_DIR/logs"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# port_open HOST PORT: true when something accepts TCP connections there.
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# wait_port NAME HOST PORT [SECONDS]
+wait_port() {
+  local name=$1 host=$2 port=$3 secs=${4:-30} i
+  for ((i = 0; i < secs * 10; i++)); do
+    port_open "$host" "$port" && return 0
+    sleep 0.1
+  done
+  die "$name did not open $host:$port within ${secs}s (log: $RUN_DIR/logs/$name.log)"
+}
+
+# wait_http NAME URL [SECONDS]: wait for a 200.
+wait_http() {
+  local name=$1 url=$2 secs=${3:-60} i code
+  for ((i = 0; i < secs * 5; i++)); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)
+    [ "$code" = 200 ] && return 0
+    if [ -f "$RUN_DIR/pids/$name.pid" ] && ! kill -0 "$(cat "$RUN_DIR/pids/$name.pid")" 2>/dev/null; then
+      tail -20 "$RUN_DIR/logs/$name.log" >&2 || true
+      die "$name exited during start-up (log: $RUN_DIR/logs/$name.log)"
+    fi
+    sleep 0.2
+  done
+  tail -20 "$RUN_DIR/logs/$name.log" >&2 || true
+  die "$name is not ready at $url after ${secs}s (log: $RUN_DIR/logs/$name.log)"
+}
+
+# start_bg NAME CMD...: start CMD in the background in its own session, with
+# its pid in $RUN_DIR/pids/NAME.pid and its output in $RUN_DIR/logs/NAME.log.
+start_bg() {
+  local name=$1; shift
+  setsid "$@" >>"$RUN_DIR/logs/$name.log" 2>&1 < /dev/null &
+  echo $! >"$RUN_DIR/pids/$name.pid"
+}
+
+# stop_pid NAME: SIGTERM the process (and its group), wait up to 15s, then SIGKILL.
+stop_pid() {
+  local name=$1 f="$RUN_DIR/pids/$1.pid" pid i
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 150; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+PG_HOST=127.0.0.1 PG_PORT=5432
+REDIS_PORT=6379
+SQS_PORT=${SQS_PORT:-4566}
+SMTP_PORT=${SMTP_PORT:-1025} MAILDEV_WEB_PORT=${MAILDEV_WEB_PORT:-1080}

@@ -1,0 +1,28 @@
+// Package outbox implements order's transactional outbox: Add writes an event
+// in the caller's transaction, and a Relay publishes unsent events to SQS, so
+// no event is lost between the database commit and the queue.
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/orderflow/orderflow/pkg/events"
+)
+
+// Add writes e to the outbox inside tx. Call it in the same transaction as
+// the status change the event announces.
+func Add(ctx context.Context, tx pgx.Tx, e events.Order) error {
+	payload, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("encode event: %w", err)
+	}
+	const q = `INSERT INTO outbox (event_id, event_type, order_id, payload) VALUES ($1, $2, $3, $4)`
+	if _, err := tx.Exec(ctx, q, e.ID, e.Type, e.OrderID, payload); err != nil {
+		return fmt.Errorf("insert outbox event: %w", err)
+	}
+	return nil
+}
