@@ -1,0 +1,319 @@
+// Package e2e drives the whole order flow across the real processes: the
+// four services and the payment provider built from this module, each on its
+// own database on the local PostgreSQL, with fauxqs for SQS and an SMTP
+// listener started by the test.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/orderflow/orderflow/pkg/dbtest"
+	"github.com/orderflow/orderflow/pkg/queue/queuetest"
+	"github.com/orderflow/orderflow/pkg/smtptest"
+)
+
+const adminToken = "e2e-admin-token"
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "orderflow-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	cmd := exec.Command("go", "build", "-o", dir+"/",
+		"github.com/orderflow/orderflow/services/order",
+		"github.com/orderflow/orderflow/services/inventory",
+		"github.com/orderflow/orderflow/services/payment",
+		"github.com/orderflow/orderflow/services/payment/provider",
+		"github.com/orderflow/orderflow/services/notification")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build the services:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// process is one running binary of the stack.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  string
+}
+
+// stack is the five processes with their databases and ports.
+type stack struct {
+	t     *testing.T
+	dir   string
+	ports map[string]int
+	env   map[string][]string
+	db    map[string]string
+	smtp  *smtptest.Server
+
+	mu    sync.Mutex
+	procs map[string]*process
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startStack starts provider, inventory, payment, notification and order,
+// and stops them when the test ends.
+func startStack(t *testing.T, extraOrderEnv ...string) *stack {
+	t.Helper()
+	sqs := queuetest.Config(t)
+	s := &stack{
+		t: t, dir: t.TempDir(), ports: map[string]int{}, env: map[string][]string{},
+		db: map[string]string{}, procs: map[string]*process{}, smtp: smtptest.Start(t),
+	}
+	for _, name := range []string{"order", "inventory", "payment", "provider", "notification"} {
+		s.ports[name] = freePort(t)
+	}
+	for _, name := range []string{"order", "inventory", "payment", "notification"} {
+		s.db[name] = dbtest.NewURL(t, nil) // the services migrate their own database
+	}
+	invoices, emails := queuetest.Name("order-invoices"), queuetest.Name("order-emails")
+	aws := []string{"AWS_REGION=" + sqs.Region, "AWS_ENDPOINT_URL_SQS=" + sqs.Endpoint,
+		"AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test"}
+	url := func(name string) string { return fmt.Sprintf("http://127.0.0.1:%d", s.ports[name]) }
+	addr := func(name string) string { return fmt.Sprintf("127.0.0.1:%d", s.ports[name]) }
+	s.env["provider"] = []string{"PROVIDER_ADDR=" + addr("provider")}
+	s.env["inventory"] = []string{"INVENTORY_ADDR=" + addr("inventory"), "INVENTORY_DATABASE_URL=" + s.db["inventory"],
+		"INVENTORY_SEED_PRODUCTS=100", "INVENTORY_SWEEP_INTERVAL=1s"}
+	s.env["payment"] = []string{"PAYMENT_ADDR=" + addr("payment"), "PAYMENT_DATABASE_URL=" + s.db["payment"],
+		"PAYMENT_PROVIDER_URL=" + url("provider"), "PAYMENT_PROVIDER_TIMEOUT=3s"}
+	s.env["notification"] = append([]string{"NOTIFICATION_ADDR=" + addr("notification"),
+		"NOTIFICATION_DATABASE_URL=" + s.db["notification"], "NOTIFICATION_SMTP_ADDR=" + s.smtp.Addr(),
+		"NOTIFICATION_INVOICE_QUEUE=" + invoices, "NOTIFICATION_EMAIL_QUEUE=" + emails}, aws...)
+	s.env["order"] = append(append([]string{"ORDER_ADDR=" + addr("order"), "ORDER_DATABASE_URL=" + s.db["order"],
+		"ORDER_INVENTORY_URL=" + url("inventory"), "ORDER_PAYMENT_URL=" + url("payment"),
+		"ORDER_INVOICE_QUEUE=" + invoices, "ORDER_EMAIL_QUEUE=" + emails,
+		"ORDER_CALL_TIMEOUT=5s", "ORDER_RECOVERY_INTERVAL=500ms", "ORDER_RECOVERY_AFTER=4s"}, aws...), extraOrderEnv...)
+	for _, name := range []string{"provider", "inventory", "payment", "notification", "order"} {
+		s.start(name)
+	}
+	t.Cleanup(func() {
+		for _, name := range []string{"order", "notification", "payment", "inventory", "provider"} {
+			s.stop(name)
+		}
+		if t.Failed() {
+			for _, name := range []string{"order", "inventory", "payment", "provider", "notification"} {
+				b, _ := os.ReadFile(filepath.Join(s.dir, name+".log"))
+				lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+				if len(lines) > 40 {
+					lines = lines[len(lines)-40:]
+				}
+				t.Logf("--- last lines of %s ---\n%s", name, strings.Join(lines, "\n"))
+			}
+		}
+	})
+	return s
+}
+
+func (s *stack) url(name, path string) string {
+	return fmt.Sprintf("http://127.0.0.1:%d%s", s.ports[name], path)
+}
+
+// start starts a process and waits until its /readyz answers 200.
+func (s *stack) start(name string) {
+	s.t.Helper()
+	logPath := filepath.Join(s.dir, name+".log")
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(binDir, name))
+	cmd.Env = append(append(os.Environ(), "ADMIN_TOKEN="+adminToken, "LOG_LEVEL=info"), s.env[name]...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("start %s: %v", name, err)
+	}
+	p := &process{name: name, cmd: cmd, done: make(chan struct{}), log: logPath}
+	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
+	s.mu.Lock()
+	s.procs[name] = p
+	s.mu.Unlock()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			b, _ := os.ReadFile(logPath)
+			s.t.Fatalf("%s exited during start-up:\n%s", name, b)
+		default:
+		}
+		resp, err := http.Get(s.url(name, "/readyz"))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.t.Fatalf("%s not ready within 60s", name)
+}
+
+// stop sends SIGTERM and waits for a graceful exit.
+func (s *stack) stop(name string) { s.signal(name, syscall.SIGTERM) }
+
+// kill sends SIGKILL: the process dies at once, mid-request.
+func (s *stack) kill(name string) { s.signal(name, syscall.SIGKILL) }
+
+func (s *stack) signal(name string, sig syscall.Signal) {
+	s.mu.Lock()
+	p := s.procs[name]
+	delete(s.procs, name)
+	s.mu.Unlock()
+	if p == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		s.t.Errorf("%s did not exit within 20s of %v", name, sig)
+	}
+}
+
+// response is an HTTP answer with its JSON body decoded.
+type response struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    []byte
+}
+
+func (s *stack) do(method, service, path string, body any, headers ...string) response {
+	s.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, s.url(service, path), rd)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	r := response{status: resp.StatusCode, header: resp.Header, raw: raw}
+	if len(raw) > 0 {
+		_ = json.Unmarshal(raw, &r.body)
+	}
+	return r
+}
+
+func (s *stack) admin() []string { return []string{"Authorization", "Bearer " + adminToken} }
+
+func orderBody(customer, sku string, qty int, method string) map[string]any {
+	return map[string]any{
+		"customer_id": customer, "email": customer + "@example.com",
+		"items":          []map[string]any{{"sku": sku, "quantity": qty}},
+		"payment_method": method,
+	}
+}
+
+var keySeq struct {
+	sync.Mutex
+	n int
+}
+
+func newKey() string {
+	keySeq.Lock()
+	defer keySeq.Unlock()
+	keySeq.n++
+	return fmt.Sprintf("e2e-%d-%d", time.Now().UnixNano(), keySeq.n)
+}
+
+func (s *stack) placeOrder(body map[string]any, key string) response {
+	s.t.Helper()
+	return s.do(http.MethodPost, "order", "/v1/orders", body, "Idempotency-Key", key)
+}
+
+func (s *stack) setProvider(latencyMS int, errorRate float64, outage bool) {
+	s.t.Helper()
+	r := s.do(http.MethodPut, "payment", "/admin/provider",
+		map[string]any{"latency_ms": latencyMS, "error_rate": errorRate, "outage": outage}, s.admin()...)
+	if r.status != http.StatusOK {
+		s.t.Fatalf("PUT /admin/provider = %d %s", r.status, r.raw)
+	}
+}
+
+func (s *stack) setStock(sku string, n int) {
+	s.t.Helper()
+	r := s.do(http.MethodPut, "inventory", "/v1/products/"+sku+"/stock", map[string]any{"available": n}, s.admin()...)
+	if r.status != http.StatusOK {
+		s.t.Fatalf("PUT stock %s = %d %s", sku, r.status, r.raw)
+	}
+}
+
+func (s *stack) available(sku string) int {
+	s.t.Helper()
+	r := s.do(http.MethodGet, "inventory", "/v1/products/"+sku, nil)
+	if r.status != http.StatusOK {
+		s.t.Fatalf("GET product %s = %d %s", sku, r.status, r.raw)
+	}
+	return int(r.body["available"].(float64))
+}
+
+// eventually polls cond every 100ms until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("not within %v: %s", timeout, what)
+}
+
+func jsonReader(v any) io.Reader {
+	b, _ := json.Marshal(v)
+	return bytes.NewReader(b)
+}

@@ -1,0 +1,160 @@
+// Command emaillatency measures how long an order's e-mail takes to leave the
+// request path: it places N orders against a running stack (make dev), then
+// reads each order's e-mail from the notification service and reports the
+// time from the order's confirmation (its updated_at, the moment the 201 was
+// committed) to the e-mail's sent_at: median, p95 and max.
+//
+//	go run ./loadtest/emaillatency -n 200
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"time"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "emaillatency:", err)
+		os.Exit(1)
+	}
+}
+
+type order struct {
+	ID        string    `json:"id"`
+	Status    string    `json:"status"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	n := fs.Int("n", 200, "orders to place")
+	conc := fs.Int("c", 4, "concurrent clients")
+	orderURL := fs.String("order", "http://127.0.0.1:8080", "order service")
+	notifURL := fs.String("notification", "http://127.0.0.1:8083", "notification service")
+	wait := fs.Duration("wait", 60*time.Second, "how long to wait for the last e-mail")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	client := &http.Client{Timeout: 20 * time.Second}
+	run := time.Now().UnixNano()
+
+	var mu sync.Mutex
+	var orders []order
+	var errs []error
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for range *conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				o, err := place(ctx, client, *orderURL, fmt.Sprintf("emaillatency-%d-%d", run, i), i)
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				} else {
+					orders = append(orders, o)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := range *n {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	if len(errs) > 0 {
+		return fmt.Errorf("%d of %d orders failed, first: %w", len(errs), *n, errs[0])
+	}
+
+	var lat []time.Duration
+	deadline := time.Now().Add(*wait)
+	for _, o := range orders {
+		for {
+			sent, err := emailSentAt(ctx, client, *notifURL, o.ID)
+			if err != nil {
+				return err
+			}
+			if !sent.IsZero() {
+				lat = append(lat, sent.Sub(o.UpdatedAt))
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("no e-mail for order %s within %v", o.ID, *wait)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	slices.Sort(lat)
+	pct := func(p float64) time.Duration { return lat[int(p*float64(len(lat)-1))] }
+	fmt.Fprintf(stdout, "orders: %d  e-mails: %d\n", len(orders), len(lat))
+	fmt.Fprintf(stdout, "order confirmed → e-mail sent: median %v  p95 %v  max %v\n",
+		pct(0.5).Round(time.Millisecond), pct(0.95).Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
+	return nil
+}
+
+func place(ctx context.Context, c *http.Client, base, key string, i int) (order, error) {
+	body, _ := json.Marshal(map[string]any{
+		"customer_id": "cus_latency", "email": "latency@example.com",
+		"items":          []map[string]any{{"sku": fmt.Sprintf("SKU-%05d", 1+i%10000), "quantity": 1}},
+		"payment_method": "pm_card_ok",
+	})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/orders", bytes.NewReader(body))
+	if err != nil {
+		return order{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", key)
+	resp, err := c.Do(req)
+	if err != nil {
+		return order{}, err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusCreated {
+		return order{}, fmt.Errorf("POST /v1/orders = %d %s", resp.StatusCode, raw)
+	}
+	var o order
+	if err := json.Unmarshal(raw, &o); err != nil {
+		return order{}, err
+	}
+	return o, nil
+}
+
+func emailSentAt(ctx context.Context, c *http.Client, base, orderID string) (time.Time, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/emails?order_id="+orderID, nil)
+	if err != nil {
+		return time.Time{}, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Emails []struct {
+			SentAt time.Time `json:"sent_at"`
+		} `json:"emails"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		return time.Time{}, fmt.Errorf("GET /v1/emails = %d", resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return time.Time{}, errors.Join(errors.New("decode e-mails"), err)
+	}
+	if len(out.Emails) == 0 {
+		return time.Time{}, nil
+	}
+	return out.Emails[0].SentAt, nil
+}

@@ -1,0 +1,120 @@
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Telemetry holds one process's tracer and meter providers. They are passed
+// explicitly to the instrumentation (otelhttp, otelpgx, redisotel) instead of
+// being installed as globals.
+type Telemetry struct {
+	Tracer     *sdktrace.TracerProvider
+	Meter      *sdkmetric.MeterProvider
+	Propagator propagation.TextMapPropagator
+	registry   *prometheus.Registry
+}
+
+// Config selects where traces go and how many are kept. Read it with
+// ReadConfig from the standard OTEL_* variables.
+type Config struct {
+	Service  string
+	Version  string
+	Endpoint string  // OTLP/HTTP traces URL; empty: spans are made but not exported
+	Ratio    float64 // share of root traces sampled, 0..1
+	Disabled bool    // OTEL_SDK_DISABLED: no spans at all
+}
+
+// ReadConfig reads OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (or
+// OTEL_EXPORTER_OTLP_ENDPOINT plus /v1/traces), OTEL_TRACES_SAMPLER_ARG and
+// OTEL_SDK_DISABLED through getenv.
+func ReadConfig(service string, getenv func(string) string) (Config, error) {
+	c := Config{Service: service, Ratio: 1}
+	if name := getenv("OTEL_SERVICE_NAME"); name != "" {
+		c.Service = name
+	}
+	c.Endpoint = getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+	if base := getenv("OTEL_EXPORTER_OTLP_ENDPOINT"); c.Endpoint == "" && base != "" {
+		c.Endpoint = strings.TrimSuffix(base, "/") + "/v1/traces"
+	}
+	if v := getenv("OTEL_TRACES_SAMPLER_ARG"); v != "" {
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil || r < 0 || r > 1 {
+			return c, fmt.Errorf("OTEL_TRACES_SAMPLER_ARG=%q must be a number between 0 and 1", v)
+		}
+		c.Ratio = r
+	}
+	c.Disabled = strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true")
+	return c, nil
+}
+
+// Setup builds the providers. Call Shutdown when the process stops, so the
+// last spans are flushed.
+func Setup(ctx context.Context, c Config) (*Telemetry, error) {
+	res, err := resource.Merge(resource.Default(), resource.NewWithAttributes(semconv.SchemaURL,
+		semconv.ServiceName(c.Service), semconv.ServiceVersion(c.Version)))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry resource: %w", err)
+	}
+	sampler := sdktrace.ParentBased(sdktrace.TraceIDRatioBased(c.Ratio))
+	if c.Disabled {
+		sampler = sdktrace.NeverSample()
+	}
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(sampler)}
+	if c.Endpoint != "" && !c.Disabled {
+		exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(c.Endpoint))
+		if err != nil {
+			return nil, fmt.Errorf("otlp trace exporter: %w", err)
+		}
+		opts = append(opts, sdktrace.WithBatcher(exp, sdktrace.WithBatchTimeout(time.Second)))
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	promExp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo())
+	if err != nil {
+		return nil, fmt.Errorf("prometheus exporter: %w", err)
+	}
+	return &Telemetry{
+		Tracer:     sdktrace.NewTracerProvider(opts...),
+		Meter:      sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(promExp)),
+		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
+		registry:   reg,
+	}, nil
+}
+
+// AddSpanProcessor lets a test collect spans in memory.
+func (t *Telemetry) AddSpanProcessor(p sdktrace.SpanProcessor) { t.Tracer.RegisterSpanProcessor(p) }
+
+// MetricsHandler serves the Prometheus text format for GET /metrics.
+func (t *Telemetry) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{})
+}
+
+// Meter returns a named meter for a package's own instruments.
+func (t *Telemetry) MeterFor(name string) metric.Meter { return t.Meter.Meter(name) }
+
+// TracerFor returns a named tracer for a package's own spans.
+func (t *Telemetry) TracerFor(name string) trace.Tracer { return t.Tracer.Tracer(name) }
+
+// Shutdown flushes and stops both providers.
+func (t *Telemetry) Shutdown(ctx context.Context) error {
+	return errors.Join(t.Tracer.Shutdown(ctx), t.Meter.Shutdown(ctx))
+}

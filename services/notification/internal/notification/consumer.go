@@ -1,0 +1,295 @@
+package notification
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/orderflow/orderflow/pkg/events"
+	"github.com/orderflow/orderflow/pkg/queue"
+)
+
+// HandlerFunc processes one decoded event. nil means done: the message is
+// deleted. An error leaves the message on the queue to come back after its
+// visibility timeout; an error wrapping ErrMalformed sends it to the
+// dead-letter queue instead.
+type HandlerFunc func(ctx context.Context, e events.Order) error
+
+// ConsumerConfig tunes a Consumer.
+type ConsumerConfig struct {
+	// Name labels the consumer in logs ("invoice", "email").
+	Name string
+	// QueueURL is the queue to consume.
+	QueueURL string
+	// Concurrency bounds the handlers running at once (a bulkhead: a slow
+	// SMTP server cannot pile up goroutines or database connections).
+	Concurrency int
+	// VisibilityTimeout is the queue's; each handler gets a deadline well
+	// inside it, so a message is finished or abandoned before SQS hands it
+	// to another consumer.
+	VisibilityTimeout time.Duration
+}
+
+const (
+	// maxBatch is SQS's limit on MaxNumberOfMessages.
+	maxBatch = 10
+	// waitTimeSeconds is the longest long poll SQS allows: an idle
+	// consumer makes three requests a minute instead of spinning.
+	waitTimeSeconds = 20
+	// poisonVisibility is how soon a poison message becomes visible again,
+	// so it reaches maxReceiveCount and the dead-letter queue in seconds.
+	poisonVisibility = 1
+	// deleteTimeout bounds the DeleteMessage after a handler succeeded.
+	deleteTimeout = 5 * time.Second
+	// backoffBase and backoffMax shape the retry delay after a failed
+	// receive (SQS down): doubling from the base, capped, with jitter.
+	backoffBase = 200 * time.Millisecond
+	backoffMax  = 15 * time.Second
+)
+
+// Consumer long-polls one SQS queue and runs a handler per message, deleting
+// a message only after its handler succeeded. Handlers must be idempotent:
+// SQS delivers at least once, and a consumer killed between the effect and
+// the delete sees the message again.
+type Consumer struct {
+	client  *sqs.Client
+	cfg     ConsumerConfig
+	handle  HandlerFunc
+	log     *slog.Logger
+	timeout time.Duration
+	poison  atomic.Int64
+}
+
+// NewConsumer returns a Consumer of cfg.QueueURL that runs handle.
+func NewConsumer(client *sqs.Client, cfg ConsumerConfig, handle HandlerFunc, log *slog.Logger) *Consumer {
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 1
+	}
+	if cfg.VisibilityTimeout <= 0 {
+		cfg.VisibilityTimeout = 30 * time.Second
+	}
+	return &Consumer{
+		client:  client,
+		cfg:     cfg,
+		handle:  handle,
+		log:     log.With("consumer", cfg.Name),
+		timeout: HandlerTimeout(cfg.VisibilityTimeout),
+	}
+}
+
+// HandlerTimeout is the deadline of one handler for a visibility timeout:
+// three quarters of it, leaving the rest for the delete, so a handler that
+// hangs is abandoned before the message becomes visible to another consumer.
+func HandlerTimeout(visibility time.Duration) time.Duration {
+	return visibility * 3 / 4
+}
+
+// Poisoned counts the poison messages seen: bodies events.Decode rejects
+// and events a handler calls malformed. Each message is counted once, on its
+// first receipt, however often it comes back before the dead-letter queue
+// takes it.
+func (c *Consumer) Poisoned() int64 { return c.poison.Load() }
+
+// Run consumes until ctx is cancelled, then waits for the handlers in flight
+// to finish (each within its own deadline) and returns nil. It never returns
+// because SQS is unreachable: it backs off and tries again.
+//
+// A receive asks for at most as many messages as there are free handler
+// slots, so no received message waits for a slot while its visibility
+// timeout runs out.
+func (c *Consumer) Run(ctx context.Context) error {
+	slots := make(chan struct{}, c.cfg.Concurrency)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	failures := 0
+	for {
+		n, ok := acquire(ctx, slots)
+		if !ok {
+			return nil
+		}
+		out, err := c.client.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
+			QueueUrl:                    aws.String(c.cfg.QueueURL),
+			MaxNumberOfMessages:         int32(n),
+			WaitTimeSeconds:             waitTimeSeconds,
+			MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameApproximateReceiveCount},
+		})
+		if err != nil {
+			release(slots, n)
+			if ctx.Err() != nil {
+				return nil
+			}
+			failures++
+			d := Backoff(failures)
+			c.log.WarnContext(ctx, "receive failed; backing off", "error", err.Error(),
+				"failures", failures, "retry_in", d.String())
+			if !sleep(ctx, d) {
+				return nil
+			}
+			continue
+		}
+		failures = 0
+		release(slots, n-len(out.Messages))
+		for _, m := range out.Messages {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-slots }()
+				c.process(ctx, m)
+			}()
+		}
+	}
+}
+
+// acquire blocks for one free slot, then takes up to maxBatch-1 more that
+// are free right now. It returns how many it took, or false when ctx ended.
+func acquire(ctx context.Context, slots chan struct{}) (int, bool) {
+	select {
+	case slots <- struct{}{}:
+	case <-ctx.Done():
+		return 0, false
+	}
+	n := 1
+	for n < maxBatch {
+		select {
+		case slots <- struct{}{}:
+			n++
+		default:
+			return n, true
+		}
+	}
+	return n, true
+}
+
+func release(slots chan struct{}, n int) {
+	for range n {
+		<-slots
+	}
+}
+
+// process runs the handler for one message. The handler's context is
+// detached from ctx's cancellation, so a shutdown lets it finish (commit
+// and delete) instead of abandoning a half-done message, but it carries its
+// own deadline shorter than the visibility timeout.
+func (c *Consumer) process(ctx context.Context, m types.Message) {
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
+	defer cancel()
+	log := c.log.With("message_id", aws.ToString(m.MessageId))
+	e, err := events.Decode([]byte(aws.ToString(m.Body)))
+	if err == nil {
+		log = log.With("event_id", e.ID, "order_id", e.OrderID, "type", e.Type)
+		err = c.safeHandle(hctx, e)
+		if err == nil {
+			c.delete(hctx, log, m)
+			return
+		}
+		if !errors.Is(err, ErrMalformed) {
+			log.WarnContext(hctx, "handler failed; the message will be redelivered", "error", err.Error())
+			return
+		}
+	}
+	c.poisoned(hctx, log, m, err)
+}
+
+// safeHandle turns a panicking handler into an error, so one bad event
+// cannot take the worker down; the message is retried like any failure.
+func (c *Consumer) safeHandle(ctx context.Context, e events.Order) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handler panic: %v", r)
+		}
+	}()
+	return c.handle(ctx, e)
+}
+
+func (c *Consumer) delete(ctx context.Context, log *slog.Logger, m types.Message) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deleteTimeout)
+	defer cancel()
+	_, err := c.client.DeleteMessage(dctx, &sqs.DeleteMessageInput{
+		QueueUrl:      aws.String(c.cfg.QueueURL),
+		ReceiptHandle: m.ReceiptHandle,
+	})
+	if err != nil {
+		// The effect is committed; the redelivery will find it done.
+		log.WarnContext(ctx, "delete failed; the message will be redelivered and skipped", "error", err.Error())
+	}
+}
+
+// poisoned leaves a message that can never be processed on the queue (a
+// delete would lose the evidence) but makes it visible again almost at
+// once, so SQS's redrive policy moves it to the dead-letter queue after
+// maxReceiveCount receipts instead of after maxReceiveCount visibility
+// timeouts.
+func (c *Consumer) poisoned(ctx context.Context, log *slog.Logger, m types.Message, cause error) {
+	receives, _ := strconv.Atoi(m.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)])
+	if receives <= 1 {
+		c.poison.Add(1)
+	}
+	log.ErrorContext(ctx, "poison message; leaving it for the dead-letter queue",
+		"error", cause.Error(), "receive_count", receives)
+	_, err := c.client.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
+		QueueUrl:          aws.String(c.cfg.QueueURL),
+		ReceiptHandle:     m.ReceiptHandle,
+		VisibilityTimeout: poisonVisibility,
+	})
+	if err != nil {
+		log.WarnContext(ctx, "change visibility of poison message", "error", err.Error())
+	}
+}
+
+// Backoff is the delay before retry number attempt (1, 2, ...) after a
+// failed receive: exponential from 200ms, capped at 15s, with "equal
+// jitter" (half fixed, half random) so replicas do not retry in lockstep
+// and the delay never shrinks to nothing.
+func Backoff(attempt int) time.Duration {
+	attempt = max(attempt, 1)
+	d := backoffMax
+	if attempt < 20 {
+		d = min(backoffBase<<(attempt-1), backoffMax)
+	}
+	half := d / 2
+	return half + rand.N(half+1)
+}
+
+// EnsureQueue creates (or finds) the queue and its dead-letter queue,
+// retrying with Backoff until SQS answers: a service that starts while SQS
+// is down keeps serving reads and reports not ready, then starts consuming
+// once SQS is back. It fails only when ctx ends.
+func EnsureQueue(ctx context.Context, client *sqs.Client, name string, o queue.Options, log *slog.Logger) (queue.Queue, error) {
+	for attempt := 1; ; attempt++ {
+		q, err := queue.Ensure(ctx, client, name, o)
+		if err == nil {
+			return q, nil
+		}
+		if ctx.Err() != nil {
+			return queue.Queue{}, ctx.Err()
+		}
+		d := Backoff(attempt)
+		log.WarnContext(ctx, "ensure queue failed; retrying", "queue", name, "error", err.Error(),
+			"attempt", attempt, "retry_in", d.String())
+		if !sleep(ctx, d) {
+			return queue.Queue{}, ctx.Err()
+		}
+	}
+}
+
+// sleep waits for d or until ctx ends, reporting whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

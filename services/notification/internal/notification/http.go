@@ -1,0 +1,129 @@
+package notification
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderflow/orderflow/pkg/web"
+)
+
+type lineResponse struct {
+	SKU            string `json:"sku"`
+	Quantity       int    `json:"quantity"`
+	UnitPriceCents int64  `json:"unit_price_cents"`
+}
+
+type invoiceResponse struct {
+	Number     int64          `json:"number"`
+	OrderID    string         `json:"order_id"`
+	TotalCents int64          `json:"total_cents"`
+	Currency   string         `json:"currency"`
+	Lines      []lineResponse `json:"lines"`
+	CreatedAt  time.Time      `json:"created_at"`
+}
+
+type emailResponse struct {
+	To      string     `json:"to"`
+	Subject string     `json:"subject"`
+	Kind    string     `json:"kind"`
+	OrderID string     `json:"order_id"`
+	SentAt  *time.Time `json:"sent_at"`
+}
+
+// orderIDParam reads the required order_id query parameter, which must be
+// a UUID (the column type; anything else could never match).
+func orderIDParam(r *http.Request) (string, error) {
+	v := r.URL.Query().Get("order_id")
+	if v == "" {
+		return "", web.ValidationProblem(map[string]string{"order_id": "is required"})
+	}
+	id, err := uuid.Parse(v)
+	if err != nil {
+		return "", web.ValidationProblem(map[string]string{"order_id": "must be a UUID"})
+	}
+	return id.String(), nil
+}
+
+func handleInvoiceList(log *slog.Logger, svc *Service) http.Handler {
+	type response struct {
+		Invoices []invoiceResponse `json:"invoices"`
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		orderID, err := orderIDParam(r)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		invs, err := svc.Invoices(r.Context(), orderID)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		resp := response{Invoices: make([]invoiceResponse, 0, len(invs))}
+		for _, inv := range invs {
+			lines := make([]lineResponse, 0, len(inv.Lines))
+			for _, l := range inv.Lines {
+				lines = append(lines, lineResponse(l))
+			}
+			resp.Invoices = append(resp.Invoices, invoiceResponse{
+				Number:     inv.Number,
+				OrderID:    inv.OrderID,
+				TotalCents: inv.TotalCents,
+				Currency:   inv.Currency,
+				Lines:      lines,
+				CreatedAt:  inv.CreatedAt.UTC(),
+			})
+		}
+		web.WriteJSON(w, http.StatusOK, resp)
+	})
+}
+
+func handleEmailList(log *slog.Logger, svc *Service) http.Handler {
+	type response struct {
+		Emails []emailResponse `json:"emails"`
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		orderID, err := orderIDParam(r)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		ems, err := svc.SentEmails(r.Context(), orderID)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		resp := response{Emails: make([]emailResponse, 0, len(ems))}
+		for _, em := range ems {
+			var sentAt *time.Time
+			if em.SentAt != nil {
+				t := em.SentAt.UTC()
+				sentAt = &t
+			}
+			resp.Emails = append(resp.Emails, emailResponse{
+				To:      em.To,
+				Subject: em.Subject,
+				Kind:    em.Kind,
+				OrderID: em.OrderID,
+				SentAt:  sentAt,
+			})
+		}
+		web.WriteJSON(w, http.StatusOK, resp)
+	})
+}
+
+// writeError sends err as a problem: a *web.Problem as it is, anything else
+// as a logged 500 without detail.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	var p *web.Problem
+	if errors.As(err, &p) {
+		web.WriteProblem(w, p)
+		return
+	}
+	log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "error", err.Error())
+	web.WriteProblem(w, web.NewProblem(http.StatusInternalServerError, "internal", "internal error"))
+}

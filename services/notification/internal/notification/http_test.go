@@ -1,0 +1,165 @@
+package notification_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/orderflow/orderflow/pkg/events"
+	"github.com/orderflow/orderflow/pkg/smtptest"
+	"github.com/orderflow/orderflow/pkg/web"
+	"github.com/orderflow/orderflow/services/notification/internal/notification"
+)
+
+func TestHandler_Lists(t *testing.T) {
+	t.Parallel()
+	smtp := smtptest.Start(t)
+	svc, pool := newService(t, smtp.Addr())
+	h := notification.NewHandler(testLogger(t), svc, map[string]web.Check{"postgres": svc.Ready})
+	ctx := context.Background()
+
+	confirmed := newEvent(events.OrderConfirmed, "buyer@example.com")
+	if err := svc.HandleInvoice(ctx, confirmed); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.HandleEmail(ctx, confirmed); err != nil {
+		t.Fatal(err)
+	}
+	// An e-mail row whose send has not completed must not be listed.
+	unsent := newEvent(events.OrderCancelled, "buyer@example.com")
+	unsent.OrderID = confirmed.OrderID
+	if _, err := pool.Exec(ctx, `INSERT INTO emails (id, event_id, order_id, "to", subject, kind, body)
+		VALUES ($1, $1, $2, 'buyer@example.com', 's', 'order_cancelled', 'b')`, unsent.ID, unsent.OrderID); err != nil {
+		t.Fatal(err)
+	}
+	other := newEvent(events.OrderConfirmed, "")
+
+	tests := []struct {
+		name       string
+		target     string
+		wantStatus int
+		wantCode   string
+		wantBody   string // exact JSON for the list responses
+	}{
+		{"invoices without order_id", "/v1/invoices", 400, "validation_failed", ""},
+		{"invoices with a bad order_id", "/v1/invoices?order_id=42", 400, "validation_failed", ""},
+		{"emails without order_id", "/v1/emails", 400, "validation_failed", ""},
+		{"emails with a bad order_id", "/v1/emails?order_id=nope", 400, "validation_failed", ""},
+		{"no invoices", "/v1/invoices?order_id=" + other.OrderID, 200, "", `{"invoices":[]}`},
+		{"no emails", "/v1/emails?order_id=" + other.OrderID, 200, "", `{"emails":[]}`},
+		{"healthz", "/healthz", 200, "", `{"status":"ok"}`},
+		{"readyz", "/readyz", 200, "", `{"status":"ready"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, tt.target, nil))
+			if rec.Code != tt.wantStatus {
+				t.Fatalf("GET %s = %d; want %d (%s)", tt.target, rec.Code, tt.wantStatus, rec.Body)
+			}
+			if tt.wantCode != "" {
+				var p struct {
+					Code   string            `json:"code"`
+					Errors map[string]string `json:"errors"`
+				}
+				if err := json.Unmarshal(rec.Body.Bytes(), &p); err != nil {
+					t.Fatal(err)
+				}
+				if p.Code != tt.wantCode || p.Errors["order_id"] == "" {
+					t.Errorf("problem = %+v; want code %s with an order_id error", p, tt.wantCode)
+				}
+				if ct := rec.Header().Get("Content-Type"); ct != "application/problem+json" {
+					t.Errorf("Content-Type = %q; want application/problem+json", ct)
+				}
+				return
+			}
+			if tt.wantBody != "" {
+				if got := rec.Body.String(); got != tt.wantBody+"\n" {
+					t.Errorf("body = %s; want %s", got, tt.wantBody)
+				}
+			}
+		})
+	}
+
+	t.Run("POST is 405", func(t *testing.T) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/invoices?order_id="+other.OrderID, nil))
+		if rec.Code != http.StatusMethodNotAllowed {
+			t.Errorf("POST /v1/invoices = %d; want 405", rec.Code)
+		}
+	})
+
+	t.Run("invoices of an order", func(t *testing.T) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/invoices?order_id="+confirmed.OrderID, nil))
+		if rec.Code != http.StatusOK {
+			t.Fatalf("status = %d; want 200 (%s)", rec.Code, rec.Body)
+		}
+		type line struct {
+			SKU            string `json:"sku"`
+			Quantity       int    `json:"quantity"`
+			UnitPriceCents int64  `json:"unit_price_cents"`
+		}
+		type invoice struct {
+			Number     int64     `json:"number"`
+			OrderID    string    `json:"order_id"`
+			TotalCents int64     `json:"total_cents"`
+			Currency   string    `json:"currency"`
+			Lines      []line    `json:"lines"`
+			CreatedAt  time.Time `json:"created_at"`
+		}
+		var got struct {
+			Invoices []invoice `json:"invoices"`
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+			t.Fatal(err)
+		}
+		want := []invoice{{
+			Number: 1, OrderID: confirmed.OrderID, TotalCents: 3499, Currency: "USD",
+			Lines: []line{{"SKU-00001", 2, 1250}, {"SKU-00002", 1, 999}},
+		}}
+		if diff := cmp.Diff(want, got.Invoices, cmpopts.IgnoreFields(invoice{}, "CreatedAt")); diff != "" {
+			t.Errorf("invoices (-want +got):\n%s", diff)
+		}
+		if len(got.Invoices) == 1 && time.Since(got.Invoices[0].CreatedAt) > time.Hour {
+			t.Errorf("created_at = %v; want about now", got.Invoices[0].CreatedAt)
+		}
+	})
+
+	t.Run("emails of an order", func(t *testing.T) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/emails?order_id="+confirmed.OrderID, nil))
+		if rec.Code != http.StatusOK {
+			t.Fatalf("status = %d; want 200 (%s)", rec.Code, rec.Body)
+		}
+		type email struct {
+			To      string     `json:"to"`
+			Subject string     `json:"subject"`
+			Kind    string     `json:"kind"`
+			OrderID string     `json:"order_id"`
+			SentAt  *time.Time `json:"sent_at"`
+		}
+		var got struct {
+			Emails []email `json:"emails"`
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+			t.Fatal(err)
+		}
+		want := []email{{
+			To: "buyer@example.com", Subject: "Your order " + confirmed.OrderID + " is confirmed",
+			Kind: "order_confirmed", OrderID: confirmed.OrderID,
+		}}
+		if diff := cmp.Diff(want, got.Emails, cmpopts.IgnoreFields(email{}, "SentAt")); diff != "" {
+			t.Errorf("emails (-want +got):\n%s", diff)
+		}
+		if len(got.Emails) == 1 && got.Emails[0].SentAt == nil {
+			t.Error("sent_at = null; want the send time")
+		}
+	})
+}

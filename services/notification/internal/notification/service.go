@@ -1,0 +1,126 @@
+package notification
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/mail"
+
+	"github.com/google/uuid"
+
+	"github.com/orderflow/orderflow/pkg/events"
+)
+
+// Service holds the workers' use cases (one per queue) and the reads.
+type Service struct {
+	store  *Store
+	mailer *Mailer
+	log    *slog.Logger
+}
+
+// NewService returns a Service over store that sends e-mail with mailer.
+func NewService(store *Store, mailer *Mailer, log *slog.Logger) *Service {
+	return &Service{store: store, mailer: mailer, log: log}
+}
+
+// checkIDs rejects events whose ids the database cannot store: retrying
+// them would fail the same way every time.
+func checkIDs(e events.Order) error {
+	if _, err := uuid.Parse(e.ID); err != nil {
+		return fmt.Errorf("%w: event id %q is not a UUID", ErrMalformed, e.ID)
+	}
+	if _, err := uuid.Parse(e.OrderID); err != nil {
+		return fmt.Errorf("%w: order_id %q is not a UUID", ErrMalformed, e.OrderID)
+	}
+	return nil
+}
+
+// HandleInvoice is the invoice worker's handler: an order.confirmed event
+// becomes one numbered invoice, however often it is delivered. Other event
+// types carry nothing to invoice. A nil error means the message may be
+// deleted.
+func (s *Service) HandleInvoice(ctx context.Context, e events.Order) error {
+	if e.Type != events.OrderConfirmed {
+		return nil
+	}
+	if err := checkIDs(e); err != nil {
+		return err
+	}
+	inv, created, err := s.store.CreateInvoice(ctx, Invoice{
+		OrderID:    e.OrderID,
+		EventID:    e.ID,
+		TotalCents: e.TotalCents,
+		Currency:   e.Currency,
+		Lines:      LinesOf(e.Items),
+	})
+	if err != nil {
+		return err
+	}
+	if created {
+		s.log.InfoContext(ctx, "invoice created", "number", inv.Number, "order_id", e.OrderID, "event_id", e.ID)
+	} else {
+		s.log.InfoContext(ctx, "invoice already created for event", "order_id", e.OrderID, "event_id", e.ID)
+	}
+	return nil
+}
+
+// HandleEmail is the e-mail worker's handler: it sends the customer the
+// e-mail for the event once (see Store.SendEmailOnce for the one duplicate
+// SMTP cannot rule out). An event without an address has nothing to send
+// and succeeds, so its message is deleted; an SMTP failure is returned, so
+// the message stays and comes back after its visibility timeout.
+func (s *Service) HandleEmail(ctx context.Context, e events.Order) error {
+	kind := KindOf(e.Type)
+	if kind == "" {
+		return nil
+	}
+	if err := checkIDs(e); err != nil {
+		return err
+	}
+	if e.Email == "" {
+		s.log.InfoContext(ctx, "event has no e-mail address; nothing to send",
+			"order_id", e.OrderID, "event_id", e.ID, "type", e.Type)
+		return nil
+	}
+	addr, err := mail.ParseAddress(e.Email)
+	if err != nil {
+		return fmt.Errorf("%w: e-mail address %q: %v", ErrMalformed, e.Email, err)
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return fmt.Errorf("new email id: %w", err)
+	}
+	subject, body := Compose(e, kind)
+	em := Email{
+		ID:      id.String(),
+		EventID: e.ID,
+		OrderID: e.OrderID,
+		To:      addr.Address,
+		Subject: subject,
+		Kind:    kind,
+		Body:    body,
+	}
+	sent, err := s.store.SendEmailOnce(ctx, em, s.mailer.Send)
+	if err != nil {
+		return err
+	}
+	if sent {
+		s.log.InfoContext(ctx, "e-mail sent", "kind", kind, "order_id", e.OrderID, "event_id", e.ID)
+	} else {
+		s.log.InfoContext(ctx, "e-mail already sent for event", "kind", kind, "order_id", e.OrderID, "event_id", e.ID)
+	}
+	return nil
+}
+
+// Invoices returns the invoices of an order; orderID must be a UUID.
+func (s *Service) Invoices(ctx context.Context, orderID string) ([]Invoice, error) {
+	return s.store.InvoicesByOrder(ctx, orderID)
+}
+
+// SentEmails returns the e-mails sent for an order; orderID must be a UUID.
+func (s *Service) SentEmails(ctx context.Context, orderID string) ([]Email, error) {
+	return s.store.SentEmailsByOrder(ctx, orderID)
+}
+
+// Ready reports whether the database answers.
+func (s *Service) Ready(ctx context.Context) error { return s.store.Ping(ctx) }
