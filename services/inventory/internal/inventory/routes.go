@@ -1,0 +1,29 @@
+package inventory
+
+import (
+	"log/slog"
+	"net/http"
+
+	"github.com/orderflow/orderflow/pkg/web"
+)
+
+// NewHandler returns the whole HTTP API of inventory. Admin routes need
+// "Authorization: Bearer adminToken"; an empty adminToken locks them.
+func NewHandler(log *slog.Logger, svc *Service, adminToken string) http.Handler {
+	r := web.NewRouter(log)
+
+	r.Method(http.MethodGet, "/healthz", web.Healthz())
+	r.Method(http.MethodGet, "/readyz", web.Readyz(map[string]web.Check{"postgres": svc.Ping}))
+
+	r.Method(http.MethodGet, "/v1/products", handleProductList(log, svc))
+	r.Method(http.MethodGet, "/v1/products/{sku}", handleProductGet(log, svc))
+	r.With(web.RequireAdmin(adminToken)).
+		Method(http.MethodPut, "/v1/products/{sku}/stock", handleStockPut(log, svc))
+
+	r.Method(http.MethodPost, "/v1/reservations", handleReservationCreate(log, svc))
+	r.Method(http.MethodGet, "/v1/reservations/{order_id}", handleReservationGet(log, svc))
+	r.Method(http.MethodPost, "/v1/reservations/{order_id}/commit", handleReservationCommit(log, svc))
+	r.Method(http.MethodPost, "/v1/reservations/{order_id}/release", handleReservationRelease(log, svc))
+
+	return r
+}

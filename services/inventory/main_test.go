@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/orderflow/orderflow/pkg/dbtest"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	addr := ln.Addr().String()
+	if err := ln.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	return addr
+}
+
+func TestRun(t *testing.T) {
+	// run migrates the empty database itself.
+	dbURL := dbtest.NewURL(t, nil)
+	addr := freeAddr(t)
+	vars := map[string]string{
+		"INVENTORY_ADDR":           addr,
+		"INVENTORY_DATABASE_URL":   dbURL,
+		"INVENTORY_DB_MAX_CONNS":   "4",
+		"INVENTORY_SEED_PRODUCTS":  "50",
+		"INVENTORY_SWEEP_INTERVAL": "50ms",
+		"ADMIN_TOKEN":              "t",
+		"LOG_LEVEL":                "warn",
+	}
+	getenv := func(k string) string { return vars[k] }
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx, []string{"inventory"}, getenv, io.Discard, io.Discard) }()
+
+	base := "http://" + addr
+	client := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := client.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case err := <-errc:
+			t.Fatalf("run returned before serving: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/healthz did not answer: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	resp, err := client.Get(base + "/v1/products/SKU-00050")
+	if err != nil {
+		t.Fatalf("GET product: %v", err)
+	}
+	var p struct {
+		SKU       string `json:"sku"`
+		Available int    `json:"available"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&p)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || p.SKU != "SKU-00050" || p.Available != 1_000_000 {
+		t.Fatalf("GET product = %d %+v, %v; want 200 SKU-00050 with 1000000", resp.StatusCode, p, err)
+	}
+	resp, err = client.Get(base + "/readyz")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /readyz = %v, %v; want 200", resp, err)
+	}
+	resp.Body.Close()
+
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("run = %v; want nil after cancel", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+}
+
+func TestReadConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		vars    map[string]string
+		wantErr bool
+	}{
+		{name: "defaults", vars: map[string]string{}},
+		{name: "bad duration", vars: map[string]string{"INVENTORY_RESERVATION_TTL": "soon"}, wantErr: true},
+		{name: "zero ttl", vars: map[string]string{"INVENTORY_RESERVATION_TTL": "0s"}, wantErr: true},
+		{name: "negative seed", vars: map[string]string{"INVENTORY_SEED_PRODUCTS": "-1"}, wantErr: true},
+		{name: "bad conns", vars: map[string]string{"INVENTORY_DB_MAX_CONNS": "x"}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := readConfig([]string{"inventory"}, func(k string) string { return tt.vars[k] }, io.Discard)
+			if (err != nil) != tt.wantErr {
+				t.Errorf("readConfig = %v; wantErr %v", err, tt.wantErr)
+			}
+		})
+	}
+}

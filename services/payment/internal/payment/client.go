@@ -1,0 +1,161 @@
+package payment
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// ProviderClient calls the external payment provider over HTTP. Every call is
+// bounded by the client's timeout and by the caller's context, so a slow
+// provider costs a request at most the timeout.
+type ProviderClient struct {
+	base string
+	hc   *http.Client
+}
+
+// NewProviderClient returns a client for the provider at baseURL
+// ("http://127.0.0.1:8090") whose calls give up after timeout.
+func NewProviderClient(baseURL string, timeout time.Duration) *ProviderClient {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = 200
+	tr.MaxIdleConnsPerHost = 100
+	return &ProviderClient{
+		base: strings.TrimRight(baseURL, "/"),
+		hc:   &http.Client{Timeout: timeout, Transport: tr},
+	}
+}
+
+// ChargeRequest is what a capture sends to the provider; IdempotencyKey
+// makes a retried capture return the first charge instead of a second one.
+type ChargeRequest struct {
+	AmountCents    int64  `json:"amount_cents"`
+	Currency       string `json:"currency"`
+	Method         string `json:"method"`
+	IdempotencyKey string `json:"idempotency_key"`
+}
+
+// ProviderReply is the provider's raw answer to an admin call, passed on to
+// the operator unchanged.
+type ProviderReply struct {
+	Status int
+	Body   []byte
+}
+
+const maxReplyBytes = 1 << 20
+
+func (c *ProviderClient) do(ctx context.Context, method, path, authorization string, body []byte) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return 0, nil, fmt.Errorf("build provider request: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, nil, classify(ctx, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxReplyBytes))
+	if err != nil {
+		return 0, nil, classify(ctx, err)
+	}
+	return resp.StatusCode, b, nil
+}
+
+// classify maps a transport failure to ErrProviderTimeout or
+// ErrProviderUnavailable, keeping the cause for the log.
+func classify(ctx context.Context, err error) error {
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		return fmt.Errorf("%w: %w", ErrProviderTimeout, err)
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w: %w", ErrProviderUnavailable, ctx.Err())
+	}
+	return fmt.Errorf("%w: %w", ErrProviderUnavailable, err)
+}
+
+// Charge captures a payment and returns the provider's charge id.
+func (c *ProviderClient) Charge(ctx context.Context, req ChargeRequest) (string, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return "", fmt.Errorf("encode charge: %w", err)
+	}
+	status, reply, err := c.do(ctx, http.MethodPost, "/v1/charges", "", body)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case status == http.StatusOK || status == http.StatusCreated:
+		var ch struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal(reply, &ch); err != nil || ch.ID == "" {
+			return "", fmt.Errorf("%w: bad charge reply", ErrProviderUnavailable)
+		}
+		return ch.ID, nil
+	case status == http.StatusPaymentRequired:
+		var p struct {
+			Code string `json:"code"`
+		}
+		_ = json.Unmarshal(reply, &p)
+		if p.Code == "" {
+			p.Code = "card_declined"
+		}
+		return "", &DeclineError{Code: p.Code}
+	case status >= 500:
+		return "", fmt.Errorf("%w: charge answered %d", ErrProviderUnavailable, status)
+	default:
+		return "", fmt.Errorf("provider refused charge: %d %s", status, bytes.TrimSpace(reply))
+	}
+}
+
+// Refund refunds a charge; the provider treats a repeat as a no-op.
+func (c *ProviderClient) Refund(ctx context.Context, chargeID string) error {
+	status, reply, err := c.do(ctx, http.MethodPost, "/v1/charges/"+url.PathEscape(chargeID)+"/refund", "", nil)
+	if err != nil {
+		return err
+	}
+	switch {
+	case status == http.StatusOK:
+		return nil
+	case status == http.StatusNotFound:
+		return fmt.Errorf("%w: %s", ErrChargeNotFound, chargeID)
+	case status >= 500:
+		return fmt.Errorf("%w: refund answered %d", ErrProviderUnavailable, status)
+	default:
+		return fmt.Errorf("provider refused refund: %d %s", status, bytes.TrimSpace(reply))
+	}
+}
+
+// Admin forwards an admin call (GET or PUT /admin/config) with the caller's
+// Authorization header and returns the provider's answer. Only transport
+// failures and 5xx answers are errors.
+func (c *ProviderClient) Admin(ctx context.Context, method, authorization string, body []byte) (ProviderReply, error) {
+	status, reply, err := c.do(ctx, method, "/admin/config", authorization, body)
+	if err != nil {
+		return ProviderReply{}, err
+	}
+	if status >= 500 {
+		return ProviderReply{}, fmt.Errorf("%w: admin config answered %d", ErrProviderUnavailable, status)
+	}
+	return ProviderReply{Status: status, Body: reply}, nil
+}

@@ -1,0 +1,154 @@
+// Package payment is the payment service: it captures card payments through
+// the simulated external provider, refunds them, and makes every capture
+// safe to retry with an Idempotency-Key, so a client (the order saga) that
+// times out and tries again never charges a card twice.
+package payment
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Payment statuses.
+const (
+	StatusCaptured = "captured"
+	StatusRefunded = "refunded"
+)
+
+// MaxKeyLen is the longest Idempotency-Key accepted.
+const MaxKeyLen = 255
+
+var (
+	// ErrNotFound means no payment has the id.
+	ErrNotFound = errors.New("payment not found")
+	// ErrKeyReused means an Idempotency-Key came back with another body.
+	ErrKeyReused = errors.New("idempotency key reused with a different request")
+	// ErrInProgress means the first request with the key has not finished
+	// within the time a duplicate is willing to wait for it.
+	ErrInProgress = errors.New("a request with this idempotency key is in progress")
+	// ErrProviderUnavailable means the provider is down, failing or
+	// unreachable; nothing was recorded and the call may be retried.
+	ErrProviderUnavailable = errors.New("payment provider unavailable")
+	// ErrProviderTimeout means the provider did not answer in time; the
+	// outcome is unknown, so the key is released and a retry with the same
+	// key is safe because the provider deduplicates on it.
+	ErrProviderTimeout = errors.New("payment provider timed out")
+	// ErrChargeNotFound means the provider does not know a charge we stored.
+	ErrChargeNotFound = errors.New("provider charge not found")
+
+	// errClaimLost means another request took over a stale claim on the key.
+	errClaimLost = errors.New("idempotency claim taken over")
+)
+
+// DeclineError is a capture the card issuer refused; Code is the provider's
+// decline code ("card_declined", "insufficient_funds").
+type DeclineError struct{ Code string }
+
+func (e *DeclineError) Error() string { return "payment declined: " + e.Code }
+
+// Payment is a captured card payment.
+type Payment struct {
+	ID               string
+	OrderID          string
+	ProviderChargeID string
+	AmountCents      int64
+	Currency         string
+	Method           string
+	Status           string
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+}
+
+// CreateRequest asks to capture a payment for an order. Build it with
+// (CreateRequest).Normalize so equal requests hash equally.
+type CreateRequest struct {
+	OrderID     string
+	AmountCents int64
+	Currency    string
+	Method      string
+}
+
+// Normalize returns r in canonical form (lower-case hyphenated UUID,
+// upper-case currency) and a field→problem map, empty when r is valid.
+func (r CreateRequest) Normalize() (CreateRequest, map[string]string) {
+	problems := map[string]string{}
+	if id, err := uuid.Parse(r.OrderID); err != nil || len(r.OrderID) != 36 {
+		problems["order_id"] = "must be a UUID"
+	} else {
+		r.OrderID = id.String()
+	}
+	if r.AmountCents <= 0 {
+		problems["amount_cents"] = "must be greater than 0"
+	}
+	r.Currency = strings.ToUpper(r.Currency)
+	if !isCurrency(r.Currency) {
+		problems["currency"] = "must be a 3-letter ISO 4217 code such as USD"
+	}
+	if strings.TrimSpace(r.Method) == "" {
+		problems["method"] = "is required"
+	} else if len(r.Method) > 255 {
+		problems["method"] = "must be at most 255 characters"
+	}
+	return r, problems
+}
+
+func isCurrency(s string) bool {
+	if len(s) != 3 {
+		return false
+	}
+	for _, c := range s {
+		if c < 'A' || c > 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+// Hash fingerprints the request, so a reused Idempotency-Key with another
+// body is recognised. It hashes a re-marshalled canonical form, never the
+// raw bytes: whitespace and field order must not matter.
+func (r CreateRequest) Hash() []byte {
+	b, _ := json.Marshal(struct {
+		OrderID     string `json:"order_id"`
+		AmountCents int64  `json:"amount_cents"`
+		Currency    string `json:"currency"`
+		Method      string `json:"method"`
+	}{r.OrderID, r.AmountCents, r.Currency, r.Method})
+	sum := sha256.Sum256(b)
+	return sum[:]
+}
+
+// ValidKey reports whether k is an acceptable Idempotency-Key.
+func ValidKey(k string) bool { return len(k) >= 1 && len(k) <= MaxKeyLen }
+
+// Response is an HTTP outcome stored with an Idempotency-Key and replayed
+// byte for byte to later requests with the same key.
+type Response struct {
+	Status   int
+	Body     []byte
+	Replayed bool
+}
+
+// ProviderSettings changes the simulated provider; a nil field is unchanged.
+type ProviderSettings struct {
+	LatencyMS *int     `json:"latency_ms,omitempty"`
+	ErrorRate *float64 `json:"error_rate,omitempty"`
+	Outage    *bool    `json:"outage,omitempty"`
+}
+
+// Validate returns a field→problem map, empty when s is acceptable.
+func (s ProviderSettings) Validate() map[string]string {
+	problems := map[string]string{}
+	if s.LatencyMS != nil && (*s.LatencyMS < 0 || *s.LatencyMS > 60000) {
+		problems["latency_ms"] = "must be between 0 and 60000"
+	}
+	if s.ErrorRate != nil && !(*s.ErrorRate >= 0 && *s.ErrorRate <= 1) {
+		problems["error_rate"] = "must be between 0.0 and 1.0"
+	}
+	return problems
+}

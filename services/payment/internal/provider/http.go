@@ -1,0 +1,178 @@
+package provider
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/orderflow/orderflow/pkg/web"
+)
+
+type chargeRequest struct {
+	AmountCents    int64  `json:"amount_cents"`
+	Currency       string `json:"currency"`
+	Method         string `json:"method"`
+	IdempotencyKey string `json:"idempotency_key"`
+}
+
+func (r chargeRequest) validate() error {
+	problems := map[string]string{}
+	if r.AmountCents <= 0 {
+		problems["amount_cents"] = "must be greater than 0"
+	}
+	if !isCurrency(r.Currency) {
+		problems["currency"] = "must be a 3-letter ISO 4217 code such as USD"
+	}
+	if r.Method == "" {
+		problems["method"] = "is required"
+	}
+	if len(r.IdempotencyKey) > MaxKeyLen {
+		problems["idempotency_key"] = "must be at most 255 characters"
+	}
+	return web.ValidationProblem(problems)
+}
+
+func isCurrency(s string) bool {
+	if len(s) != 3 {
+		return false
+	}
+	for _, c := range s {
+		if c < 'A' || c > 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+type chargeResponse struct {
+	ID          string `json:"id"`
+	Status      string `json:"status"`
+	AmountCents int64  `json:"amount_cents"`
+	Currency    string `json:"currency"`
+}
+
+func toChargeResponse(c Charge) chargeResponse {
+	return chargeResponse{ID: c.ID, Status: c.Status, AmountCents: c.AmountCents, Currency: c.Currency}
+}
+
+type configBody struct {
+	LatencyMS int     `json:"latency_ms"`
+	ErrorRate float64 `json:"error_rate"`
+	Outage    bool    `json:"outage"`
+}
+
+type configPatch struct {
+	LatencyMS *int     `json:"latency_ms"`
+	ErrorRate *float64 `json:"error_rate"`
+	Outage    *bool    `json:"outage"`
+}
+
+func toConfigBody(c Config) configBody {
+	return configBody{LatencyMS: c.LatencyMS, ErrorRate: c.ErrorRate, Outage: c.Outage}
+}
+
+func handleChargeCreate(log *slog.Logger, sim *Simulator) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req chargeRequest
+		if err := web.Decode(r, web.MaxBodyBytes, &req); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		if err := req.validate(); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		if err := sim.Fault(r.Context()); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		c, err := sim.Charge(ChargeRequest(req))
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		web.WriteJSON(w, http.StatusCreated, toChargeResponse(c))
+	})
+}
+
+func handleChargeGet(log *slog.Logger, sim *Simulator) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := sim.Get(chi.URLParam(r, "id"))
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		web.WriteJSON(w, http.StatusOK, toChargeResponse(c))
+	})
+}
+
+func handleChargeRefund(log *slog.Logger, sim *Simulator) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := sim.Fault(r.Context()); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		c, err := sim.Refund(chi.URLParam(r, "id"))
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		web.WriteJSON(w, http.StatusOK, toChargeResponse(c))
+	})
+}
+
+func handleConfigGet(sim *Simulator) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		web.WriteJSON(w, http.StatusOK, toConfigBody(sim.Config()))
+	})
+}
+
+// handleConfigPut applies the fields present in the body; absent fields keep
+// their value, so {"outage":true} starts an outage and leaves latency alone.
+func handleConfigPut(log *slog.Logger, sim *Simulator) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var p configPatch
+		if err := web.Decode(r, web.MaxBodyBytes, &p); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		cfg, problems := sim.Update(Patch(p))
+		if err := web.ValidationProblem(problems); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		log.InfoContext(r.Context(), "provider config changed",
+			"latency_ms", cfg.LatencyMS, "error_rate", cfg.ErrorRate, "outage", cfg.Outage)
+		web.WriteJSON(w, http.StatusOK, toConfigBody(cfg))
+	})
+}
+
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	var p *web.Problem
+	var decline *DeclineError
+	switch {
+	case errors.As(err, &p):
+	case errors.As(err, &decline):
+		p = web.NewProblem(http.StatusPaymentRequired, decline.Code, "the card was declined")
+	case errors.Is(err, ErrNotFound):
+		p = web.NewProblem(http.StatusNotFound, "not_found", "no such charge")
+	case errors.Is(err, ErrKeyReused):
+		p = web.NewProblem(http.StatusConflict, "idempotency_key_reused",
+			"the idempotency key was used for a charge with other parameters")
+	case errors.Is(err, ErrOutage):
+		w.Header().Set("Retry-After", "1")
+		p = web.NewProblem(http.StatusServiceUnavailable, "outage", "the provider is in a simulated outage")
+	case errors.Is(err, ErrInjected):
+		p = web.NewProblem(http.StatusInternalServerError, "internal", "simulated provider error")
+	case r.Context().Err() != nil:
+		// The caller hung up while the simulated latency ran; nothing was
+		// charged and nobody reads this answer.
+		p = web.NewProblem(http.StatusServiceUnavailable, "cancelled", "the request was cancelled")
+	default:
+		log.ErrorContext(r.Context(), "request failed", "err", err, "path", r.URL.Path)
+		p = web.NewProblem(http.StatusInternalServerError, "internal", "internal error")
+	}
+	web.WriteProblem(w, p)
+}

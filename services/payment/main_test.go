@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orderflow/orderflow/pkg/dbtest"
+	"github.com/orderflow/orderflow/services/payment/internal/provider"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func TestRun(t *testing.T) {
+	// An empty database: run must migrate it itself.
+	dbURL := dbtest.NewURL(t, nil)
+	sim := provider.NewSimulator(provider.Config{})
+	prov := httptest.NewServer(provider.NewHandler(slog.New(slog.DiscardHandler), sim, "secret"))
+	defer prov.Close()
+
+	addr := freeAddr(t)
+	env := map[string]string{
+		"PAYMENT_ADDR":             addr,
+		"PAYMENT_DATABASE_URL":     dbURL,
+		"PAYMENT_DB_MAX_CONNS":     "4",
+		"PAYMENT_PROVIDER_URL":     prov.URL,
+		"PAYMENT_PROVIDER_TIMEOUT": "2s",
+		"ADMIN_TOKEN":              "secret",
+		"LOG_LEVEL":                "warn",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx, nil, func(k string) string { return env[k] }, io.Discard, io.Discard) }()
+
+	base := "http://" + addr
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		select {
+		case err := <-errc:
+			t.Fatalf("run returned early: %v", err)
+		default:
+		}
+		resp, err := http.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("payment never became healthy")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	req, _ := http.NewRequest("POST", base+"/v1/payments", strings.NewReader(
+		`{"order_id":"0190a5a4-7b8e-7c3d-9f00-1234567890ab","amount_cents":1999,"currency":"USD","method":"pm_card_ok"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", "e2e-1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || !strings.Contains(string(body), `"status":"captured"`) {
+		t.Errorf("POST /v1/payments = %d %s; want 201 captured", resp.StatusCode, body)
+	}
+	if got := sim.Len(); got != 1 {
+		t.Errorf("provider charges = %d; want 1", got)
+	}
+	if resp, err := http.Get(base + "/readyz"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /readyz = %v, %v; want 200", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Errorf("run = %v; want nil", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+}
+
+func TestReadConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		wantErr bool
+	}{
+		{"defaults", nil, false},
+		{"bad timeout", map[string]string{"PAYMENT_PROVIDER_TIMEOUT": "soon"}, true},
+		{"zero timeout", map[string]string{"PAYMENT_PROVIDER_TIMEOUT": "0s"}, true},
+		{"bad conns", map[string]string{"PAYMENT_DB_MAX_CONNS": "many"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := readConfig(func(k string) string { return tt.env[k] })
+			if (err != nil) != tt.wantErr {
+				t.Errorf("readConfig() error = %v; want error %v", err, tt.wantErr)
+			}
+			if tt.env == nil && (c.addr != ":8082" || c.providerTimeout != 3*time.Second) {
+				t.Errorf("defaults = %+v", c)
+			}
+		})
+	}
+}
