@@ -1,0 +1,245 @@
+package order
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// maxResponseBytes caps what the clients read of a downstream answer.
+const maxResponseBytes = 1 << 20
+
+// StatusError is a downstream answer the saga does not expect: a 5xx, or a
+// 4xx other than the contract's business errors. The outcome of the call is
+// unknown.
+type StatusError struct {
+	Op     string
+	Status int
+	Code   string
+}
+
+// Error describes the unexpected answer.
+func (e *StatusError) Error() string {
+	if e.Code != "" {
+		return fmt.Sprintf("%s: status %d (%s)", e.Op, e.Status, e.Code)
+	}
+	return fmt.Sprintf("%s: status %d", e.Op, e.Status)
+}
+
+// downstream is the shared HTTP plumbing of both clients. Timeouts come from
+// the caller's context, so the http.Client has none of its own.
+type downstream struct {
+	base string
+	http *http.Client
+}
+
+// problem is the part of an RFC 9457 body the clients read.
+type problem struct {
+	Code        string   `json:"code"`
+	SKUs        []string `json:"skus"`
+	DeclineCode string   `json:"decline_code"`
+}
+
+// do sends a JSON request and returns the status and body of the answer.
+func (d downstream) do(ctx context.Context, method, path string, header http.Header, in any) (int, []byte, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return 0, nil, fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, d.base+path, body)
+	if err != nil {
+		return 0, nil, err
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := d.http.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if err != nil {
+		return 0, nil, fmt.Errorf("read %s %s: %w", method, path, err)
+	}
+	return resp.StatusCode, out, nil
+}
+
+func readProblem(body []byte) problem {
+	var p problem
+	_ = json.Unmarshal(body, &p) // a body that is no problem leaves the code empty
+	return p
+}
+
+// InventoryClient calls the inventory service over HTTP.
+type InventoryClient struct{ d downstream }
+
+// NewInventoryClient returns a client for the inventory service at baseURL.
+func NewInventoryClient(baseURL string, client *http.Client) *InventoryClient {
+	return &InventoryClient{d: downstream{base: strings.TrimRight(baseURL, "/"), http: client}}
+}
+
+type wireItem struct {
+	SKU            string `json:"sku"`
+	Quantity       int    `json:"quantity"`
+	UnitPriceCents int64  `json:"unit_price_cents,omitempty"`
+}
+
+// Reserve reserves stock for every item of the order, all or nothing. Asking
+// again for the same order returns the existing reservation.
+func (c *InventoryClient) Reserve(ctx context.Context, orderID string, items []Item) (Reservation, error) {
+	type request struct {
+		OrderID string     `json:"order_id"`
+		Items   []wireItem `json:"items"`
+	}
+	type response struct {
+		OrderID  string     `json:"order_id"`
+		Status   string     `json:"status"`
+		Items    []wireItem `json:"items"`
+		Currency string     `json:"currency"`
+	}
+	req := request{OrderID: orderID, Items: make([]wireItem, len(items))}
+	for i, it := range items {
+		req.Items[i] = wireItem{SKU: it.SKU, Quantity: it.Quantity}
+	}
+	status, body, err := c.d.do(ctx, http.MethodPost, "/v1/reservations", nil, req)
+	if err != nil {
+		return Reservation{}, fmt.Errorf("reserve: %w", err)
+	}
+	switch status {
+	case http.StatusOK, http.StatusCreated:
+		var r response
+		if err := json.Unmarshal(body, &r); err != nil {
+			return Reservation{}, fmt.Errorf("reserve: decode answer: %w", err)
+		}
+		res := Reservation{OrderID: r.OrderID, Status: r.Status, Currency: r.Currency}
+		for _, it := range r.Items {
+			res.Items = append(res.Items, Item(it))
+		}
+		return res, nil
+	case http.StatusConflict, http.StatusNotFound:
+		p := readProblem(body)
+		if p.Code == "out_of_stock" || p.Code == "unknown_sku" {
+			return Reservation{}, &RejectedError{Code: p.Code, SKUs: p.SKUs}
+		}
+		return Reservation{}, &StatusError{Op: "reserve", Status: status, Code: p.Code}
+	default:
+		return Reservation{}, &StatusError{Op: "reserve", Status: status, Code: readProblem(body).Code}
+	}
+}
+
+// Commit makes the order's reservation permanent.
+func (c *InventoryClient) Commit(ctx context.Context, orderID string) error {
+	return c.post(ctx, "commit", orderID)
+}
+
+// Release returns the order's reserved (or committed) stock. It is
+// idempotent, and releasing an unknown order blocks a late reserve.
+func (c *InventoryClient) Release(ctx context.Context, orderID string) error {
+	return c.post(ctx, "release", orderID)
+}
+
+func (c *InventoryClient) post(ctx context.Context, op, orderID string) error {
+	status, body, err := c.d.do(ctx, http.MethodPost, "/v1/reservations/"+url.PathEscape(orderID)+"/"+op, nil, nil)
+	if err != nil {
+		return fmt.Errorf("%s reservation: %w", op, err)
+	}
+	if status != http.StatusOK {
+		return &StatusError{Op: op + " reservation", Status: status, Code: readProblem(body).Code}
+	}
+	return nil
+}
+
+// PaymentClient calls the payment service over HTTP.
+type PaymentClient struct{ d downstream }
+
+// NewPaymentClient returns a client for the payment service at baseURL.
+func NewPaymentClient(baseURL string, client *http.Client) *PaymentClient {
+	return &PaymentClient{d: downstream{base: strings.TrimRight(baseURL, "/"), http: client}}
+}
+
+type wirePayment struct {
+	ID      string `json:"id"`
+	OrderID string `json:"order_id"`
+	Status  string `json:"status"`
+}
+
+// Capture charges the order's total. The order id is the Idempotency-Key,
+// so repeating the call never charges twice.
+func (c *PaymentClient) Capture(ctx context.Context, p PaymentRequest) (Payment, error) {
+	type request struct {
+		OrderID     string `json:"order_id"`
+		AmountCents int64  `json:"amount_cents"`
+		Currency    string `json:"currency"`
+		Method      string `json:"method"`
+	}
+	h := http.Header{}
+	h.Set("Idempotency-Key", p.OrderID)
+	status, body, err := c.d.do(ctx, http.MethodPost, "/v1/payments", h,
+		request{OrderID: p.OrderID, AmountCents: p.AmountCents, Currency: p.Currency, Method: p.Method})
+	if err != nil {
+		return Payment{}, fmt.Errorf("capture: %w", err)
+	}
+	switch status {
+	case http.StatusOK, http.StatusCreated:
+		var w wirePayment
+		if err := json.Unmarshal(body, &w); err != nil {
+			return Payment{}, fmt.Errorf("capture: decode answer: %w", err)
+		}
+		if w.ID == "" {
+			return Payment{}, fmt.Errorf("capture: answer has no payment id")
+		}
+		return Payment(w), nil
+	case http.StatusPaymentRequired:
+		return Payment{}, &DeclinedError{DeclineCode: readProblem(body).DeclineCode}
+	default:
+		return Payment{}, &StatusError{Op: "capture", Status: status, Code: readProblem(body).Code}
+	}
+}
+
+// Refund refunds a payment; refunding twice is harmless.
+func (c *PaymentClient) Refund(ctx context.Context, paymentID string) error {
+	status, body, err := c.d.do(ctx, http.MethodPost, "/v1/payments/"+url.PathEscape(paymentID)+"/refund", nil, nil)
+	if err != nil {
+		return fmt.Errorf("refund: %w", err)
+	}
+	if status != http.StatusOK {
+		return &StatusError{Op: "refund", Status: status, Code: readProblem(body).Code}
+	}
+	return nil
+}
+
+// ListByOrder returns every payment payment holds for the order.
+func (c *PaymentClient) ListByOrder(ctx context.Context, orderID string) ([]Payment, error) {
+	status, body, err := c.d.do(ctx, http.MethodGet, "/v1/payments?order_id="+url.QueryEscape(orderID), nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("list payments: %w", err)
+	}
+	if status != http.StatusOK {
+		return nil, &StatusError{Op: "list payments", Status: status, Code: readProblem(body).Code}
+	}
+	var r struct {
+		Payments []wirePayment `json:"payments"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, fmt.Errorf("list payments: decode answer: %w", err)
+	}
+	out := make([]Payment, len(r.Payments))
+	for i, p := range r.Payments {
+		out[i] = Payment(p)
+	}
+	return out, nil
+}

@@ -1,0 +1,253 @@
+package order
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderflow/orderflow/migrations"
+	"github.com/orderflow/orderflow/pkg/dbtest"
+)
+
+// fakeInventory is a hand-written inventory: outcomes are set per test and
+// every call is recorded.
+type fakeInventory struct {
+	mu            sync.Mutex
+	reserveErr    error
+	reserveStatus string // "reserved" when empty
+	reserveDelay  time.Duration
+	commitErr     error
+	releaseErr    error
+	onCommit      func()
+	calls         []string
+}
+
+func (f *fakeInventory) record(call string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, call)
+}
+
+func (f *fakeInventory) Calls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.calls)
+}
+
+func (f *fakeInventory) set(fn func(f *fakeInventory)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
+// price is the fake catalogue: every SKU costs 100 cents times its length.
+func price(sku string) int64 { return int64(100 * len(sku)) }
+
+func (f *fakeInventory) Reserve(ctx context.Context, orderID string, items []Item) (Reservation, error) {
+	f.record("reserve")
+	f.mu.Lock()
+	err, status, delay := f.reserveErr, f.reserveStatus, f.reserveDelay
+	f.mu.Unlock()
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return Reservation{}, ctx.Err()
+		}
+	}
+	if err != nil {
+		return Reservation{}, err
+	}
+	if status == "" {
+		status = "reserved"
+	}
+	res := Reservation{OrderID: orderID, Status: status, Currency: "USD"}
+	for _, it := range items {
+		res.Items = append(res.Items, Item{SKU: it.SKU, Quantity: it.Quantity, UnitPriceCents: price(it.SKU)})
+	}
+	return res, nil
+}
+
+func (f *fakeInventory) Commit(ctx context.Context, orderID string) error {
+	f.record("commit")
+	f.mu.Lock()
+	err, hook := f.commitErr, f.onCommit
+	f.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	return err
+}
+
+func (f *fakeInventory) Release(ctx context.Context, orderID string) error {
+	f.record("release")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.releaseErr
+}
+
+// fakePayments is a hand-written payment service. When settleOnError is
+// set, a failing capture still captures: the answer was lost, not the
+// payment.
+type fakePayments struct {
+	mu            sync.Mutex
+	captureErr    error
+	settleOnError bool
+	refundErr     error
+	listErr       error
+	payments      map[string][]Payment // by order id
+	captures      []PaymentRequest
+	refunds       []string
+	n             int
+}
+
+func (f *fakePayments) set(fn func(f *fakePayments)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
+func (f *fakePayments) Capture(ctx context.Context, p PaymentRequest) (Payment, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.captures = append(f.captures, p)
+	if f.captureErr != nil && !f.settleOnError {
+		return Payment{}, f.captureErr
+	}
+	if f.payments == nil {
+		f.payments = map[string][]Payment{}
+	}
+	var pay Payment
+	if existing := f.payments[p.OrderID]; len(existing) > 0 {
+		pay = existing[0] // idempotent per order id
+	} else {
+		f.n++
+		pay = Payment{ID: "pay_" + strings.Repeat("x", f.n), OrderID: p.OrderID, Status: "captured"}
+		f.payments[p.OrderID] = []Payment{pay}
+	}
+	if f.captureErr != nil {
+		return Payment{}, f.captureErr
+	}
+	return pay, nil
+}
+
+func (f *fakePayments) Refund(ctx context.Context, paymentID string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refunds = append(f.refunds, paymentID)
+	if f.refundErr != nil {
+		return f.refundErr
+	}
+	for id, ps := range f.payments {
+		for i := range ps {
+			if ps[i].ID == paymentID {
+				f.payments[id][i].Status = "refunded"
+			}
+		}
+	}
+	return nil
+}
+
+func (f *fakePayments) ListByOrder(ctx context.Context, orderID string) ([]Payment, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.listErr != nil {
+		return nil, f.listErr
+	}
+	return slices.Clone(f.payments[orderID]), nil
+}
+
+func (f *fakePayments) Refunds() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.refunds)
+}
+
+func (f *fakePayments) Captures() []PaymentRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.captures)
+}
+
+var errDown = errors.New("connection refused")
+
+// harness is a Service on a fresh database with fake downstreams.
+type harness struct {
+	svc  *Service
+	inv  *fakeInventory
+	pay  *fakePayments
+	pool *pgxpool.Pool
+	h    http.Handler
+}
+
+func newHarness(t *testing.T, cfg Config) *harness {
+	t.Helper()
+	fsys, err := migrations.For("order")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := dbtest.NewPool(t, fsys)
+	if cfg.CallTimeout == 0 {
+		cfg.CallTimeout = 2 * time.Second
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = 10 * time.Second
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	}
+	h := &harness{inv: &fakeInventory{}, pay: &fakePayments{}, pool: pool}
+	h.svc = NewService(NewStore(pool), h.inv, h.pay, cfg, log)
+	h.h = NewHandler(log, h.svc, nil)
+	return h
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+const okBody = `{"customer_id":"cus_1","email":"a@example.com","items":[{"sku":"SKU-00001","quantity":2},{"sku":"SKU-2","quantity":1}],"payment_method":"pm_card_ok"}`
+
+// post sends POST /v1/orders with key (no header when empty).
+func (h *harness) post(t *testing.T, key, body string) *httptest.ResponseRecorder {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodPost, "/v1/orders", strings.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		r.Header.Set("Idempotency-Key", key)
+	}
+	w := httptest.NewRecorder()
+	h.h.ServeHTTP(w, r)
+	return w
+}
+
+func (h *harness) do(t *testing.T, method, path string) *httptest.ResponseRecorder {
+	t.Helper()
+	r := httptest.NewRequest(method, path, nil)
+	w := httptest.NewRecorder()
+	h.h.ServeHTTP(w, r)
+	return w
+}
+
+func (h *harness) count(t *testing.T, q string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := h.pool.QueryRow(context.Background(), q, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}

@@ -1,0 +1,227 @@
+package order
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/orderflow/orderflow/pkg/web"
+)
+
+// orderResponse is the order as the API shows it: every field is always
+// present, absent values are null.
+type orderResponse struct {
+	ID            string         `json:"id"`
+	CustomerID    string         `json:"customer_id"`
+	Email         *string        `json:"email"`
+	Status        string         `json:"status"`
+	Items         []itemResponse `json:"items"`
+	TotalCents    int64          `json:"total_cents"`
+	Currency      string         `json:"currency"`
+	PaymentID     *string        `json:"payment_id"`
+	FailureReason *string        `json:"failure_reason"`
+	CreatedAt     time.Time      `json:"created_at"`
+	UpdatedAt     time.Time      `json:"updated_at"`
+}
+
+type itemResponse struct {
+	SKU            string `json:"sku"`
+	Quantity       int    `json:"quantity"`
+	UnitPriceCents int64  `json:"unit_price_cents"`
+}
+
+func newOrderResponse(o Order) orderResponse {
+	items := make([]itemResponse, len(o.Items))
+	for i, it := range o.Items {
+		items[i] = itemResponse{SKU: it.SKU, Quantity: it.Quantity, UnitPriceCents: it.UnitPriceCents}
+	}
+	return orderResponse{
+		ID:            o.ID,
+		CustomerID:    o.CustomerID,
+		Email:         nullable(o.Email),
+		Status:        o.Status,
+		Items:         items,
+		TotalCents:    o.TotalCents,
+		Currency:      o.Currency,
+		PaymentID:     nullable(o.PaymentID),
+		FailureReason: nullable(o.FailureReason),
+		CreatedAt:     o.CreatedAt.UTC(),
+		UpdatedAt:     o.UpdatedAt.UTC(),
+	}
+}
+
+// createRequest is the body of POST /v1/orders.
+type createRequest struct {
+	CustomerID    string              `json:"customer_id"`
+	Email         string              `json:"email"`
+	Items         []createItemRequest `json:"items"`
+	PaymentMethod string              `json:"payment_method"`
+}
+
+type createItemRequest struct {
+	SKU      string `json:"sku"`
+	Quantity int    `json:"quantity"`
+}
+
+// parseCreate decodes and validates a create-order body with the rules of
+// the handler (minus the transport checks), for the fuzz test. Every error is
+// a 400 *web.Problem.
+func parseCreate(body []byte) (CreateRequest, error) {
+	var in createRequest
+	if err := web.DecodeBytes(body, &in); err != nil {
+		return CreateRequest{}, err
+	}
+	return in.validated()
+}
+
+// validated converts the body to a CreateRequest and validates it.
+func (in createRequest) validated() (CreateRequest, error) {
+	req := CreateRequest{CustomerID: in.CustomerID, Email: in.Email, PaymentMethod: in.PaymentMethod}
+	for _, it := range in.Items {
+		req.Items = append(req.Items, ItemRequest{SKU: it.SKU, Quantity: it.Quantity})
+	}
+	if err := web.ValidationProblem(req.Validate()); err != nil {
+		return CreateRequest{}, err
+	}
+	return req, nil
+}
+
+func handleOrderCreate(log *slog.Logger, svc *Service) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := r.Header.Get("Idempotency-Key")
+		if key == "" {
+			writeError(w, r, log, web.NewProblem(http.StatusBadRequest, "missing_idempotency_key",
+				"the Idempotency-Key header is required"))
+			return
+		}
+		if utf8.RuneCountInString(key) > MaxKeyLength || !utf8.ValidString(key) {
+			writeError(w, r, log, web.ValidationProblem(map[string]string{
+				"Idempotency-Key": "must be 1 to 255 characters"}))
+			return
+		}
+		var in createRequest
+		if err := web.Decode(r, web.MaxBodyBytes, &in); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		req, err := in.validated()
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		out, err := svc.Create(r.Context(), key, req)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		writeOutcome(w, out)
+	})
+}
+
+// writeOutcome sends a create-order answer, original or replayed.
+func writeOutcome(w http.ResponseWriter, out Outcome) {
+	h := w.Header()
+	if out.Status == http.StatusCreated {
+		h.Set("Content-Type", "application/json")
+		h.Set("Location", "/v1/orders/"+out.OrderID)
+	} else {
+		h.Set("Content-Type", "application/problem+json")
+		h.Set("X-Content-Type-Options", "nosniff")
+	}
+	if out.Status == http.StatusServiceUnavailable || out.RetryAfter {
+		h.Set("Retry-After", "1")
+	}
+	if out.Replayed {
+		h.Set("Idempotent-Replayed", "true")
+	}
+	w.WriteHeader(out.Status)
+	_, _ = w.Write(append(out.Body, '\n'))
+}
+
+func handleOrderGet(log *slog.Logger, svc *Service) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		o, err := svc.Get(r.Context(), chi.URLParam(r, "id"))
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		web.WriteJSON(w, http.StatusOK, newOrderResponse(o))
+	})
+}
+
+func handleOrderList(log *slog.Logger, svc *Service) http.Handler {
+	type response struct {
+		Orders     []orderResponse `json:"orders"`
+		NextCursor string          `json:"next_cursor"`
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		problems := map[string]string{}
+		customerID := q.Get("customer_id")
+		switch {
+		case customerID == "":
+			problems["customer_id"] = "is required"
+		case len(customerID) > MaxIDLength:
+			problems["customer_id"] = "must be at most 64 characters"
+		}
+		limit := DefaultLimit
+		if v := q.Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > MaxLimit {
+				problems["limit"] = "must be an integer from 1 to 100"
+			}
+			limit = n
+		}
+		if err := web.ValidationProblem(problems); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		page, err := svc.List(r.Context(), customerID, q.Get("cursor"), limit)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		resp := response{Orders: make([]orderResponse, len(page.Orders)), NextCursor: page.NextCursor}
+		for i, o := range page.Orders {
+			resp.Orders[i] = newOrderResponse(o)
+		}
+		web.WriteJSON(w, http.StatusOK, resp)
+	})
+}
+
+func handleOrderCancel(log *slog.Logger, svc *Service) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		o, err := svc.Cancel(r.Context(), chi.URLParam(r, "id"))
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		web.WriteJSON(w, http.StatusOK, newOrderResponse(o))
+	})
+}
+
+// writeError maps an error to its problem response; only 5xx are logged.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	var p *web.Problem
+	switch {
+	case errors.As(err, &p):
+	case errors.Is(err, ErrNotFound):
+		p = web.NewProblem(http.StatusNotFound, "not_found", "no such order")
+	case errors.Is(err, ErrNotCancellable):
+		p = web.NewProblem(http.StatusConflict, "not_cancellable", "only a confirmed order can be cancelled")
+	case errors.Is(err, ErrBadCursor):
+		p = web.NewProblem(http.StatusBadRequest, "bad_cursor", "the cursor is not one this API returned")
+	default:
+		p = web.NewProblem(http.StatusInternalServerError, "internal", "internal error")
+	}
+	if p.Status >= 500 {
+		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path,
+			"status", p.Status, "error", err)
+	}
+	web.WriteProblem(w, p)
+}

@@ -1,0 +1,596 @@
+package order
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderflow/orderflow/pkg/events"
+	"github.com/orderflow/orderflow/pkg/web"
+)
+
+// Inventory is the inventory service as the saga uses it. Reserve returns a
+// *RejectedError when nothing could be reserved; Release is idempotent and
+// also undoes a commit.
+type Inventory interface {
+	Reserve(ctx context.Context, orderID string, items []Item) (Reservation, error)
+	Commit(ctx context.Context, orderID string) error
+	Release(ctx context.Context, orderID string) error
+}
+
+// Payments is the payment service as the saga uses it. Capture is
+// idempotent per order id (it is the Idempotency-Key) and returns a
+// *DeclinedError on a decline; Refund is idempotent.
+type Payments interface {
+	Capture(ctx context.Context, p PaymentRequest) (Payment, error)
+	Refund(ctx context.Context, paymentID string) error
+	ListByOrder(ctx context.Context, orderID string) ([]Payment, error)
+}
+
+// Config holds the service's time limits.
+type Config struct {
+	// CallTimeout bounds each call to inventory or payment.
+	CallTimeout time.Duration
+	// RequestTimeout bounds a whole create-order saga, and how long a
+	// duplicate request waits for the original.
+	RequestTimeout time.Duration
+	// RecoveryAfter is how old a pending order must be before the recovery
+	// loop declares its saga dead, and how long an unknown payment outcome
+	// gets to settle before the loop refunds it.
+	RecoveryAfter time.Duration
+	// Lease is how long the recovery loop holds an order it compensates
+	// (1 minute when zero).
+	Lease time.Duration
+}
+
+// Service runs the order use cases.
+type Service struct {
+	store *Store
+	inv   Inventory
+	pay   Payments
+	cfg   Config
+	log   *slog.Logger
+}
+
+// NewService returns a Service. inv and pay are the downstream clients.
+func NewService(store *Store, inv Inventory, pay Payments, cfg Config, log *slog.Logger) *Service {
+	if cfg.Lease <= 0 {
+		cfg.Lease = time.Minute
+	}
+	return &Service{store: store, inv: inv, pay: pay, cfg: cfg, log: log}
+}
+
+// pollInterval is how often a duplicate request checks whether the
+// original has finished.
+const pollInterval = 25 * time.Millisecond
+
+// Create places an order for the request under idempotency key. It returns
+// the HTTP answer (stored with the key when final); an error is internal.
+func (s *Service) Create(ctx context.Context, key string, req CreateRequest) (Outcome, error) {
+	deadline := time.Now().Add(s.cfg.RequestTimeout)
+	waitCtx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	o := Order{
+		ID:            uuid.Must(uuid.NewV7()).String(),
+		CustomerID:    req.CustomerID,
+		Email:         req.Email,
+		Status:        StatusPending,
+		PaymentMethod: req.PaymentMethod,
+		Currency:      DefaultCurrency,
+		CreatedAt:     now,
+		UpdatedAt:     now,
+	}
+	for _, it := range req.Items {
+		o.Items = append(o.Items, Item{SKU: it.SKU, Quantity: it.Quantity})
+	}
+	c, err := s.store.begin(waitCtx, key, req.hash(), o)
+	if err != nil {
+		return Outcome{}, err
+	}
+	for {
+		switch c.state {
+		case claimStarted:
+			// The saga must not stop half way because the client went away:
+			// it keeps the deadline but not the cancellation.
+			sagaCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+			defer cancel()
+			return s.saga(sagaCtx, key, o)
+		case claimMismatch:
+			return problemOutcome(web.NewProblem(http.StatusUnprocessableEntity, "idempotency_key_reused",
+				"this Idempotency-Key was used with a different request body"), ""), nil
+		case claimDone:
+			return replay(c)
+		}
+		// In progress: wait for the original request's answer.
+		select {
+		case <-waitCtx.Done():
+			return inProgress(c.orderID), nil
+		case <-time.After(pollInterval):
+		}
+		next, err := s.store.lookupKey(waitCtx, key)
+		if err != nil {
+			if waitCtx.Err() != nil {
+				return inProgress(c.orderID), nil
+			}
+			return Outcome{}, err
+		}
+		c = next
+	}
+}
+
+func inProgress(orderID string) Outcome {
+	p := web.NewProblem(http.StatusConflict, "idempotency_in_progress",
+		"a request with this Idempotency-Key is still running; retry later")
+	if orderID != "" {
+		p.With("order_id", orderID)
+	}
+	out := problemOutcome(p, orderID)
+	out.RetryAfter = true
+	return out
+}
+
+// replay turns a stored response back into an Outcome. jsonb does not keep
+// the original spelling, so the body is re-encoded the way it was first
+// written: an order in field order, a problem with sorted keys.
+func replay(c claim) (Outcome, error) {
+	out := Outcome{Status: c.status, OrderID: c.orderID, Replayed: true}
+	var err error
+	if c.status == http.StatusCreated {
+		var o orderResponse
+		if err = json.Unmarshal(c.response, &o); err == nil {
+			out.Body, err = json.Marshal(o)
+		}
+	} else {
+		dec := json.NewDecoder(strings.NewReader(string(c.response)))
+		dec.UseNumber()
+		var m map[string]any
+		if err = dec.Decode(&m); err == nil {
+			out.Body, err = json.Marshal(m)
+		}
+	}
+	if err != nil {
+		return Outcome{}, fmt.Errorf("replay stored response: %w", err)
+	}
+	return out, nil
+}
+
+func problemOutcome(p *web.Problem, orderID string) Outcome {
+	body, err := json.Marshal(p)
+	if err != nil {
+		// A problem holds strings, numbers and string slices only.
+		panic(fmt.Sprintf("marshal problem: %v", err))
+	}
+	return Outcome{Status: p.Status, Body: body, OrderID: orderID}
+}
+
+func orderOutcome(o Order) Outcome {
+	body, err := json.Marshal(newOrderResponse(o))
+	if err != nil {
+		panic(fmt.Sprintf("marshal order: %v", err))
+	}
+	return Outcome{Status: http.StatusCreated, Body: body, OrderID: o.ID}
+}
+
+// unavailableBody is the 503 answer of an order that failed because a
+// dependency was down; the recovery loop stores the same for dead sagas.
+func unavailableBody(orderID string) []byte {
+	return problemOutcome(unavailableProblem(orderID), orderID).Body
+}
+
+func unavailableProblem(orderID string) *web.Problem {
+	return web.NewProblem(http.StatusServiceUnavailable, "dependency_unavailable",
+		"a service the order depends on is unavailable; retry with the same Idempotency-Key").
+		With("order_id", orderID)
+}
+
+// saga runs the order through reserve → pay → commit → confirm, and on a
+// failure compensates what was done and records the failure. Every status
+// change is conditional on the order still being pending, so the recovery
+// loop and this saga never both finish the same order.
+func (s *Service) saga(ctx context.Context, key string, o Order) (Outcome, error) {
+	log := s.log.With("order_id", o.ID)
+	cctx := context.WithoutCancel(ctx) // for compensations
+
+	// 2. Reserve stock.
+	res, err := call(ctx, s.cfg.CallTimeout, func(ctx context.Context) (Reservation, error) {
+		return s.inv.Reserve(ctx, o.ID, o.Items)
+	})
+	var rejected *RejectedError
+	if errors.As(err, &rejected) {
+		p := web.NewProblem(http.StatusConflict, rejected.Code, rejectDetail(rejected.Code)).
+			With("skus", nonNil(rejected.SKUs)).With("order_id", o.ID)
+		return s.finish(ctx, key, transition{orderID: o.ID, from: StatusPending, to: StatusRejected,
+			failureReason: rejected.Code}, problemOutcome(p, o.ID))
+	}
+	if err == nil && !res.Usable() {
+		err = fmt.Errorf("reservation is %s", res.Status)
+	}
+	if err == nil {
+		o, err = priced(o, res)
+	}
+	if err != nil {
+		log.WarnContext(ctx, "reserve failed", "error", err)
+		t := transition{orderID: o.ID, from: StatusPending, to: StatusFailed, failureReason: ReasonInventoryUnavailable}
+		if s.release(cctx, o.ID) != nil {
+			t.compensateIn = ptr(time.Duration(0))
+		}
+		return s.finish(ctx, key, t, problemOutcome(unavailableProblem(o.ID), o.ID))
+	}
+	dctx, cancel := detached(ctx, s.cfg.CallTimeout)
+	err = s.store.setPrices(dctx, o)
+	cancel()
+	if err != nil {
+		// Most likely the recovery loop failed the order meanwhile.
+		s.compensate(cctx, o.ID, "")
+		return s.lost(ctx, o.ID, err)
+	}
+
+	// 3. Take the payment. The order id is the Idempotency-Key, so a
+	// retried or late capture never charges twice.
+	pay, err := call(ctx, s.cfg.CallTimeout, func(ctx context.Context) (Payment, error) {
+		return s.pay.Capture(ctx, PaymentRequest{OrderID: o.ID, AmountCents: o.TotalCents,
+			Currency: o.Currency, Method: o.PaymentMethod})
+	})
+	var declined *DeclinedError
+	if errors.As(err, &declined) {
+		code := declined.DeclineCode
+		if code == "" {
+			code = "payment_declined"
+		}
+		t := transition{orderID: o.ID, from: StatusPending, to: StatusPaymentFailed, failureReason: code,
+			event: events.OrderPaymentFailed}
+		if s.release(cctx, o.ID) != nil {
+			t.compensateIn = ptr(time.Duration(0))
+		}
+		p := web.NewProblem(http.StatusPaymentRequired, "payment_declined", "the payment was declined").
+			With("decline_code", code).With("order_id", o.ID)
+		return s.finish(ctx, key, t, problemOutcome(p, o.ID))
+	}
+	if err != nil {
+		// The outcome is unknown: the capture may still settle. Release the
+		// stock now and let the recovery loop refund whatever was captured
+		// once the payment had time to settle.
+		log.WarnContext(ctx, "payment failed", "error", err)
+		_ = s.release(cctx, o.ID)
+		return s.finish(ctx, key, transition{orderID: o.ID, from: StatusPending, to: StatusFailed,
+			failureReason: ReasonPaymentUnavailable, compensateIn: ptr(s.cfg.RecoveryAfter)},
+			problemOutcome(unavailableProblem(o.ID), o.ID))
+	}
+
+	// 4. Commit the reservation.
+	_, err = call(ctx, s.cfg.CallTimeout, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, s.inv.Commit(ctx, o.ID)
+	})
+	if err != nil {
+		log.WarnContext(ctx, "commit failed", "error", err)
+		t := transition{orderID: o.ID, from: StatusPending, to: StatusFailed, paymentID: pay.ID,
+			failureReason: ReasonInventoryUnavailable}
+		if s.compensate(cctx, o.ID, pay.ID) != nil {
+			t.compensateIn = ptr(time.Duration(0))
+		}
+		return s.finish(ctx, key, t, problemOutcome(unavailableProblem(o.ID), o.ID))
+	}
+
+	// 5. Confirm, with the outbox event and the stored response.
+	out, err := s.finish(ctx, key, transition{orderID: o.ID, from: StatusPending, to: StatusConfirmed,
+		paymentID: pay.ID, event: events.OrderConfirmed}, Outcome{})
+	if err == nil && out.Status != http.StatusCreated {
+		// The recovery loop failed the order first: undo the payment and
+		// the commit; the loop would too.
+		s.compensate(cctx, o.ID, pay.ID)
+	}
+	return out, err
+}
+
+// finish applies the saga's final transition and stores want (or, for a
+// confirmation, the confirmed order) as the key's response.
+func (s *Service) finish(ctx context.Context, key string, t transition, want Outcome) (Outcome, error) {
+	t.key = key
+	respond := func(o Order) Outcome {
+		if t.to == StatusConfirmed {
+			return orderOutcome(o)
+		}
+		return want
+	}
+	dctx, cancel := detached(ctx, s.cfg.CallTimeout)
+	defer cancel()
+	_, out, err := s.store.apply(dctx, t, respond)
+	if err != nil {
+		return s.lost(ctx, t.orderID, err)
+	}
+	s.log.InfoContext(ctx, "order finished", "order_id", t.orderID, "status", t.to,
+		"failure_reason", t.failureReason)
+	return out, nil
+}
+
+// lost answers a saga whose order was failed by the recovery loop while it
+// ran: the loop stored the same 503 in the key and compensates the order.
+func (s *Service) lost(ctx context.Context, orderID string, err error) (Outcome, error) {
+	if !errors.Is(err, errLostRace) {
+		return Outcome{}, err
+	}
+	s.log.WarnContext(ctx, "saga lost its order to the recovery loop", "order_id", orderID)
+	return problemOutcome(unavailableProblem(orderID), orderID), nil
+}
+
+func rejectDetail(code string) string {
+	if code == "unknown_sku" {
+		return "some SKUs are unknown; nothing was reserved"
+	}
+	return "some items are out of stock; nothing was reserved"
+}
+
+// priced copies inventory's unit prices onto o and totals it.
+func priced(o Order, res Reservation) (Order, error) {
+	prices := make(map[string]int64, len(res.Items))
+	for _, it := range res.Items {
+		prices[it.SKU] = it.UnitPriceCents
+	}
+	items := make([]Item, len(o.Items))
+	var total int64
+	for i, it := range o.Items {
+		price, ok := prices[it.SKU]
+		if !ok {
+			return o, fmt.Errorf("reservation has no price for %s", it.SKU)
+		}
+		it.UnitPriceCents = price
+		items[i] = it
+		total += price * int64(it.Quantity)
+	}
+	o.Items, o.TotalCents = items, total
+	if res.Currency != "" {
+		o.Currency = res.Currency
+	}
+	return o, nil
+}
+
+// release releases the order's reservation, best effort, logging the
+// compensation either way. Compensations of a saga or a cancel run on a
+// context without cancellation: they must finish even when the request's
+// deadline has passed or its client went away.
+func (s *Service) release(ctx context.Context, orderID string) error {
+	_, err := call(ctx, s.cfg.CallTimeout, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, s.inv.Release(ctx, orderID)
+	})
+	s.logCompensation(ctx, orderID, "release", "", err)
+	return err
+}
+
+// refund refunds one payment, best effort, logging the compensation.
+func (s *Service) refund(ctx context.Context, orderID, paymentID string) error {
+	_, err := call(ctx, s.cfg.CallTimeout, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, s.pay.Refund(ctx, paymentID)
+	})
+	s.logCompensation(ctx, orderID, "refund", paymentID, err)
+	return err
+}
+
+// compensate refunds paymentID (when set) and releases the reservation.
+func (s *Service) compensate(ctx context.Context, orderID, paymentID string) error {
+	var errs []error
+	if paymentID != "" {
+		errs = append(errs, s.refund(ctx, orderID, paymentID))
+	}
+	errs = append(errs, s.release(ctx, orderID))
+	return errors.Join(errs...)
+}
+
+// compensateAll releases the reservation and refunds every captured payment
+// payment knows for the order: the recovery loop cannot know whether a
+// capture whose answer was lost went through.
+func (s *Service) compensateAll(ctx context.Context, orderID string) error {
+	errs := []error{s.release(ctx, orderID)}
+	payments, err := call(ctx, s.cfg.CallTimeout, func(ctx context.Context) ([]Payment, error) {
+		return s.pay.ListByOrder(ctx, orderID)
+	})
+	if err != nil {
+		s.logCompensation(ctx, orderID, "list_payments", "", err)
+		return errors.Join(append(errs, err)...)
+	}
+	for _, p := range payments {
+		if p.Status == "captured" {
+			errs = append(errs, s.refund(ctx, orderID, p.ID))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Service) logCompensation(ctx context.Context, orderID, action, paymentID string, err error) {
+	attrs := []any{"order_id", orderID, "action", action}
+	if paymentID != "" {
+		attrs = append(attrs, "payment_id", paymentID)
+	}
+	if err != nil {
+		s.log.WarnContext(ctx, "compensation failed", append(attrs, "error", err.Error())...)
+		return
+	}
+	s.log.InfoContext(ctx, "compensation done", attrs...)
+}
+
+// Get returns one order.
+func (s *Service) Get(ctx context.Context, id string) (Order, error) {
+	if _, err := uuid.Parse(id); err != nil {
+		return Order{}, ErrNotFound
+	}
+	return s.store.Get(ctx, id)
+}
+
+// Page is one page of a customer's orders.
+type Page struct {
+	Orders []Order
+	// NextCursor is empty on the last page.
+	NextCursor string
+}
+
+// List returns a page of customerID's orders, newest first. cursor is the
+// NextCursor of the previous page, empty for the first.
+func (s *Service) List(ctx context.Context, customerID, cursor string, limit int) (Page, error) {
+	var after *Cursor
+	if cursor != "" {
+		c, err := decodeCursor(cursor)
+		if err != nil {
+			return Page{}, err
+		}
+		after = &c
+	}
+	// One row more than asked tells whether another page exists, so no
+	// cursor ever leads to an empty page.
+	orders, err := s.store.List(ctx, customerID, after, limit+1)
+	if err != nil {
+		return Page{}, err
+	}
+	page := Page{Orders: orders}
+	if len(orders) > limit {
+		page.Orders = orders[:limit]
+		last := page.Orders[limit-1]
+		page.NextCursor = encodeCursor(Cursor{CreatedAt: last.CreatedAt, ID: last.ID})
+	}
+	return page, nil
+}
+
+func encodeCursor(c Cursor) string {
+	raw := strconv.FormatInt(c.CreatedAt.UnixMicro(), 10) + "," + c.ID
+	return base64.RawURLEncoding.EncodeToString([]byte(raw))
+}
+
+func decodeCursor(s string) (Cursor, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return Cursor{}, ErrBadCursor
+	}
+	ts, id, ok := strings.Cut(string(raw), ",")
+	if !ok {
+		return Cursor{}, ErrBadCursor
+	}
+	micros, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return Cursor{}, ErrBadCursor
+	}
+	u, err := uuid.Parse(id)
+	if err != nil {
+		return Cursor{}, ErrBadCursor
+	}
+	return Cursor{CreatedAt: time.UnixMicro(micros).UTC(), ID: u.String()}, nil
+}
+
+// Cancel cancels a confirmed order: the status change and its event commit
+// first, with the compensation scheduled, then the payment is refunded and
+// the stock released; if that fails the recovery loop retries it. Cancelling
+// a cancelled order returns it unchanged.
+func (s *Service) Cancel(ctx context.Context, id string) (Order, error) {
+	if _, err := uuid.Parse(id); err != nil {
+		return Order{}, ErrNotFound
+	}
+	o, _, err := s.store.apply(ctx, transition{orderID: id, from: StatusConfirmed, to: StatusCancelled,
+		compensateIn: ptr(time.Duration(0)), event: events.OrderCancelled}, nil)
+	if errors.Is(err, errLostRace) {
+		o, err := s.store.Get(ctx, id)
+		if err != nil {
+			return Order{}, err
+		}
+		if o.Status != StatusCancelled {
+			return Order{}, ErrNotCancellable
+		}
+		return o, nil
+	}
+	if err != nil {
+		return Order{}, err
+	}
+	cctx := context.WithoutCancel(ctx)
+	if err := s.compensate(cctx, o.ID, o.PaymentID); err != nil {
+		return o, nil // the recovery loop retries
+	}
+	dctx, cancel := detached(ctx, s.cfg.CallTimeout)
+	defer cancel()
+	if err := s.store.clearCompensation(dctx, o.ID); err != nil {
+		s.log.WarnContext(ctx, "clear compensation", "order_id", o.ID, "error", err)
+	}
+	return o, nil
+}
+
+// Recover runs one round of the recovery loop: it fails the pending orders
+// whose saga died and runs every compensation that is due.
+func (s *Service) Recover(ctx context.Context) error {
+	ids, err := s.store.failStale(ctx, s.cfg.RecoveryAfter, unavailableBody)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		s.log.WarnContext(ctx, "saga timed out; order failed", "order_id", id,
+			"failure_reason", ReasonSagaTimeout)
+	}
+	due, err := s.store.leaseDue(ctx, s.cfg.Lease)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for _, o := range due {
+		if ctx.Err() != nil {
+			break // shutting down; the leases run out
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := s.compensateAll(ctx, o.ID); err != nil {
+				return // the lease runs out and the next round retries
+			}
+			if err := s.store.clearCompensation(ctx, o.ID); err != nil {
+				s.log.WarnContext(ctx, "clear compensation", "order_id", o.ID, "error", err)
+			}
+		})
+	}
+	wg.Wait()
+	return nil
+}
+
+// RunRecovery runs Recover every interval until ctx is done.
+func (s *Service) RunRecovery(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := s.Recover(ctx); err != nil && ctx.Err() == nil {
+			s.log.ErrorContext(ctx, "recovery round failed", "error", err)
+		}
+	}
+}
+
+// call runs fn under its own timeout.
+func call[T any](ctx context.Context, timeout time.Duration, fn func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return fn(ctx)
+}
+
+// detached returns a context that keeps ctx's values but not its
+// cancellation or deadline, bounded by timeout instead: the final status
+// write must happen even when the saga's deadline has passed.
+func detached(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), timeout)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

@@ -1,0 +1,450 @@
+package order
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderflow/orderflow/pkg/events"
+	"github.com/orderflow/orderflow/services/order/internal/outbox"
+)
+
+// Store keeps orders, their items and idempotency keys in Postgres.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// NewStore returns a Store over pool.
+func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+// orderColumns is the column list every order query returns, in scanOrder's order.
+const orderColumns = `id, customer_id, email, status, payment_method, total_cents, currency,
+	payment_id, failure_reason, created_at, updated_at`
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func scanOrder(row pgx.Row) (Order, error) {
+	var o Order
+	var email, paymentID, reason *string
+	err := row.Scan(&o.ID, &o.CustomerID, &email, &o.Status, &o.PaymentMethod, &o.TotalCents, &o.Currency,
+		&paymentID, &reason, &o.CreatedAt, &o.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Order{}, ErrNotFound
+	}
+	if err != nil {
+		return Order{}, err
+	}
+	o.Email, o.PaymentID, o.FailureReason = deref(email), deref(paymentID), deref(reason)
+	o.CreatedAt, o.UpdatedAt = o.CreatedAt.UTC(), o.UpdatedAt.UTC()
+	return o, nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// loadItems fills the items of orders with one query, whatever their number.
+func loadItems(ctx context.Context, q querier, orders []Order) error {
+	if len(orders) == 0 {
+		return nil
+	}
+	ids := make([]string, len(orders))
+	index := make(map[string]int, len(orders))
+	for i, o := range orders {
+		ids[i] = o.ID
+		index[o.ID] = i
+		orders[i].Items = []Item{}
+	}
+	const q1 = `SELECT order_id, sku, quantity, unit_price_cents FROM order_items
+		WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, sku`
+	rows, err := q.Query(ctx, q1, ids)
+	if err != nil {
+		return fmt.Errorf("select items: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var orderID string
+		var it Item
+		if err := rows.Scan(&orderID, &it.SKU, &it.Quantity, &it.UnitPriceCents); err != nil {
+			return fmt.Errorf("scan item: %w", err)
+		}
+		if i, ok := index[orderID]; ok {
+			orders[i].Items = append(orders[i].Items, it)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("select items: %w", err)
+	}
+	return nil
+}
+
+// Get returns one order with its items.
+func (s *Store) Get(ctx context.Context, id string) (Order, error) {
+	const q = `SELECT ` + orderColumns + ` FROM orders WHERE id = $1`
+	o, err := scanOrder(s.pool.QueryRow(ctx, q, id))
+	if err != nil {
+		return Order{}, fmt.Errorf("get order %s: %w", id, err)
+	}
+	orders := []Order{o}
+	if err := loadItems(ctx, s.pool, orders); err != nil {
+		return Order{}, err
+	}
+	return orders[0], nil
+}
+
+// Cursor is a position in a customer's order list: the last order returned.
+type Cursor struct {
+	CreatedAt time.Time
+	ID        string
+}
+
+// List returns up to limit orders of customerID, newest first, after cursor
+// (nil for the first page). Items are loaded in one query.
+func (s *Store) List(ctx context.Context, customerID string, after *Cursor, limit int) ([]Order, error) {
+	var rows pgx.Rows
+	var err error
+	if after == nil {
+		const q = `SELECT ` + orderColumns + ` FROM orders WHERE customer_id = $1
+			ORDER BY created_at DESC, id DESC LIMIT $2`
+		rows, err = s.pool.Query(ctx, q, customerID, limit)
+	} else {
+		const q = `SELECT ` + orderColumns + ` FROM orders WHERE customer_id = $1
+			AND (created_at, id) < ($2, $3::uuid)
+			ORDER BY created_at DESC, id DESC LIMIT $4`
+		rows, err = s.pool.Query(ctx, q, customerID, after.CreatedAt, after.ID, limit)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list orders: %w", err)
+	}
+	orders, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Order, error) { return scanOrder(r) })
+	if err != nil {
+		return nil, fmt.Errorf("list orders: %w", err)
+	}
+	if err := loadItems(ctx, s.pool, orders); err != nil {
+		return nil, err
+	}
+	return orders, nil
+}
+
+// claimState is what begin found for an idempotency key.
+type claimState int
+
+const (
+	// claimStarted: this request owns the key; its pending order is stored.
+	claimStarted claimState = iota
+	// claimMismatch: the key was used with a different request.
+	claimMismatch
+	// claimDone: the key holds a final response to replay.
+	claimDone
+	// claimInProgress: another request owns the key and is still running.
+	claimInProgress
+)
+
+type claim struct {
+	state    claimState
+	status   int
+	response []byte
+	orderID  string
+}
+
+// begin claims key for a request with hash and stores its pending order o,
+// in one transaction. A key whose stored response is a 503 is claimed again
+// (with o as its new order), so a client may retry an order that failed
+// because a dependency was down.
+func (s *Store) begin(ctx context.Context, key string, hash []byte, o Order) (claim, error) {
+	var c claim
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		c = claim{}
+		const insertKey = `INSERT INTO idempotency_keys (key, request_hash, order_id)
+			VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING`
+		tag, err := tx.Exec(ctx, insertKey, key, hash, o.ID)
+		if err != nil {
+			return fmt.Errorf("insert idempotency key: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			const get = `SELECT request_hash, order_id, status_code, response FROM idempotency_keys WHERE key = $1`
+			var stored []byte
+			var status *int
+			if err := tx.QueryRow(ctx, get, key).Scan(&stored, &c.orderID, &status, &c.response); err != nil {
+				return fmt.Errorf("select idempotency key: %w", err)
+			}
+			switch {
+			case !bytes.Equal(stored, hash):
+				c.state = claimMismatch
+				return nil
+			case status == nil:
+				c.state = claimInProgress
+				return nil
+			case *status != 503:
+				c.state, c.status = claimDone, *status
+				return nil
+			}
+			// Only one retry may take over a failed attempt: the WHERE
+			// re-checks status_code after any concurrent claim commits.
+			const retake = `UPDATE idempotency_keys
+				SET order_id = $2, status_code = NULL, response = NULL, updated_at = now()
+				WHERE key = $1 AND status_code = 503`
+			tag, err := tx.Exec(ctx, retake, key, o.ID)
+			if err != nil {
+				return fmt.Errorf("retake idempotency key: %w", err)
+			}
+			if tag.RowsAffected() == 0 {
+				c.state = claimInProgress
+				return nil
+			}
+		}
+		const insertOrder = `INSERT INTO orders (id, customer_id, email, status, payment_method,
+			total_cents, currency, created_at, updated_at)
+			VALUES ($1, $2, $3, 'pending', $4, 0, $5, $6, $6)`
+		if _, err := tx.Exec(ctx, insertOrder, o.ID, o.CustomerID, nullable(o.Email), o.PaymentMethod,
+			o.Currency, o.CreatedAt); err != nil {
+			return fmt.Errorf("insert order: %w", err)
+		}
+		skus := make([]string, len(o.Items))
+		qty := make([]int32, len(o.Items))
+		for i, it := range o.Items {
+			skus[i], qty[i] = it.SKU, int32(it.Quantity)
+		}
+		const insertItems = `INSERT INTO order_items (order_id, sku, quantity)
+			SELECT $1, sku, quantity FROM unnest($2::text[], $3::int[]) AS t(sku, quantity)`
+		if _, err := tx.Exec(ctx, insertItems, o.ID, skus, qty); err != nil {
+			return fmt.Errorf("insert order items: %w", err)
+		}
+		c.state, c.orderID = claimStarted, o.ID
+		return nil
+	})
+	if err != nil {
+		return claim{}, fmt.Errorf("begin order: %w", err)
+	}
+	return c, nil
+}
+
+// lookupKey reports whether the request owning key has finished.
+func (s *Store) lookupKey(ctx context.Context, key string) (claim, error) {
+	const q = `SELECT order_id, status_code, response FROM idempotency_keys WHERE key = $1`
+	var c claim
+	var status *int
+	if err := s.pool.QueryRow(ctx, q, key).Scan(&c.orderID, &status, &c.response); err != nil {
+		return claim{}, fmt.Errorf("lookup idempotency key: %w", err)
+	}
+	if status == nil {
+		c.state = claimInProgress
+	} else {
+		c.state, c.status = claimDone, *status
+	}
+	return c, nil
+}
+
+// setPrices stores inventory's prices and the order total on a pending order.
+func (s *Store) setPrices(ctx context.Context, o Order) error {
+	skus := make([]string, len(o.Items))
+	prices := make([]int64, len(o.Items))
+	for i, it := range o.Items {
+		skus[i], prices[i] = it.SKU, it.UnitPriceCents
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		const updateOrder = `UPDATE orders SET total_cents = $2, currency = $3, updated_at = now()
+			WHERE id = $1 AND status = 'pending'`
+		tag, err := tx.Exec(ctx, updateOrder, o.ID, o.TotalCents, o.Currency)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return errLostRace
+		}
+		const updateItems = `UPDATE order_items AS oi SET unit_price_cents = p.price
+			FROM unnest($2::text[], $3::bigint[]) AS p(sku, price)
+			WHERE oi.order_id = $1 AND oi.sku = p.sku`
+		_, err = tx.Exec(ctx, updateItems, o.ID, skus, prices)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("set prices of order %s: %w", o.ID, err)
+	}
+	return nil
+}
+
+// transition is one conditional status change.
+type transition struct {
+	orderID       string
+	from, to      string
+	paymentID     string // kept when empty
+	failureReason string // kept when empty
+	// compensateIn, when set, schedules the recovery loop's compensation
+	// that long from now (0: at once).
+	compensateIn *time.Duration
+	// event, when set, is the outbox event type written with the change.
+	event string
+	// key, when set, is the idempotency key that stores respond's answer.
+	key string
+}
+
+// apply changes the order's status from t.from to t.to in one transaction
+// with its outbox event and, for a saga, the final response stored in the
+// idempotency key (respond builds it from the updated order). It returns
+// errLostRace when the order is no longer in t.from.
+func (s *Store) apply(ctx context.Context, t transition, respond func(Order) Outcome) (Order, Outcome, error) {
+	var o Order
+	var out Outcome
+	var secs *float64
+	if t.compensateIn != nil {
+		v := t.compensateIn.Seconds()
+		secs = &v
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		const q = `UPDATE orders SET status = $3,
+				payment_id = COALESCE($4, payment_id),
+				failure_reason = COALESCE($5, failure_reason),
+				compensate_after = CASE WHEN $6::float8 IS NULL THEN compensate_after
+					ELSE now() + make_interval(secs => $6::float8) END,
+				updated_at = now()
+			WHERE id = $1 AND status = $2
+			RETURNING ` + orderColumns
+		var err error
+		o, err = scanOrder(tx.QueryRow(ctx, q, t.orderID, t.from, t.to, nullable(t.paymentID),
+			nullable(t.failureReason), secs))
+		if errors.Is(err, ErrNotFound) {
+			return errLostRace
+		}
+		if err != nil {
+			return err
+		}
+		orders := []Order{o}
+		if err := loadItems(ctx, tx, orders); err != nil {
+			return err
+		}
+		o = orders[0]
+		if t.event != "" {
+			if err := outbox.Add(ctx, tx, newEvent(t.event, o)); err != nil {
+				return err
+			}
+		}
+		if t.key != "" && respond != nil {
+			out = respond(o)
+			const storeResponse = `UPDATE idempotency_keys SET status_code = $3, response = $4, updated_at = now()
+				WHERE key = $1 AND order_id = $2`
+			if _, err := tx.Exec(ctx, storeResponse, t.key, o.ID, out.Status, out.Body); err != nil {
+				return fmt.Errorf("store response: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Order{}, Outcome{}, fmt.Errorf("order %s %s→%s: %w", t.orderID, t.from, t.to, err)
+	}
+	return o, out, nil
+}
+
+// newEvent builds the outbox event announcing o's new status.
+func newEvent(typ string, o Order) events.Order {
+	items := make([]events.Item, len(o.Items))
+	for i, it := range o.Items {
+		items[i] = events.Item{SKU: it.SKU, Quantity: it.Quantity, UnitPriceCents: it.UnitPriceCents}
+	}
+	return events.Order{
+		ID:            uuid.Must(uuid.NewV7()).String(),
+		Type:          typ,
+		OrderID:       o.ID,
+		CustomerID:    o.CustomerID,
+		Email:         o.Email,
+		Status:        o.Status,
+		Items:         items,
+		TotalCents:    o.TotalCents,
+		Currency:      o.Currency,
+		FailureReason: o.FailureReason,
+		OccurredAt:    o.UpdatedAt,
+	}
+}
+
+// clearCompensation records that an order's compensation is done.
+func (s *Store) clearCompensation(ctx context.Context, id string) error {
+	const q = `UPDATE orders SET compensate_after = NULL WHERE id = $1`
+	if _, err := s.pool.Exec(ctx, q, id); err != nil {
+		return fmt.Errorf("clear compensation of %s: %w", id, err)
+	}
+	return nil
+}
+
+// failStale fails pending orders older than age, whose saga must have died
+// with its process, and schedules their compensation. Their idempotency key
+// gets the response unavailable(order id), so the client may retry with the
+// same key. SKIP LOCKED lets replicas run this side by side, and a live saga
+// finishing at the same moment loses or wins cleanly on the row lock.
+func (s *Store) failStale(ctx context.Context, age time.Duration, unavailable func(orderID string) []byte) ([]string, error) {
+	var ids []string
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		const q = `WITH stale AS (
+				SELECT id FROM orders
+				WHERE status = 'pending' AND created_at <= now() - make_interval(secs => $1::float8)
+				ORDER BY created_at LIMIT 50
+				FOR UPDATE SKIP LOCKED)
+			UPDATE orders AS o SET status = 'failed', failure_reason = $2,
+				compensate_after = now(), updated_at = now()
+			FROM stale WHERE o.id = stale.id
+			RETURNING o.id`
+		rows, err := tx.Query(ctx, q, age.Seconds(), ReasonSagaTimeout)
+		if err != nil {
+			return err
+		}
+		ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		const storeResponse = `UPDATE idempotency_keys SET status_code = 503, response = $2, updated_at = now()
+			WHERE order_id = $1 AND status_code IS NULL`
+		for _, id := range ids {
+			if _, err := tx.Exec(ctx, storeResponse, id, unavailable(id)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fail stale orders: %w", err)
+	}
+	return ids, nil
+}
+
+// leaseDue returns up to 50 orders whose compensation is due and pushes
+// their compensate_after lease ahead, so no other replica takes them while
+// this one works; a crash just lets the lease run out.
+func (s *Store) leaseDue(ctx context.Context, lease time.Duration) ([]Order, error) {
+	const q = `UPDATE orders SET compensate_after = now() + make_interval(secs => $1::float8)
+		WHERE id IN (
+			SELECT id FROM orders
+			WHERE compensate_after <= now() AND status NOT IN ('pending', 'confirmed')
+			ORDER BY compensate_after LIMIT 50
+			FOR UPDATE SKIP LOCKED)
+		RETURNING ` + orderColumns
+	rows, err := s.pool.Query(ctx, q, lease.Seconds())
+	if err != nil {
+		return nil, fmt.Errorf("lease compensations: %w", err)
+	}
+	orders, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Order, error) { return scanOrder(r) })
+	if err != nil {
+		return nil, fmt.Errorf("lease compensations: %w", err)
+	}
+	return orders, nil
+}
+
+// Ping checks that the database answers, for readiness.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orderflow/orderflow/migrations"
+	"github.com/orderflow/orderflow/pkg/dbtest"
+	"github.com/orderflow/orderflow/pkg/postgres"
+)
+
+// fakeDownstreams serves the inventory and payment contracts well enough
+// for one successful order.
+func fakeDownstreams(t *testing.T) (inventoryURL, paymentURL string) {
+	t.Helper()
+	inv := http.NewServeMux()
+	inv.HandleFunc("POST /v1/reservations", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			OrderID string `json:"order_id"`
+			Items   []struct {
+				SKU      string `json:"sku"`
+				Quantity int    `json:"quantity"`
+			} `json:"items"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		type item struct {
+			SKU            string `json:"sku"`
+			Quantity       int    `json:"quantity"`
+			UnitPriceCents int64  `json:"unit_price_cents"`
+		}
+		items := []item{}
+		for _, it := range req.Items {
+			items = append(items, item{SKU: it.SKU, Quantity: it.Quantity, UnitPriceCents: 1250})
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(map[string]any{"order_id": req.OrderID, "status": "reserved",
+			"items": items, "expires_at": time.Now().Add(15 * time.Minute)})
+	})
+	inv.HandleFunc("POST /v1/reservations/{id}/{op}", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, `{"order_id":"`+r.PathValue("id")+`","status":"committed"}`)
+	})
+	pay := http.NewServeMux()
+	pay.HandleFunc("POST /v1/payments", func(w http.ResponseWriter, r *http.Request) {
+		var req map[string]any
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		if r.Header.Get("Idempotency-Key") != req["order_id"] {
+			http.Error(w, "idempotency key is not the order id", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(map[string]any{"id": "pay_1", "order_id": req["order_id"],
+			"status": "captured", "amount_cents": req["amount_cents"], "currency": req["currency"]})
+	})
+	invSrv, paySrv := httptest.NewServer(inv), httptest.NewServer(pay)
+	t.Cleanup(invSrv.Close)
+	t.Cleanup(paySrv.Close)
+	return invSrv.URL, paySrv.URL
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func TestRun(t *testing.T) {
+	fsys, err := migrations.For("order")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbURL := dbtest.NewURL(t, fsys)
+	inventoryURL, paymentURL := fakeDownstreams(t)
+	addr := freeAddr(t)
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	suffix := hex.EncodeToString(b[:])
+	vars := map[string]string{
+		"ORDER_ADDR":              addr,
+		"ORDER_DATABASE_URL":      dbURL,
+		"ORDER_DB_MAX_CONNS":      "5",
+		"ORDER_INVENTORY_URL":     inventoryURL,
+		"ORDER_PAYMENT_URL":       paymentURL,
+		"ORDER_RECOVERY_INTERVAL": "100ms",
+		"ORDER_INVOICE_QUEUE":     "test-invoices-" + suffix,
+		"ORDER_EMAIL_QUEUE":       "test-emails-" + suffix,
+		"AWS_ENDPOINT_URL_SQS":    "http://127.0.0.1:4566",
+		"AWS_REGION":              "us-east-1",
+		"AWS_ACCESS_KEY_ID":       "test",
+		"AWS_SECRET_ACCESS_KEY":   "test",
+		"LOG_LEVEL":               "warn",
+	}
+	getenv := func(k string) string { return vars[k] }
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"order"}, getenv, io.Discard, io.Discard) }()
+
+	base := "http://" + addr
+	waitFor(t, done, func() bool {
+		resp, err := http.Get(base + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+
+	body := `{"customer_id":"cus_1","email":"a@example.com","items":[{"sku":"SKU-00001","quantity":2}],"payment_method":"pm_card_ok"}`
+	req, _ := http.NewRequest(http.MethodPost, base+"/v1/orders", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", "e2e-"+suffix)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o struct {
+		ID         string `json:"id"`
+		Status     string `json:"status"`
+		TotalCents int64  `json:"total_cents"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&o)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusCreated || o.Status != "confirmed" || o.TotalCents != 2500 {
+		t.Fatalf("POST /v1/orders = %d %+v, %v; want 201 confirmed, total 2500", resp.StatusCode, o, err)
+	}
+
+	// The relay publishes the confirmation to SQS and marks the outbox row sent.
+	pool, err := postgres.Open(context.Background(), dbURL, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	waitFor(t, done, func() bool {
+		var sent bool
+		err := pool.QueryRow(context.Background(),
+			`SELECT sent_at IS NOT NULL FROM outbox WHERE order_id = $1`, o.ID).Scan(&sent)
+		return err == nil && sent
+	})
+	waitFor(t, done, func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run = %v; want nil", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after ctx was cancelled")
+	}
+}
+
+// waitFor polls ok until it holds, failing the test if run returns first or
+// nothing happens for 15 seconds.
+func waitFor(t *testing.T, done <-chan error, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !ok() {
+		select {
+		case err := <-done:
+			t.Fatalf("run returned early: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("timed out waiting")
+		}
+	}
+}
