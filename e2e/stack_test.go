@@ -115,7 +115,7 @@ func startStack(t *testing.T, extraOrderEnv ...string) *stack {
 	s.env["order"] = append(append([]string{"ORDER_ADDR=" + addr("order"), "ORDER_DATABASE_URL=" + s.db["order"],
 		"ORDER_INVENTORY_URL=" + url("inventory"), "ORDER_PAYMENT_URL=" + url("payment"),
 		"ORDER_INVOICE_QUEUE=" + invoices, "ORDER_EMAIL_QUEUE=" + emails,
-		"ORDER_CALL_TIMEOUT=5s", "ORDER_RECOVERY_INTERVAL=500ms", "ORDER_RECOVERY_AFTER=4s"}, aws...), extraOrderEnv...)
+		"ORDER_CALL_TIMEOUT=5s", "ORDER_REQUEST_TIMEOUT=8s", "ORDER_RECOVERY_INTERVAL=500ms", "ORDER_RECOVERY_AFTER=9s"}, aws...), extraOrderEnv...)
 	for _, name := range []string{"provider", "inventory", "payment", "notification", "order"} {
 		s.start(name)
 	}
