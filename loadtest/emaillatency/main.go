@@ -4,7 +4,7 @@
 // time from the order's confirmation (its updated_at, the moment the 201 was
 // committed) to the e-mail's sent_at: median, p95 and max.
 //
-//	go run ./loadtest/emaillatency -n 200
+//	go run ./loadtest/emaillatency -n 200 -rate 10
 package main
 
 import (
@@ -42,6 +42,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	orderURL := fs.String("order", "http://127.0.0.1:8080", "order service")
 	notifURL := fs.String("notification", "http://127.0.0.1:8083", "notification service")
 	wait := fs.Duration("wait", 60*time.Second, "how long to wait for the last e-mail")
+	rate := fs.Float64("rate", 10, "orders per second in total (0: as fast as the clients go)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -69,7 +70,16 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 		}()
 	}
+	var tick <-chan time.Time
+	if *rate > 0 {
+		t := time.NewTicker(time.Duration(float64(time.Second) / *rate))
+		defer t.Stop()
+		tick = t.C
+	}
 	for i := range *n {
+		if tick != nil {
+			<-tick
+		}
 		jobs <- i
 	}
 	close(jobs)
@@ -107,7 +117,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 func place(ctx context.Context, c *http.Client, base, key string, i int) (order, error) {
 	body, _ := json.Marshal(map[string]any{
 		"customer_id": "cus_latency", "email": "latency@example.com",
-		"items":          []map[string]any{{"sku": fmt.Sprintf("SKU-%05d", 1+i%10000), "quantity": 1}},
+		"items":          []map[string]any{{"sku": fmt.Sprintf("SKU-%05d", 1000+i%9000), "quantity": 1}},
 		"payment_method": "pm_card_ok",
 	})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/orders", bytes.NewReader(body))
