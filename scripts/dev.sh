@@ -33,22 +33,68 @@ start() {
   stop_pid "$name"
   port_open 127.0.0.1 "$port" && die "port $port is taken by another process: stop it, or set ${name^^}_PORT"
   : >"$RUN_DIR/logs/$name.log"
-  start_bg "$name" env "$@" "bin/$name"
+  start_bg "$name" env "$@" "bin/${name%-[0-9]}"  # order-2 runs bin/order
 }
 
 say "starting the services (logs in .dev/logs/)"
+REPLICAS=${REPLICAS:-1}
+[[ $REPLICAS =~ ^[1-9]$ ]] || die "REPLICAS must be 1..9"
+# Stop whatever an earlier run started, single or replicated.
+for f in "$RUN_DIR"/pids/order-*.pid "$RUN_DIR"/pids/inventory-*.pid "$RUN_DIR"/pids/haproxy.pid; do
+  [ -e "$f" ] && stop_pid "$(basename "$f" .pid)"
+done
 start provider $PROVIDER_PORT PROVIDER_ADDR=127.0.0.1:$PROVIDER_PORT
-start inventory $INVENTORY_PORT INVENTORY_ADDR=127.0.0.1:$INVENTORY_PORT \
-  INVENTORY_DATABASE_URL="$PG_URL/inventory?sslmode=disable" INVENTORY_SEED_PRODUCTS=${INVENTORY_SEED_PRODUCTS:-10000}
 start payment $PAYMENT_PORT PAYMENT_ADDR=127.0.0.1:$PAYMENT_PORT \
   PAYMENT_DATABASE_URL="$PG_URL/payments?sslmode=disable" PAYMENT_PROVIDER_URL=http://127.0.0.1:$PROVIDER_PORT
 start notification $NOTIFICATION_PORT NOTIFICATION_ADDR=127.0.0.1:$NOTIFICATION_PORT \
   NOTIFICATION_DATABASE_URL="$PG_URL/notifications?sslmode=disable" NOTIFICATION_SMTP_ADDR=127.0.0.1:$SMTP_PORT
-start order $ORDER_PORT ORDER_ADDR=127.0.0.1:$ORDER_PORT ORDER_DATABASE_URL="$PG_URL/orders?sslmode=disable" \
-  ORDER_INVENTORY_URL=http://127.0.0.1:$INVENTORY_PORT ORDER_PAYMENT_URL=http://127.0.0.1:$PAYMENT_PORT
 
-for s in provider:$PROVIDER_PORT inventory:$INVENTORY_PORT payment:$PAYMENT_PORT notification:$NOTIFICATION_PORT order:$ORDER_PORT; do
-  wait_http "${s%%:*}" "http://127.0.0.1:${s##*:}/readyz" 90
+# start_inventory NAME PORT / start_order NAME PORT: one replica each.
+start_inventory() {
+  start "$1" "$2" INVENTORY_ADDR=127.0.0.1:$2 INVENTORY_DATABASE_URL="$PG_URL/inventory?sslmode=disable" \
+    INVENTORY_SEED_PRODUCTS=${INVENTORY_SEED_PRODUCTS:-10000}
+}
+start_order() {
+  start "$1" "$2" ORDER_ADDR=127.0.0.1:$2 ORDER_DATABASE_URL="$PG_URL/orders?sslmode=disable" \
+    ORDER_INVENTORY_URL=http://127.0.0.1:$INVENTORY_PORT ORDER_PAYMENT_URL=http://127.0.0.1:$PAYMENT_PORT
+}
+
+services="provider:$PROVIDER_PORT payment:$PAYMENT_PORT notification:$NOTIFICATION_PORT"
+if [ "$REPLICAS" = 1 ]; then
+  start_inventory inventory $INVENTORY_PORT
+  start_order order $ORDER_PORT
+  services="$services inventory:$INVENTORY_PORT order:$ORDER_PORT"
+else
+  # N order and N inventory replicas on ports 18081.. and 18181.., behind
+  # HAProxy on the usual ports (least connections, health checks on /readyz).
+  if ! command -v haproxy >/dev/null; then
+    say "installing HAProxy (Debian package)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+  fi
+  stop_pid inventory; stop_pid order
+  cfg="$RUN_DIR/haproxy.cfg"
+  cp deploy/haproxy/haproxy.cfg "$cfg"
+  for i in $(seq 1 "$REPLICAS"); do
+    start_inventory inventory-$i $((18180 + i))
+    services="$services inventory-$i:$((18180 + i))"
+    sed -i "s|# servers: inventory|server inventory-$i 127.0.0.1:$((18180 + i)) check\n    # servers: inventory|" "$cfg"
+  done
+  wait_http inventory-1 "http://127.0.0.1:18181/readyz" 90 # seeds and migrates once, first
+  for i in $(seq 1 "$REPLICAS"); do
+    start_order order-$i $((18080 + i))
+    services="$services order-$i:$((18080 + i))"
+    sed -i "s|# servers: order|server order-$i 127.0.0.1:$((18080 + i)) check\n    # servers: order|" "$cfg"
+  done
+  port_open 127.0.0.1 $ORDER_PORT && die "port $ORDER_PORT is taken by another process"
+  ORDER_PORT=$ORDER_PORT INVENTORY_PORT=$INVENTORY_PORT haproxy -c -q -f "$cfg" || die "invalid HAProxy config $cfg"
+  : >"$RUN_DIR/logs/haproxy.log"
+  ORDER_PORT=$ORDER_PORT INVENTORY_PORT=$INVENTORY_PORT start_bg haproxy haproxy -db -f "$cfg"
+  services="$services haproxy:$ORDER_PORT haproxy:$INVENTORY_PORT"
+fi
+
+for s in $services; do
+  name=${s%%:*}
+  wait_http "$name" "http://127.0.0.1:${s##*:}/readyz" 90
 done
 
 cat <<MSG
@@ -61,6 +107,7 @@ Orderflow is up.
   e-mails       http://127.0.0.1:$MAILDEV_WEB_PORT   (maildev; SMTP on :$SMTP_PORT)
   SQS           $AWS_ENDPOINT_URL_SQS   (fauxqs)
   logs          .dev/logs/        admin token: $ADMIN_TOKEN
+  replicas      $REPLICAS order and $REPLICAS inventory$( [ "$REPLICAS" -gt 1 ] && echo " behind HAProxy (stats: http://127.0.0.1:8404)")
 
 Place an order:
   curl -s -X POST http://127.0.0.1:$ORDER_PORT/v1/orders \\
