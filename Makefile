@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
-.PHONY: help dev down deps test test-short build fmt vet lint fuzz logs
+.PHONY: help dev down deps test build fmt vet fuzz logs bench-read observe observe-down dashboard overhead test-faults
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,3 +38,21 @@ fuzz: ## run each fuzz target for FUZZTIME (default 20s)
 
 logs: ## follow the logs of make dev's processes
 	@tail -F .dev/logs/*.log
+
+test-faults: ## the fault suite: 7 faults under load, invariants checked against the databases (~3 min)
+	@scripts/test-faults.sh
+
+bench-read: ## read-path benchmark: uncached vs cached vs 304 vs a bare go-redis handler (needs make deps)
+	@scripts/bench-read.sh
+
+observe: ## start Prometheus (:9090) and Jaeger (UI :16686, OTLP :4318) natively
+	@scripts/observability.sh start
+
+observe-down: ## stop Prometheus and Jaeger
+	@scripts/observability.sh stop
+
+dashboard: ## render the dashboard's queries against the native Prometheus into docs/dashboard.html
+	@scripts/render-dashboard.sh
+
+overhead: ## order throughput with tracing at 100% vs off, side by side
+	@go run ./loadtest/overhead -duration 15s -rounds 4 -concurrency 8

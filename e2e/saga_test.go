@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -94,7 +95,19 @@ func TestSaga(t *testing.T) {
 			t.Errorf("available = %d; want %d (reservation released)", got, before)
 		}
 		s.setProvider(0, 0, false)
-		retry := s.placeOrder(body, key)
+		// The breakers opened during the outage; a client retries with the
+		// same key after Retry-After until the half-open probe closes them.
+		var retry response
+		eventually(t, 30*time.Second, "a retry with the same key after the outage is confirmed", func() bool {
+			retry = s.placeOrder(body, key)
+			if retry.status == http.StatusServiceUnavailable {
+				if secs, err := strconv.Atoi(retry.header.Get("Retry-After")); err == nil {
+					time.Sleep(time.Duration(secs) * time.Second)
+				}
+				return false
+			}
+			return true
+		})
 		if retry.status != http.StatusCreated || retry.body["status"] != "confirmed" {
 			t.Errorf("retry with the same key after the outage = %d %s; want 201 confirmed", retry.status, retry.raw)
 		}
@@ -111,6 +124,7 @@ func TestSaga(t *testing.T) {
 			t.Errorf("503 took %v; want a fast answer", d)
 		}
 		s.start("inventory")
+		s.waitHealed(t)
 	})
 
 	t.Run("cancel", func(t *testing.T) {
@@ -208,6 +222,22 @@ func TestSaga(t *testing.T) {
 
 	t.Run("invariants", func(t *testing.T) {
 		s.checkInvariants(t)
+	})
+}
+
+// waitHealed places probe orders, as a client would, honouring Retry-After,
+// until one is confirmed: the breakers that opened during a fault have
+// closed again.
+func (s *stack) waitHealed(t *testing.T) {
+	t.Helper()
+	eventually(t, 30*time.Second, "orders are confirmed again after the fault", func() bool {
+		r := s.placeOrder(orderBody("cus_probe", "SKU-00099", 1, "pm_card_ok"), newKey())
+		if r.status == http.StatusServiceUnavailable {
+			if secs, err := strconv.Atoi(r.header.Get("Retry-After")); err == nil {
+				time.Sleep(time.Duration(secs) * time.Second)
+			}
+		}
+		return r.status == http.StatusCreated
 	})
 }
 

@@ -106,7 +106,9 @@ func startStack(t *testing.T, extraOrderEnv ...string) *stack {
 	addr := func(name string) string { return fmt.Sprintf("127.0.0.1:%d", s.ports[name]) }
 	s.env["provider"] = []string{"PROVIDER_ADDR=" + addr("provider")}
 	s.env["inventory"] = []string{"INVENTORY_ADDR=" + addr("inventory"), "INVENTORY_DATABASE_URL=" + s.db["inventory"],
-		"INVENTORY_SEED_PRODUCTS=100", "INVENTORY_SWEEP_INTERVAL=1s"}
+		"INVENTORY_SEED_PRODUCTS=100", "INVENTORY_SWEEP_INTERVAL=1s",
+		// Stacks share the local Redis: each gets its own cache keys.
+		"INVENTORY_CACHE_PREFIX=" + queuetest.Name("e2e") + ":"}
 	s.env["payment"] = []string{"PAYMENT_ADDR=" + addr("payment"), "PAYMENT_DATABASE_URL=" + s.db["payment"],
 		"PAYMENT_PROVIDER_URL=" + url("provider"), "PAYMENT_PROVIDER_TIMEOUT=3s"}
 	s.env["notification"] = append([]string{"NOTIFICATION_ADDR=" + addr("notification"),

@@ -36,6 +36,11 @@ start() {
   start_bg "$name" env "$@" "bin/${name%-[0-9]}"  # order-2 runs bin/order
 }
 
+# OBSERVE=1 also starts Prometheus and Jaeger (make observe); traces go to
+# whatever listens on the OTLP port.
+[ "${OBSERVE:-0}" = 1 ] && "$ROOT/scripts/observability.sh" start
+port_open 127.0.0.1 4318 && export OTEL_EXPORTER_OTLP_ENDPOINT=${OTEL_EXPORTER_OTLP_ENDPOINT:-http://127.0.0.1:4318}
+
 say "starting the services (logs in .dev/logs/)"
 REPLICAS=${REPLICAS:-1}
 [[ $REPLICAS =~ ^[1-9]$ ]] || die "REPLICAS must be 1..9"
@@ -106,6 +111,8 @@ Orderflow is up.
   notification  http://127.0.0.1:$NOTIFICATION_PORT
   e-mails       http://127.0.0.1:$MAILDEV_WEB_PORT   (maildev; SMTP on :$SMTP_PORT)
   SQS           $AWS_ENDPOINT_URL_SQS   (fauxqs)
+  metrics       http://127.0.0.1:$ORDER_PORT/metrics (every service)$(port_open 127.0.0.1 9090 && echo "; Prometheus http://127.0.0.1:9090")
+  traces        $(port_open 127.0.0.1 16686 && echo "Jaeger http://127.0.0.1:16686" || echo "start Jaeger with: make observe (then make dev again)")
   logs          .dev/logs/        admin token: $ADMIN_TOKEN
   replicas      $REPLICAS order and $REPLICAS inventory$( [ "$REPLICAS" -gt 1 ] && echo " behind HAProxy (stats: http://127.0.0.1:8404)")
 

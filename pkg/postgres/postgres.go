@@ -6,7 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -22,15 +24,27 @@ import (
 // StartHint tells a person how to start the local server when it is down.
 const StartHint = "start PostgreSQL with `make deps` (or: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start)"
 
+// Option adjusts the pool configuration Open builds.
+type Option func(*pgxpool.Config)
+
+// WithTracer traces every query of the pool's connections with t (for
+// example otelpgx, which also records query latency).
+func WithTracer(t pgx.QueryTracer) Option {
+	return func(c *pgxpool.Config) { c.ConnConfig.Tracer = t }
+}
+
 // Open returns a pool for databaseURL and pings it once, so a wrong URL or a
 // stopped server is reported at start-up. maxConns <= 0 keeps pgx's default.
-func Open(ctx context.Context, databaseURL string, maxConns int) (*pgxpool.Pool, error) {
+func Open(ctx context.Context, databaseURL string, maxConns int, opts ...Option) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
 	}
 	if maxConns > 0 {
 		cfg.MaxConns = int32(maxConns)
+	}
+	for _, o := range opts {
+		o(cfg)
 	}
 	cfg.MaxConnIdleTime = 5 * time.Minute
 	cfg.HealthCheckPeriod = 15 * time.Second
@@ -108,4 +122,24 @@ func Redact(databaseURL string) string {
 func IsUniqueViolation(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}
+
+// IsUnavailable reports whether err means the database cannot be reached
+// right now (connection refused or reset, server shutting down or starting,
+// too many connections), as opposed to a bad query. Services answer such
+// errors with 503 and Retry-After instead of 500: retrying later can work.
+func IsUnavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return strings.HasPrefix(pgErr.Code, "08") || // connection exception
+			pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03" || // shutdown, crash, starting
+			pgErr.Code == "53300" // too many connections
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	return errors.As(err, &connectErr) || errors.As(err, &netErr) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err)
 }

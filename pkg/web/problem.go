@@ -6,6 +6,7 @@ package web
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 )
 
 // ProblemTypeBase prefixes a problem's machine-readable code to form its type URI.
@@ -84,4 +85,12 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(body, '\n'))
+}
+
+// Unavailable returns the 503 problem for a dependency that cannot be reached
+// right now, and sets Retry-After (seconds) on w: a client should retry
+// later rather than treat the request as failed for good.
+func Unavailable(w http.ResponseWriter, code, detail string, retryAfterSeconds int) *Problem {
+	w.Header().Set("Retry-After", strconv.Itoa(max(retryAfterSeconds, 1)))
+	return NewProblem(http.StatusServiceUnavailable, code, detail)
 }

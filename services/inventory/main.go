@@ -7,15 +7,21 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/pkg/env"
 	"github.com/orderflow/orderflow/pkg/postgres"
+	"github.com/orderflow/orderflow/pkg/ratelimit"
+	"github.com/orderflow/orderflow/pkg/redisconn"
 	"github.com/orderflow/orderflow/pkg/telemetry"
 	"github.com/orderflow/orderflow/pkg/web"
 	"github.com/orderflow/orderflow/services/inventory/internal/inventory"
@@ -36,6 +42,13 @@ type config struct {
 	reservationTTL time.Duration
 	sweepInterval  time.Duration
 	seedProducts   int
+	redisURL       string
+	redisPoolSize  int
+	cacheEnabled   bool
+	cachePrefix    string
+	cacheTTL       time.Duration
+	rateLimit      int
+	rateBurst      int
 	adminToken     string
 	logLevel       string
 }
@@ -49,6 +62,13 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		reservationTTL: r.Duration("INVENTORY_RESERVATION_TTL", 15*time.Minute),
 		sweepInterval:  r.Duration("INVENTORY_SWEEP_INTERVAL", 10*time.Second),
 		seedProducts:   r.Int("INVENTORY_SEED_PRODUCTS", 0),
+		redisURL:       r.String("INVENTORY_REDIS_URL", "redis://127.0.0.1:6379/0"),
+		redisPoolSize:  r.Int("INVENTORY_REDIS_POOL_SIZE", 0),
+		cacheEnabled:   r.Bool("INVENTORY_CACHE_ENABLED", true),
+		cachePrefix:    r.String("INVENTORY_CACHE_PREFIX", "inventory:"),
+		cacheTTL:       r.Duration("INVENTORY_CACHE_TTL", 30*time.Second),
+		rateLimit:      r.Int("INVENTORY_RATE_LIMIT", 100),
+		rateBurst:      r.Int("INVENTORY_RATE_BURST", 200),
 		adminToken:     r.String("ADMIN_TOKEN", ""),
 		logLevel:       r.String("LOG_LEVEL", "info"),
 	}
@@ -64,6 +84,18 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if cfg.seedProducts < 0 || cfg.seedProducts > 10_000_000 {
 		errs = append(errs, errors.New("INVENTORY_SEED_PRODUCTS must be between 0 and 10000000"))
+	}
+	if _, err := redis.ParseURL(cfg.redisURL); err != nil {
+		errs = append(errs, fmt.Errorf("INVENTORY_REDIS_URL: %w", err))
+	}
+	if cfg.redisPoolSize < 0 {
+		errs = append(errs, errors.New("INVENTORY_REDIS_POOL_SIZE must not be negative (0 = 10 per CPU)"))
+	}
+	if cfg.cacheTTL < time.Second {
+		errs = append(errs, errors.New("INVENTORY_CACHE_TTL must be at least 1s"))
+	}
+	if cfg.rateLimit < 0 || cfg.rateBurst < 0 {
+		errs = append(errs, errors.New("INVENTORY_RATE_LIMIT and INVENTORY_RATE_BURST must not be negative (a limit of 0 disables limiting)"))
 	}
 
 	// Flags only override the environment for local runs.
@@ -93,13 +125,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.InfoContext(ctx, "starting",
 		"addr", cfg.addr, "database_url", postgres.Redact(cfg.databaseURL), "db_max_conns", cfg.dbMaxConns,
 		"reservation_ttl", cfg.reservationTTL.String(), "sweep_interval", cfg.sweepInterval.String(),
-		"seed_products", cfg.seedProducts, "admin_token_set", cfg.adminToken != "", "log_level", cfg.logLevel)
+		"seed_products", cfg.seedProducts, "redis_url", redactRedis(cfg.redisURL), "redis_pool_size", cfg.redisPoolSize,
+		"cache_enabled", cfg.cacheEnabled, "cache_prefix", cfg.cachePrefix, "cache_ttl", cfg.cacheTTL.String(),
+		"rate_limit", cfg.rateLimit, "rate_burst", cfg.rateBurst,
+		"admin_token_set", cfg.adminToken != "", "log_level", cfg.logLevel)
+	tel, err := telemetry.New(ctx, "inventory", getenv)
+	if err != nil {
+		return err
+	}
+	defer tel.Close(ctx, log)
 
-	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.dbMaxConns)
+	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.dbMaxConns, postgres.WithTracer(tel.PgxTracer("inventory")))
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	if err := tel.ObservePool(pool, "inventory"); err != nil {
+		return err
+	}
 	fsys, err := migrations.For("inventory")
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
@@ -116,8 +159,38 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		log.InfoContext(ctx, "seeded products", "requested", cfg.seedProducts, "inserted", n)
 	}
-	svc := inventory.NewService(store, cfg.reservationTTL)
-	handler := inventory.NewHandler(log, svc, cfg.adminToken)
+	// Redis failures degrade reads to Postgres and rate limiting to open.
+	rdb, err := redisconn.Open(cfg.redisURL, cfg.redisPoolSize)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if err := tel.InstrumentRedis(rdb); err != nil {
+		return err
+	}
+
+	cache := inventory.NewCache(rdb, inventory.CacheConfig{Enabled: cfg.cacheEnabled, Prefix: cfg.cachePrefix, TTL: cfg.cacheTTL}, log)
+	svc := inventory.NewService(store, cache, cfg.reservationTTL)
+	var rateFailOpens atomic.Uint64
+	limit := ratelimit.New(rdb, "inventory", ratelimit.PerSecond(cfg.rateLimit, cfg.rateBurst), log,
+		func() { rateFailOpens.Add(1) })
+	handler := inventory.NewHandler(log, svc, cfg.adminToken, limit)
+	if err := errors.Join(
+		tel.ObserveCounts("orderflow.cache.requests", "Product reads by cache result: hit (Redis), miss (Postgres, then cached), fallback (Postgres because Redis failed).",
+			"result", func() map[string]uint64 {
+				st := svc.CacheStats()
+				return map[string]uint64{"hit": st.Hits, "miss": st.Misses, "fallback": st.Fallbacks}
+			}),
+		tel.ObserveCounts("orderflow.ratelimit.fail_open", "Requests let through unlimited because Redis failed.",
+			"", func() map[string]uint64 { return map[string]uint64{"": rateFailOpens.Load()} }),
+	); err != nil {
+		return err
+	}
+	defer func() {
+		st := svc.CacheStats()
+		log.InfoContext(ctx, "stopped", "cache_hits", st.Hits, "cache_misses", st.Misses,
+			"cache_fallbacks", st.Fallbacks, "rate_limit_fail_opens", rateFailOpens.Load())
+	}()
 
 	// Background loops stop with ctx and are waited for before run returns,
 	// so the pool is never closed under a running sweep.
@@ -126,7 +199,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer wg.Wait()
 	defer cancelLoops()
 	wg.Go(func() { svc.RunSweeper(loopCtx, cfg.sweepInterval, log) })
+	wg.Go(func() { cache.Retry(loopCtx, 500*time.Millisecond) })
 
-	srv := web.NewServer(cfg.addr, handler, log)
+	srv := web.NewServer(cfg.addr, tel.Handler(handler), log)
 	return web.Serve(ctx, srv, log, 10*time.Second)
+}
+
+// redactRedis hides a password in a Redis URL for the start-up log.
+func redactRedis(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return u.Redacted()
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,6 +36,7 @@ func TestRun(t *testing.T) {
 		"INVENTORY_DB_MAX_CONNS":   "4",
 		"INVENTORY_SEED_PRODUCTS":  "50",
 		"INVENTORY_SWEEP_INTERVAL": "50ms",
+		"INVENTORY_CACHE_PREFIX":   "test-run-" + strings.TrimPrefix(dbURL[strings.LastIndex(dbURL, "/")+1:], "orderflow_test_") + ":",
 		"ADMIN_TOKEN":              "t",
 		"LOG_LEVEL":                "warn",
 	}
@@ -67,20 +69,28 @@ func TestRun(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	resp, err := client.Get(base + "/v1/products/SKU-00050")
-	if err != nil {
-		t.Fatalf("GET product: %v", err)
+	for _, wantCache := range []string{"MISS", "HIT"} {
+		resp, err := client.Get(base + "/v1/products/SKU-00050")
+		if err != nil {
+			t.Fatalf("GET product: %v", err)
+		}
+		var p struct {
+			SKU       string `json:"sku"`
+			Available int    `json:"available"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&p)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || p.SKU != "SKU-00050" || p.Available != 1_000_000 {
+			t.Fatalf("GET product = %d %+v, %v; want 200 SKU-00050 with 1000000", resp.StatusCode, p, err)
+		}
+		if got := resp.Header.Get("X-Cache"); got != wantCache {
+			t.Errorf("X-Cache = %q; want %q (Redis must be up: start it with `make deps`)", got, wantCache)
+		}
+		if resp.Header.Get("RateLimit-Limit") != "200" {
+			t.Errorf("RateLimit-Limit = %q; want 200 (the default burst)", resp.Header.Get("RateLimit-Limit"))
+		}
 	}
-	var p struct {
-		SKU       string `json:"sku"`
-		Available int    `json:"available"`
-	}
-	err = json.NewDecoder(resp.Body).Decode(&p)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK || p.SKU != "SKU-00050" || p.Available != 1_000_000 {
-		t.Fatalf("GET product = %d %+v, %v; want 200 SKU-00050 with 1000000", resp.StatusCode, p, err)
-	}
-	resp, err = client.Get(base + "/readyz")
+	resp, err := client.Get(base + "/readyz")
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /readyz = %v, %v; want 200", resp, err)
 	}
@@ -108,6 +118,12 @@ func TestReadConfig(t *testing.T) {
 		{name: "zero ttl", vars: map[string]string{"INVENTORY_RESERVATION_TTL": "0s"}, wantErr: true},
 		{name: "negative seed", vars: map[string]string{"INVENTORY_SEED_PRODUCTS": "-1"}, wantErr: true},
 		{name: "bad conns", vars: map[string]string{"INVENTORY_DB_MAX_CONNS": "x"}, wantErr: true},
+		{name: "cache off, no limit", vars: map[string]string{"INVENTORY_CACHE_ENABLED": "false", "INVENTORY_RATE_LIMIT": "0"}},
+		{name: "bad redis url", vars: map[string]string{"INVENTORY_REDIS_URL": "http://x"}, wantErr: true},
+		{name: "bad cache switch", vars: map[string]string{"INVENTORY_CACHE_ENABLED": "maybe"}, wantErr: true},
+		{name: "tiny cache ttl", vars: map[string]string{"INVENTORY_CACHE_TTL": "10ms"}, wantErr: true},
+		{name: "negative rate", vars: map[string]string{"INVENTORY_RATE_LIMIT": "-1"}, wantErr: true},
+		{name: "negative redis pool", vars: map[string]string{"INVENTORY_REDIS_POOL_SIZE": "-1"}, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -98,12 +98,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"smtp", cfg.smtpAddr, "invoice_queue", cfg.invoiceQueue, "email_queue", cfg.emailQueue,
 		"concurrency", cfg.concurrency, "visibility_timeout", cfg.visibility.String(),
 		"max_receives", cfg.maxReceives, "sqs_endpoint", cfg.sqs.Endpoint)
+	tel, err := telemetry.New(ctx, "notification", getenv)
+	if err != nil {
+		return err
+	}
+	defer tel.Close(ctx, log)
 
-	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.dbMaxConns)
+	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.dbMaxConns, postgres.WithTracer(tel.PgxTracer("notifications")))
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	if err := tel.ObservePool(pool, "notifications"); err != nil {
+		return err
+	}
 	fsys, err := migrations.For("notification")
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
@@ -157,6 +165,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				QueueURL:          q.URL,
 				Concurrency:       cfg.concurrency,
 				VisibilityTimeout: cfg.visibility,
+				Tracer:            tel.Tracer,
+				Meter:             tel.MeterFor("orderflow/notification"),
 			}, w.handle, log)
 			log.InfoContext(ctx, "consuming", "consumer", w.name, "queue", q.URL, "dlq", q.DLQURL)
 			_ = c.Run(ctx)
@@ -164,7 +174,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}()
 	}
 
-	srv := web.NewServer(cfg.addr, h, log)
+	wg.Go(func() {
+		_ = tel.WatchQueues(ctx, client, []string{cfg.invoiceQueue, cfg.emailQueue}, 5*time.Second)
+	})
+
+	srv := web.NewServer(cfg.addr, tel.Handler(h), log)
 	err = web.Serve(ctx, srv, log, 10*time.Second)
 	cancel()
 	wg.Wait()

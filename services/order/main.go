@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,6 +21,9 @@ import (
 	"github.com/orderflow/orderflow/pkg/env"
 	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/queue"
+	"github.com/orderflow/orderflow/pkg/ratelimit"
+	"github.com/orderflow/orderflow/pkg/redisconn"
+	"github.com/orderflow/orderflow/pkg/resilience"
 	"github.com/orderflow/orderflow/pkg/telemetry"
 	"github.com/orderflow/orderflow/pkg/web"
 	"github.com/orderflow/orderflow/services/order/internal/order"
@@ -49,6 +53,14 @@ type config struct {
 	adminToken       string
 	logLevel         string
 	sqs              queue.Config
+	redisURL         string
+	rateLimit        int
+	rateBurst        int
+
+	// downstream is the failsafe-go policy of each call to inventory and
+	// payment: ORDER_BREAKER_*, ORDER_RETRY_*, ORDER_BULKHEAD, with
+	// ORDER_CALL_TIMEOUT as the timeout of each attempt.
+	downstream resilience.Policy
 }
 
 func readConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -68,8 +80,17 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		adminToken:       r.String("ADMIN_TOKEN", ""),
 		logLevel:         r.String("LOG_LEVEL", "info"),
 		sqs:              queue.ReadConfig(getenv),
+		// Rate limits are per client (X-API-Key, else IP), shared by every
+		// replica through Redis; 0 turns them off.
+		redisURL:  r.String("ORDER_REDIS_URL", "redis://127.0.0.1:6379/0"),
+		rateLimit: r.Int("ORDER_RATE_LIMIT", 50),
+		rateBurst: r.Int("ORDER_RATE_BURST", 100),
 	}
-	errs := []error{r.Err()}
+	cfg.downstream = resilience.ReadPolicy(r, "ORDER", cfg.callTimeout)
+	errs := []error{r.Err(), cfg.downstream.Validate("ORDER")}
+	if cfg.rateLimit < 0 || cfg.rateBurst < 0 {
+		errs = append(errs, errors.New("ORDER_RATE_LIMIT and ORDER_RATE_BURST must be >= 0"))
+	}
 	if cfg.dbMaxConns < 1 {
 		errs = append(errs, errors.New("ORDER_DB_MAX_CONNS must be at least 1"))
 	}
@@ -118,12 +139,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"invoice_queue", cfg.invoiceQueue, "email_queue", cfg.emailQueue,
 		"sqs_endpoint", cfg.sqs.Endpoint, "sqs_region", cfg.sqs.Region,
 		"admin_token_set", cfg.adminToken != "", "log_level", cfg.logLevel)
+	tel, err := telemetry.New(ctx, "order", getenv)
+	if err != nil {
+		return err
+	}
+	defer tel.Close(ctx, log)
 
-	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.dbMaxConns)
+	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.dbMaxConns, postgres.WithTracer(tel.PgxTracer("orders")))
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	if err := tel.ObservePool(pool, "orders"); err != nil {
+		return err
+	}
 	fsys, err := migrations.For("order")
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
@@ -136,25 +165,59 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 
-	// Timeouts come from each call's context; the client only pools
-	// connections to the two downstream services.
-	httpClient := &http.Client{Transport: &http.Transport{
+	// One set of failsafe-go policies per downstream (timeout per attempt,
+	// breaker, bulkhead, retries for idempotent calls), built once and
+	// shared by the sagas, cancels and the recovery loop: a breaker must see
+	// all the traffic to its dependency. The transport only pools
+	// connections.
+	transport := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
 		MaxIdleConns:        200,
 		MaxIdleConnsPerHost: 100,
 		IdleConnTimeout:     90 * time.Second,
-	}}
+	}
+	inventoryGuard := resilience.New("inventory", cfg.downstream, tel.Transport(transport), log)
+	paymentGuard := resilience.New("payment", cfg.downstream, tel.Transport(transport), log)
+	if err := tel.ObserveDownstreams(inventoryGuard, paymentGuard); err != nil {
+		return err
+	}
+	log.InfoContext(ctx, "downstream policies", "attempt_timeout", cfg.downstream.Timeout.String(),
+		"breaker_failure_threshold", cfg.downstream.FailureThreshold, "breaker_window", cfg.downstream.Window,
+		"breaker_delay", cfg.downstream.Delay.String(), "breaker_success_threshold", cfg.downstream.SuccessThreshold,
+		"retry_max", cfg.downstream.MaxRetries, "retry_backoff", cfg.downstream.Backoff.String(),
+		"retry_max_backoff", cfg.downstream.MaxBackoff.String(), "bulkhead", cfg.downstream.MaxConcurrent)
 	store := order.NewStore(pool)
 	svc := order.NewService(store,
-		order.NewInventoryClient(cfg.inventoryURL, httpClient),
-		order.NewPaymentClient(cfg.paymentURL, httpClient),
-		order.Config{CallTimeout: cfg.callTimeout, RequestTimeout: cfg.requestTimeout, RecoveryAfter: cfg.recoveryAfter},
+		order.NewInventoryClient(cfg.inventoryURL, inventoryGuard),
+		order.NewPaymentClient(cfg.paymentURL, paymentGuard),
+		// The policies bound each attempt; CallTimeout is only the backstop
+		// of a whole call with its retries. The request keeps its deadline.
+		order.Config{CallTimeout: cfg.downstream.Budget(), RequestTimeout: cfg.requestTimeout, RecoveryAfter: cfg.recoveryAfter},
 		log)
-	relay := outbox.NewRelay(pool, sqsClient, []string{cfg.invoiceQueue, cfg.emailQueue}, log)
+	relay := outbox.NewRelay(pool, sqsClient, []string{cfg.invoiceQueue, cfg.emailQueue}, log,
+		outbox.WithTracerProvider(tel.Tracer))
+	if err := outbox.ObserveLag(pool, tel.MeterFor("orderflow/outbox")); err != nil {
+		return err
+	}
+	rdb, err := redisconn.Open(cfg.redisURL, 0)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if err := tel.InstrumentRedis(rdb); err != nil {
+		return err
+	}
+	var rateFailOpens atomic.Uint64
+	limit := ratelimit.New(rdb, "order", ratelimit.PerSecond(cfg.rateLimit, cfg.rateBurst), log,
+		func() { rateFailOpens.Add(1) })
+	if err := tel.ObserveCounts("orderflow.ratelimit.fail_open", "Requests let through unlimited because Redis failed.",
+		"", func() map[string]uint64 { return map[string]uint64{"": rateFailOpens.Load()} }); err != nil {
+		return err
+	}
 	handler := order.NewHandler(log, svc, map[string]web.Check{
 		"postgres": store.Ping,
 		"sqs":      relay.Check,
-	})
+	}, limit)
 
 	// Background loops stop with ctx and are waited for before run returns,
 	// so the pool is never closed under a running loop.
@@ -164,7 +227,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer cancelLoops()
 	wg.Go(func() { svc.RunRecovery(loopCtx, cfg.recoveryInterval) })
 	wg.Go(func() { relay.Run(loopCtx, 200*time.Millisecond) })
+	wg.Go(func() {
+		_ = tel.WatchQueues(loopCtx, sqsClient, []string{cfg.invoiceQueue, cfg.emailQueue}, 5*time.Second)
+	})
 
-	srv := web.NewServer(cfg.addr, handler, log)
+	srv := web.NewServer(cfg.addr, tel.Handler(sagaMetrics(tel.MeterFor("orderflow/order"))(handler)), log)
 	return web.Serve(ctx, srv, log, 10*time.Second)
 }

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/pkg/env"
 	"github.com/orderflow/orderflow/pkg/postgres"
+	"github.com/orderflow/orderflow/pkg/resilience"
 	"github.com/orderflow/orderflow/pkg/telemetry"
 	"github.com/orderflow/orderflow/pkg/web"
 	"github.com/orderflow/orderflow/services/payment/internal/payment"
@@ -34,6 +36,11 @@ type config struct {
 	providerTimeout time.Duration
 	adminToken      string
 	logLevel        string
+
+	// provider is the failsafe-go policy of each call to the provider:
+	// PAYMENT_BREAKER_*, PAYMENT_RETRY_*, PAYMENT_BULKHEAD, with
+	// PAYMENT_PROVIDER_TIMEOUT as the timeout of each attempt.
+	provider resilience.Policy
 }
 
 func readConfig(getenv func(string) string) (config, error) {
@@ -47,7 +54,8 @@ func readConfig(getenv func(string) string) (config, error) {
 		adminToken:      r.String("ADMIN_TOKEN", ""),
 		logLevel:        r.String("LOG_LEVEL", "info"),
 	}
-	if err := r.Err(); err != nil {
+	c.provider = resilience.ReadPolicy(r, "PAYMENT", c.providerTimeout)
+	if err := errors.Join(r.Err(), c.provider.Validate("PAYMENT")); err != nil {
 		return c, err
 	}
 	if c.providerTimeout <= 0 {
@@ -68,12 +76,20 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	log.InfoContext(ctx, "starting", "addr", cfg.addr, "database_url", postgres.Redact(cfg.databaseURL),
 		"db_max_conns", cfg.maxConns, "provider_url", cfg.providerURL,
 		"provider_timeout", cfg.providerTimeout.String(), "admin_token_set", cfg.adminToken != "")
+	tel, err := telemetry.New(ctx, "payment", getenv)
+	if err != nil {
+		return err
+	}
+	defer tel.Close(ctx, log)
 
-	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.maxConns)
+	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.maxConns, postgres.WithTracer(tel.PgxTracer("payments")))
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	if err := tel.ObservePool(pool, "payments"); err != nil {
+		return err
+	}
 	fsys, err := migrations.For("payment")
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
@@ -83,13 +99,20 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	}
 
 	store := payment.NewStore(pool)
-	client := payment.NewProviderClient(cfg.providerURL, cfg.providerTimeout)
+	// The provider's policies are built once and shared by every request:
+	// its breaker must see all the traffic to the provider.
+	provider := resilience.New("provider", cfg.provider, tel.Transport(nil), log)
+	if err := tel.ObserveDownstreams(provider); err != nil {
+		return err
+	}
+	client := payment.NewGuardedProviderClient(cfg.providerURL, provider)
 	svc := payment.NewService(log, store, client, payment.Options{
-		// A duplicate waits for the first request's provider call to end.
-		MaxWait: cfg.providerTimeout + 2*time.Second,
+		// A duplicate waits for the first request's provider call, with
+		// its retries, to end.
+		MaxWait: cfg.provider.Budget() + 2*time.Second,
 		// A claim this old belongs to a request whose process died.
 		StaleAfter: 2*cfg.providerTimeout + 30*time.Second,
 	})
-	srv := web.NewServer(cfg.addr, payment.NewHandler(log, svc, cfg.adminToken), log)
+	srv := web.NewServer(cfg.addr, tel.Handler(payment.NewHandler(log, svc, cfg.adminToken)), log)
 	return web.Serve(ctx, srv, log, 10*time.Second)
 }

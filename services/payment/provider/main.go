@@ -71,9 +71,14 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	log := telemetry.NewLogger(stdout, "provider", cfg.logLevel)
 	log.InfoContext(ctx, "starting", "addr", cfg.addr, "admin_token_set", cfg.adminToken != "",
 		"latency_ms", cfg.sim.LatencyMS, "error_rate", cfg.sim.ErrorRate, "outage", cfg.sim.Outage)
+	tel, err := telemetry.New(ctx, "provider", getenv)
+	if err != nil {
+		return err
+	}
+	defer tel.Close(ctx, log)
 
 	sim := provider.NewSimulator(cfg.sim)
-	srv := web.NewServer(cfg.addr, provider.NewHandler(log, sim, cfg.adminToken), log)
+	srv := web.NewServer(cfg.addr, tel.Handler(provider.NewHandler(log, sim, cfg.adminToken)), log)
 	// A simulated latency can reach 60 s; the write timeout must not cut it.
 	srv.WriteTimeout = time.Duration(provider.MaxLatencyMS)*time.Millisecond + 10*time.Second
 	// Request contexts end with ctx, so a shutdown cuts simulated latency

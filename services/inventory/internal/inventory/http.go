@@ -10,6 +10,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
+	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/web"
 )
 
@@ -48,12 +49,17 @@ func toReservationResponse(r Reservation) reservationResponse {
 
 func handleProductGet(log *slog.Logger, svc *Service) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, err := svc.Product(r.Context(), chi.URLParam(r, "sku"))
+		p, cached, err := svc.Product(r.Context(), chi.URLParam(r, "sku"))
 		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
-		web.WriteJSON(w, http.StatusOK, toProductResponse(p))
+		if cached {
+			w.Header().Set("X-Cache", "HIT")
+		} else {
+			w.Header().Set("X-Cache", "MISS")
+		}
+		writeCacheable(w, r, toProductResponse(p), false)
 	})
 }
 
@@ -77,7 +83,8 @@ func handleProductList(log *slog.Logger, svc *Service) http.Handler {
 		for i, p := range ps {
 			resp.Products[i] = toProductResponse(p)
 		}
-		web.WriteJSON(w, http.StatusOK, resp)
+		// A full page is about 10 KiB of JSON: worth gzip.
+		writeCacheable(w, r, resp, true)
 	})
 }
 
@@ -241,6 +248,9 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		web.WriteProblem(w, web.NewProblem(http.StatusConflict, "reservation_not_active", err.Error()))
 	case errors.Is(err, ErrBadCursor):
 		web.WriteProblem(w, web.NewProblem(http.StatusBadRequest, "bad_cursor", "the cursor is not one this API issued"))
+	case postgres.IsUnavailable(err):
+		log.WarnContext(r.Context(), "database unavailable", "method", r.Method, "path", r.URL.Path, "error", err)
+		web.WriteProblem(w, web.Unavailable(w, "database_unavailable", "the database is unavailable; retry shortly", 1))
 	default:
 		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "error", err.Error())
 		web.WriteProblem(w, web.NewProblem(http.StatusInternalServerError, "internal", "internal error"))

@@ -12,31 +12,54 @@ import (
 	"github.com/google/uuid"
 )
 
-// Service holds the inventory use cases over a Store.
+// Service holds the inventory use cases over a Store and the product Cache.
 type Service struct {
 	store *Store
+	cache *Cache
 	ttl   time.Duration
 }
 
 // NewService returns a Service whose reservations expire ttl after they are
-// made unless committed or released first.
-func NewService(store *Store, ttl time.Duration) *Service {
-	return &Service{store: store, ttl: ttl}
+// made unless committed or released first. cache may be nil (no Redis at
+// all); every write that changes what a product read returns invalidates it
+// after the write committed.
+func NewService(store *Store, cache *Cache, ttl time.Duration) *Service {
+	return &Service{store: store, cache: cache, ttl: ttl}
+}
+
+// CacheStats returns the product cache's counters (zero without a cache).
+func (s *Service) CacheStats() CacheStats {
+	if s.cache == nil {
+		return CacheStats{}
+	}
+	return s.cache.Stats()
+}
+
+// invalidate drops the cached products of skus. It runs after the commit:
+// before it, a concurrent fill could cache the row the write replaces.
+func (s *Service) invalidate(ctx context.Context, skus ...string) {
+	if s.cache != nil {
+		s.cache.Invalidate(ctx, skus...)
+	}
 }
 
 // Ping reports whether the database answers.
 func (s *Service) Ping(ctx context.Context) error { return s.store.Ping(ctx) }
 
-// Product returns one product.
-func (s *Service) Product(ctx context.Context, sku string) (Product, error) {
+// Product returns one product; cached reports whether Redis answered.
+func (s *Service) Product(ctx context.Context, sku string) (p Product, cached bool, err error) {
 	if !validSKU(sku) {
-		return Product{}, fmt.Errorf("product %q: %w", sku, ErrNotFound)
+		return Product{}, false, fmt.Errorf("product %q: %w", sku, ErrNotFound)
 	}
-	p, err := s.store.Product(ctx, sku)
+	if s.cache != nil {
+		p, cached, err = s.cache.Get(ctx, sku, func(ctx context.Context) (Product, error) { return s.store.Product(ctx, sku) })
+	} else {
+		p, err = s.store.Product(ctx, sku)
+	}
 	if err != nil {
-		return Product{}, fmt.Errorf("product %q: %w", sku, err)
+		return Product{}, false, fmt.Errorf("product %q: %w", sku, err)
 	}
-	return p, nil
+	return p, cached, nil
 }
 
 // Products returns one page of the catalogue in sku order and the cursor of
@@ -68,13 +91,18 @@ func (s *Service) SetStock(ctx context.Context, sku string, available int) (Prod
 	if err != nil {
 		return Product{}, fmt.Errorf("set stock of %q: %w", sku, err)
 	}
+	s.invalidate(ctx, sku)
 	return p, nil
 }
 
 // Reserve holds stock for an order, all or nothing. created is false when the
 // order already had a reservation, which is returned unchanged.
 func (s *Service) Reserve(ctx context.Context, orderID uuid.UUID, items []Item) (Reservation, bool, error) {
-	return s.store.Reserve(ctx, orderID, items, s.ttl)
+	r, created, err := s.store.Reserve(ctx, orderID, items, s.ttl)
+	if err == nil && created {
+		s.invalidate(ctx, sortedSKUs(items)...)
+	}
+	return r, created, err
 }
 
 // Reservation returns an order's reservation.
@@ -87,6 +115,8 @@ func (s *Service) Reservation(ctx context.Context, orderID uuid.UUID) (Reservati
 }
 
 // Commit makes an order's reservation permanent; repeating it is harmless.
+// It changes no product's available stock (that was taken at reserve time),
+// so it leaves the cache alone.
 func (s *Service) Commit(ctx context.Context, orderID uuid.UUID) (Reservation, error) {
 	r, err := s.store.Commit(ctx, orderID)
 	if err != nil {
@@ -98,7 +128,18 @@ func (s *Service) Commit(ctx context.Context, orderID uuid.UUID) (Reservation, e
 // Release returns an order's stock; repeating it is harmless, and releasing an
 // unknown order leaves a tombstone that blocks a late reserve.
 func (s *Service) Release(ctx context.Context, orderID uuid.UUID) (Reservation, error) {
-	return s.store.Release(ctx, orderID)
+	r, err := s.store.Release(ctx, orderID)
+	if err != nil {
+		return Reservation{}, err
+	}
+	// A repeated release changes nothing; invalidating again is harmless
+	// and cheaper than telling the two apart in the store.
+	skus := make([]string, len(r.Items))
+	for i, it := range r.Items {
+		skus[i] = it.SKU
+	}
+	s.invalidate(ctx, skus...)
+	return r, nil
 }
 
 // Sweep expires every reservation past its expiry, batch by batch, and
@@ -106,7 +147,8 @@ func (s *Service) Release(ctx context.Context, orderID uuid.UUID) (Reservation, 
 func (s *Service) Sweep(ctx context.Context) (int, error) {
 	total := 0
 	for {
-		n, err := s.store.ExpireReservations(ctx, SweepBatchSize)
+		n, skus, err := s.store.ExpireReservations(ctx, SweepBatchSize)
+		s.invalidate(ctx, skus...)
 		total += n
 		if err != nil || n < SweepBatchSize {
 			return total, err

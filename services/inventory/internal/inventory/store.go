@@ -255,7 +255,7 @@ ON CONFLICT (order_id) DO NOTHING`
 				if _, err := tx.Exec(ctx, q, orderID); err != nil {
 					return fmt.Errorf("release reservation: %w", err)
 				}
-				if err := returnStock(ctx, tx, []uuid.UUID{orderID}); err != nil {
+				if _, err := returnStock(ctx, tx, []uuid.UUID{orderID}); err != nil {
 					return err
 				}
 			}
@@ -272,10 +272,10 @@ ON CONFLICT (order_id) DO NOTHING`
 // ExpireReservations marks up to limit reserved reservations past their
 // expiry as expired and returns their stock, in one transaction. SKIP LOCKED
 // lets several replicas sweep at once without waiting on each other or on a
-// commit/release in flight. It returns how many reservations expired.
-func (s *Store) ExpireReservations(ctx context.Context, limit int) (int, error) {
-	var n int
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+// commit/release in flight. It returns how many reservations expired and the
+// skus whose stock changed (for cache invalidation).
+func (s *Store) ExpireReservations(ctx context.Context, limit int) (n int, skus []string, err error) {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		const pick = `
 SELECT order_id FROM reservations
 WHERE status = 'reserved' AND expires_at < now()
@@ -298,17 +298,19 @@ FOR UPDATE SKIP LOCKED`
 			return fmt.Errorf("mark expired: %w", err)
 		}
 		n = len(ids)
-		return returnStock(ctx, tx, ids)
+		skus, err = returnStock(ctx, tx, ids)
+		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("expire reservations: %w", err)
+		return 0, nil, fmt.Errorf("expire reservations: %w", err)
 	}
-	return n, nil
+	return n, skus, nil
 }
 
 // returnStock adds the quantities of the given reservations back to stock,
-// locking the products in sku order like Reserve does.
-func returnStock(ctx context.Context, tx pgx.Tx, orderIDs []uuid.UUID) error {
+// locking the products in sku order like Reserve does, and returns the skus
+// it changed.
+func returnStock(ctx context.Context, tx pgx.Tx, orderIDs []uuid.UUID) ([]string, error) {
 	const sum = `
 SELECT sku, sum(quantity)::int
 FROM reservation_items
@@ -317,7 +319,7 @@ GROUP BY sku
 ORDER BY sku`
 	rows, err := tx.Query(ctx, sum, orderIDs)
 	if err != nil {
-		return fmt.Errorf("sum reserved items: %w", err)
+		return nil, fmt.Errorf("sum reserved items: %w", err)
 	}
 	var skus []string
 	var qtys []int32
@@ -329,23 +331,23 @@ ORDER BY sku`
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("sum reserved items: %w", err)
+		return nil, fmt.Errorf("sum reserved items: %w", err)
 	}
 	if len(skus) == 0 {
-		return nil
+		return nil, nil
 	}
 	const lock = `SELECT sku FROM products WHERE sku = ANY($1) ORDER BY sku FOR UPDATE`
 	if _, err := tx.Exec(ctx, lock, skus); err != nil {
-		return fmt.Errorf("lock products: %w", err)
+		return nil, fmt.Errorf("lock products: %w", err)
 	}
 	const give = `
 UPDATE products p SET available = p.available + x.qty, updated_at = now()
 FROM unnest($1::text[], $2::int[]) AS x(sku, qty)
 WHERE p.sku = x.sku`
 	if _, err := tx.Exec(ctx, give, skus, qtys); err != nil {
-		return fmt.Errorf("return stock: %w", err)
+		return nil, fmt.Errorf("return stock: %w", err)
 	}
-	return nil
+	return skus, nil
 }
 
 // lockReservation locks an order's reservation row and returns its status.

@@ -313,7 +313,7 @@ func TestStore_ExpireReservations(t *testing.T) {
 	pool := newTestPool(t)
 	addProducts(t, pool, map[string]int{"A": 10, "B": 10})
 	store := NewStore(pool)
-	svc := NewService(store, time.Microsecond)
+	svc := NewService(store, nil, time.Microsecond)
 
 	expiring := uuid.Must(uuid.NewV7())
 	if _, _, err := svc.Reserve(ctx, expiring, []Item{{SKU: "A", Quantity: 3}, {SKU: "B", Quantity: 1}}); err != nil {
@@ -368,7 +368,7 @@ func TestService_RunSweeper(t *testing.T) {
 	t.Parallel()
 	pool := newTestPool(t)
 	addProducts(t, pool, map[string]int{"A": 10})
-	svc := NewService(NewStore(pool), time.Millisecond)
+	svc := NewService(NewStore(pool), nil, time.Millisecond)
 	ctx, cancel := context.WithCancel(context.Background())
 	id := uuid.Must(uuid.NewV7())
 	if _, _, err := svc.Reserve(ctx, id, []Item{{SKU: "A", Quantity: 10}}); err != nil {
@@ -521,7 +521,7 @@ func TestStore_NoDeadlock(t *testing.T) {
 						errs <- fmt.Errorf("commit: %w", err)
 					}
 				}
-				if _, err := store.ExpireReservations(ctx, SweepBatchSize); err != nil {
+				if _, _, err := store.ExpireReservations(ctx, SweepBatchSize); err != nil {
 					errs <- fmt.Errorf("sweep: %w", err)
 				}
 				if keep {
@@ -539,7 +539,7 @@ func TestStore_NoDeadlock(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if _, err := store.ExpireReservations(ctx, SweepBatchSize); err != nil {
+	if _, _, err := store.ExpireReservations(ctx, SweepBatchSize); err != nil {
 		t.Fatalf("final sweep: %v", err)
 	}
 	// Whatever is still reserved or committed must be exactly what is missing.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"path"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orderflow/orderflow/pkg/events"
 	"github.com/orderflow/orderflow/pkg/queue"
@@ -38,6 +44,12 @@ type ConsumerConfig struct {
 	// inside it, so a message is finished or abandoned before SQS hands it
 	// to another consumer.
 	VisibilityTimeout time.Duration
+	// Tracer, when set, makes a consumer span per message, parented by the
+	// producer span whose W3C context the message carries.
+	Tracer trace.TracerProvider
+	// Meter, when set, counts orderflow_messages_processed_total by
+	// consumer and outcome (ok, failed, poisoned).
+	Meter metric.Meter
 }
 
 const (
@@ -68,6 +80,9 @@ type Consumer struct {
 	log     *slog.Logger
 	timeout time.Duration
 	poison  atomic.Int64
+	queue   string
+	trace   queue.Tracing
+	done    metric.Int64Counter
 }
 
 // NewConsumer returns a Consumer of cfg.QueueURL that runs handle.
@@ -78,13 +93,27 @@ func NewConsumer(client *sqs.Client, cfg ConsumerConfig, handle HandlerFunc, log
 	if cfg.VisibilityTimeout <= 0 {
 		cfg.VisibilityTimeout = 30 * time.Second
 	}
+	if cfg.Meter == nil {
+		cfg.Meter = noop.NewMeterProvider().Meter("")
+	}
+	done, _ := cfg.Meter.Int64Counter("orderflow.messages.processed",
+		metric.WithDescription("Messages handled by a consumer, by outcome: ok (deleted), failed (left for redelivery), poisoned (left for the dead-letter queue; counted once)."))
 	return &Consumer{
 		client:  client,
 		cfg:     cfg,
 		handle:  handle,
 		log:     log.With("consumer", cfg.Name),
 		timeout: HandlerTimeout(cfg.VisibilityTimeout),
+		queue:   path.Base(cfg.QueueURL),
+		trace:   queue.NewTracing(cfg.Tracer),
+		done:    done,
 	}
+}
+
+// count adds one message with outcome to orderflow_messages_processed_total.
+func (c *Consumer) count(ctx context.Context, outcome string) {
+	c.done.Add(ctx, 1, metric.WithAttributes(attribute.String("consumer", c.cfg.Name),
+		attribute.String("queue", c.queue), attribute.String("outcome", outcome)))
 }
 
 // HandlerTimeout is the deadline of one handler for a visibility timeout:
@@ -122,6 +151,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			MaxNumberOfMessages:         int32(n),
 			WaitTimeSeconds:             waitTimeSeconds,
 			MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameApproximateReceiveCount},
+			MessageAttributeNames:       queue.TraceAttributeNames,
 		})
 		if err != nil {
 			release(slots, n)
@@ -183,6 +213,8 @@ func release(slots chan struct{}, n int) {
 func (c *Consumer) process(ctx context.Context, m types.Message) {
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
 	defer cancel()
+	hctx, span := c.trace.StartProcess(hctx, c.queue, m)
+	defer span.End()
 	log := c.log.With("message_id", aws.ToString(m.MessageId))
 	e, err := events.Decode([]byte(aws.ToString(m.Body)))
 	if err == nil {
@@ -190,13 +222,17 @@ func (c *Consumer) process(ctx context.Context, m types.Message) {
 		err = c.safeHandle(hctx, e)
 		if err == nil {
 			c.delete(hctx, log, m)
+			c.count(hctx, "ok")
 			return
 		}
+		span.SetStatus(codes.Error, err.Error())
 		if !errors.Is(err, ErrMalformed) {
 			log.WarnContext(hctx, "handler failed; the message will be redelivered", "error", err.Error())
+			c.count(hctx, "failed")
 			return
 		}
 	}
+	span.SetStatus(codes.Error, "poison message")
 	c.poisoned(hctx, log, m, err)
 }
 
@@ -233,6 +269,7 @@ func (c *Consumer) poisoned(ctx context.Context, log *slog.Logger, m types.Messa
 	receives, _ := strconv.Atoi(m.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)])
 	if receives <= 1 {
 		c.poison.Add(1)
+		c.count(ctx, "poisoned")
 	}
 	log.ErrorContext(ctx, "poison message; leaving it for the dead-letter queue",
 		"error", cause.Error(), "receive_count", receives)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/web"
 )
 
@@ -122,6 +123,11 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	var p *web.Problem
 	if errors.As(err, &p) {
 		web.WriteProblem(w, p)
+		return
+	}
+	if postgres.IsUnavailable(err) {
+		log.WarnContext(r.Context(), "database unavailable", "method", r.Method, "path", r.URL.Path, "error", err)
+		web.WriteProblem(w, web.Unavailable(w, "database_unavailable", "the database is unavailable; retry shortly", 1))
 		return
 	}
 	log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "error", err.Error())

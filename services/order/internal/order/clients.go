@@ -9,6 +9,9 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
+
+	"github.com/orderflow/orderflow/pkg/resilience"
 )
 
 // maxResponseBytes caps what the clients read of a downstream answer.
@@ -31,12 +34,36 @@ func (e *StatusError) Error() string {
 	return fmt.Sprintf("%s: status %d", e.Op, e.Status)
 }
 
-// downstream is the shared HTTP plumbing of both clients. Timeouts come from
-// the caller's context, so the http.Client has none of its own.
+// downstream is the shared HTTP plumbing of both clients. Every request
+// goes through the dependency's failsafe-go policies (guard): a timeout per
+// attempt, its circuit breaker, its bulkhead, and retries for the calls
+// marked resilience.Idempotent. The whole call is bounded by the caller's
+// context.
+//
+// Which calls are retried, and why it is safe:
+//   - inventory Reserve: inventory keys the reservation by order_id, so a
+//     repeat returns the existing reservation;
+//   - inventory Commit and Release: idempotent state changes per order_id;
+//   - payment Capture: it carries the order id as Idempotency-Key, so a
+//     repeat replays the first capture and never charges twice;
+//   - payment Refund: refunding a refunded payment is a no-op;
+//   - payment ListByOrder: a GET.
+//
+// Every call the saga makes is therefore retried; a new call that is not
+// idempotent must not be marked, and then gets one attempt only.
 type downstream struct {
-	base string
-	http *http.Client
+	base  string
+	guard *resilience.Downstream
+	http  *http.Client
 }
+
+func newDownstream(baseURL string, guard *resilience.Downstream) downstream {
+	return downstream{base: strings.TrimRight(baseURL, "/"), guard: guard, http: guard.Client()}
+}
+
+// RetryAfter is how long the dependency's circuit breaker stays open (0
+// when it is closed).
+func (d downstream) RetryAfter() time.Duration { return d.guard.RemainingDelay() }
 
 // problem is the part of an RFC 9457 body the clients read.
 type problem struct {
@@ -87,10 +114,15 @@ func readProblem(body []byte) problem {
 // InventoryClient calls the inventory service over HTTP.
 type InventoryClient struct{ d downstream }
 
-// NewInventoryClient returns a client for the inventory service at baseURL.
-func NewInventoryClient(baseURL string, client *http.Client) *InventoryClient {
-	return &InventoryClient{d: downstream{base: strings.TrimRight(baseURL, "/"), http: client}}
+// NewInventoryClient returns a client for the inventory service at baseURL
+// whose calls go through guard, the policies shared by every caller of
+// inventory in the process.
+func NewInventoryClient(baseURL string, guard *resilience.Downstream) *InventoryClient {
+	return &InventoryClient{d: newDownstream(baseURL, guard)}
 }
+
+// RetryAfter is how long inventory's circuit breaker stays open.
+func (c *InventoryClient) RetryAfter() time.Duration { return c.d.RetryAfter() }
 
 type wireItem struct {
 	SKU            string `json:"sku"`
@@ -115,7 +147,8 @@ func (c *InventoryClient) Reserve(ctx context.Context, orderID string, items []I
 	for i, it := range items {
 		req.Items[i] = wireItem{SKU: it.SKU, Quantity: it.Quantity}
 	}
-	status, body, err := c.d.do(ctx, http.MethodPost, "/v1/reservations", nil, req)
+	// Retried: inventory returns the existing reservation for a repeated order_id.
+	status, body, err := c.d.do(resilience.Idempotent(ctx), http.MethodPost, "/v1/reservations", nil, req)
 	if err != nil {
 		return Reservation{}, fmt.Errorf("reserve: %w", err)
 	}
@@ -153,7 +186,8 @@ func (c *InventoryClient) Release(ctx context.Context, orderID string) error {
 }
 
 func (c *InventoryClient) post(ctx context.Context, op, orderID string) error {
-	status, body, err := c.d.do(ctx, http.MethodPost, "/v1/reservations/"+url.PathEscape(orderID)+"/"+op, nil, nil)
+	// Retried: commit and release are idempotent per order_id.
+	status, body, err := c.d.do(resilience.Idempotent(ctx), http.MethodPost, "/v1/reservations/"+url.PathEscape(orderID)+"/"+op, nil, nil)
 	if err != nil {
 		return fmt.Errorf("%s reservation: %w", op, err)
 	}
@@ -166,10 +200,15 @@ func (c *InventoryClient) post(ctx context.Context, op, orderID string) error {
 // PaymentClient calls the payment service over HTTP.
 type PaymentClient struct{ d downstream }
 
-// NewPaymentClient returns a client for the payment service at baseURL.
-func NewPaymentClient(baseURL string, client *http.Client) *PaymentClient {
-	return &PaymentClient{d: downstream{base: strings.TrimRight(baseURL, "/"), http: client}}
+// NewPaymentClient returns a client for the payment service at baseURL
+// whose calls go through guard, the policies shared by every caller of
+// payment in the process.
+func NewPaymentClient(baseURL string, guard *resilience.Downstream) *PaymentClient {
+	return &PaymentClient{d: newDownstream(baseURL, guard)}
 }
+
+// RetryAfter is how long payment's circuit breaker stays open.
+func (c *PaymentClient) RetryAfter() time.Duration { return c.d.RetryAfter() }
 
 type wirePayment struct {
 	ID      string `json:"id"`
@@ -188,7 +227,8 @@ func (c *PaymentClient) Capture(ctx context.Context, p PaymentRequest) (Payment,
 	}
 	h := http.Header{}
 	h.Set("Idempotency-Key", p.OrderID)
-	status, body, err := c.d.do(ctx, http.MethodPost, "/v1/payments", h,
+	// Retried: the Idempotency-Key makes payment replay the first capture.
+	status, body, err := c.d.do(resilience.Idempotent(ctx), http.MethodPost, "/v1/payments", h,
 		request{OrderID: p.OrderID, AmountCents: p.AmountCents, Currency: p.Currency, Method: p.Method})
 	if err != nil {
 		return Payment{}, fmt.Errorf("capture: %w", err)
@@ -212,7 +252,8 @@ func (c *PaymentClient) Capture(ctx context.Context, p PaymentRequest) (Payment,
 
 // Refund refunds a payment; refunding twice is harmless.
 func (c *PaymentClient) Refund(ctx context.Context, paymentID string) error {
-	status, body, err := c.d.do(ctx, http.MethodPost, "/v1/payments/"+url.PathEscape(paymentID)+"/refund", nil, nil)
+	// Retried: refunding a refunded payment changes nothing.
+	status, body, err := c.d.do(resilience.Idempotent(ctx), http.MethodPost, "/v1/payments/"+url.PathEscape(paymentID)+"/refund", nil, nil)
 	if err != nil {
 		return fmt.Errorf("refund: %w", err)
 	}

@@ -209,7 +209,7 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	}
 	h := &harness{inv: &fakeInventory{}, pay: &fakePayments{}, pool: pool}
 	h.svc = NewService(NewStore(pool), h.inv, h.pay, cfg, log)
-	h.h = NewHandler(log, h.svc, nil)
+	h.h = NewHandler(log, h.svc, nil, nil)
 	return h
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/web"
 )
 
@@ -119,12 +120,14 @@ func handleOrderCreate(log *slog.Logger, svc *Service) http.Handler {
 			writeError(w, r, log, err)
 			return
 		}
-		writeOutcome(w, out)
+		writeOutcome(w, out, svc.RetryAfter())
 	})
 }
 
-// writeOutcome sends a create-order answer, original or replayed.
-func writeOutcome(w http.ResponseWriter, out Outcome) {
+// writeOutcome sends a create-order answer, original or replayed. A 503
+// asks the client to come back in retryAfter seconds, when the open
+// breakers half-open; other answers that ask for a retry say 1 second.
+func writeOutcome(w http.ResponseWriter, out Outcome, retryAfter int) {
 	h := w.Header()
 	if out.Status == http.StatusCreated {
 		h.Set("Content-Type", "application/json")
@@ -133,7 +136,10 @@ func writeOutcome(w http.ResponseWriter, out Outcome) {
 		h.Set("Content-Type", "application/problem+json")
 		h.Set("X-Content-Type-Options", "nosniff")
 	}
-	if out.Status == http.StatusServiceUnavailable || out.RetryAfter {
+	switch {
+	case out.Status == http.StatusServiceUnavailable:
+		h.Set("Retry-After", strconv.Itoa(max(retryAfter, 1)))
+	case out.RetryAfter:
 		h.Set("Retry-After", "1")
 	}
 	if out.Replayed {
@@ -216,6 +222,9 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		p = web.NewProblem(http.StatusConflict, "not_cancellable", "only a confirmed order can be cancelled")
 	case errors.Is(err, ErrBadCursor):
 		p = web.NewProblem(http.StatusBadRequest, "bad_cursor", "the cursor is not one this API returned")
+	case postgres.IsUnavailable(err):
+		log.WarnContext(r.Context(), "database unavailable", "method", r.Method, "path", r.URL.Path, "error", err)
+		p = web.Unavailable(w, "database_unavailable", "the database is unavailable; retry shortly", 1)
 	default:
 		p = web.NewProblem(http.StatusInternalServerError, "internal", "internal error")
 	}

@@ -545,7 +545,8 @@ func (s *Service) Recover(ctx context.Context) error {
 		wg.Go(func() {
 			defer func() { <-sem }()
 			if err := s.compensateAll(ctx, o.ID); err != nil {
-				return // the lease runs out and the next round retries
+				s.retryCompensationSoon(ctx, o.ID) // a later round retries
+				return
 			}
 			if err := s.store.clearCompensation(ctx, o.ID); err != nil {
 				s.log.WarnContext(ctx, "clear compensation", "order_id", o.ID, "error", err)

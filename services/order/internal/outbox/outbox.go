@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/orderflow/orderflow/pkg/events"
+	"github.com/orderflow/orderflow/pkg/queue"
 )
 
 // Add writes e to the outbox inside tx. Call it in the same transaction as
@@ -20,8 +21,16 @@ func Add(ctx context.Context, tx pgx.Tx, e events.Order) error {
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
 	}
-	const q = `INSERT INTO outbox (event_id, event_type, order_id, payload) VALUES ($1, $2, $3, $4)`
-	if _, err := tx.Exec(ctx, q, e.ID, e.Type, e.OrderID, payload); err != nil {
+	// The trace context of the request is kept with the event, so the
+	// relay's publish continues the order's trace (nil: untraced).
+	var traceContext []byte
+	if c := queue.TraceCarrier(ctx); c != nil {
+		if traceContext, err = json.Marshal(c); err != nil {
+			return fmt.Errorf("encode trace context: %w", err)
+		}
+	}
+	const q = `INSERT INTO outbox (event_id, event_type, order_id, payload, trace_context) VALUES ($1, $2, $3, $4, $5)`
+	if _, err := tx.Exec(ctx, q, e.ID, e.Type, e.OrderID, payload, traceContext); err != nil {
 		return fmt.Errorf("insert outbox event: %w", err)
 	}
 	return nil

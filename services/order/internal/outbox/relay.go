@@ -14,6 +14,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orderflow/orderflow/pkg/queue"
 )
@@ -31,6 +34,7 @@ type Relay struct {
 	client *sqs.Client
 	names  []string
 	log    *slog.Logger
+	trace  queue.Tracing
 
 	mu   sync.Mutex
 	urls []string // resolved lazily: SQS may be down when the service starts
@@ -38,8 +42,22 @@ type Relay struct {
 
 // NewRelay returns a relay publishing to the queues named queueNames; they
 // are created, with their dead-letter queues, when missing.
-func NewRelay(pool *pgxpool.Pool, client *sqs.Client, queueNames []string, log *slog.Logger) *Relay {
-	return &Relay{pool: pool, client: client, names: queueNames, log: log}
+func NewRelay(pool *pgxpool.Pool, client *sqs.Client, queueNames []string, log *slog.Logger, opts ...Option) *Relay {
+	r := &Relay{pool: pool, client: client, names: queueNames, log: log}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
+}
+
+// Option configures a Relay.
+type Option func(*Relay)
+
+// WithTracerProvider makes the relay trace each publish: a producer span per
+// message, child of the request that wrote the event (its trace context is
+// stored in the row), whose context travels in the message attributes.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(r *Relay) { r.trace = queue.NewTracing(tp) }
 }
 
 // Run publishes until ctx is done: at once while there is a backlog, every
@@ -111,10 +129,11 @@ func (r *Relay) forgetURLs() {
 }
 
 type row struct {
-	id        int64
-	eventID   string
-	eventType string
-	payload   []byte
+	id           int64
+	eventID      string
+	eventType    string
+	payload      []byte
+	traceContext map[string]string
 }
 
 // PublishBatch publishes up to one batch of unsent rows and returns how many
@@ -127,7 +146,7 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 	sent := 0
 	err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
 		const q = `
-SELECT id, event_id::text, event_type, payload
+SELECT id, event_id::text, event_type, payload, trace_context
 FROM outbox
 WHERE sent_at IS NULL
 ORDER BY id
@@ -139,7 +158,7 @@ FOR UPDATE SKIP LOCKED`
 		}
 		batch, err := pgx.CollectRows(rows, func(rw pgx.CollectableRow) (row, error) {
 			var x row
-			err := rw.Scan(&x.id, &x.eventID, &x.eventType, &x.payload)
+			err := rw.Scan(&x.id, &x.eventID, &x.eventType, &x.payload, &x.traceContext)
 			return x, err
 		})
 		if err != nil {
@@ -148,7 +167,7 @@ FOR UPDATE SKIP LOCKED`
 		if len(batch) == 0 {
 			return nil
 		}
-		ok, failed := r.send(ctx, urls, batch)
+		ok, failed := r.send(ctx, r.names, urls, batch)
 		const markSent = `UPDATE outbox SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY($1)`
 		if _, err := tx.Exec(ctx, markSent, ok); err != nil {
 			return fmt.Errorf("mark sent: %w", err)
@@ -175,32 +194,56 @@ FOR UPDATE SKIP LOCKED`
 
 // send publishes batch to every queue and returns the ids that reached all
 // of them, and an error message for the others.
-func (r *Relay) send(ctx context.Context, urls []string, batch []row) (ok []int64, failed map[int64]string) {
+func (r *Relay) send(ctx context.Context, names, urls []string, batch []row) (ok []int64, failed map[int64]string) {
 	failed = map[int64]string{}
-	for _, url := range urls {
+	for i, url := range urls {
 		entries := make([]types.SendMessageBatchRequestEntry, 0, len(batch))
+		creates := make(map[string]trace.Span, len(batch))
+		links := make([]trace.SpanContext, 0, len(batch))
 		for _, x := range batch {
+			attrs := map[string]types.MessageAttributeValue{
+				"event_id":   {DataType: aws.String("String"), StringValue: aws.String(x.eventID)},
+				"event_type": {DataType: aws.String("String"), StringValue: aws.String(x.eventType)},
+			}
+			// The message continues the trace of the request that wrote
+			// the event, not the relay's loop.
+			_, span := r.trace.StartCreate(queue.ContextFromCarrier(context.WithoutCancel(ctx), x.traceContext), names[i], attrs)
+			id := strconv.FormatInt(x.id, 10)
+			creates[id] = span
+			links = append(links, span.SpanContext())
 			entries = append(entries, types.SendMessageBatchRequestEntry{
-				Id:          aws.String(strconv.FormatInt(x.id, 10)),
-				MessageBody: aws.String(string(x.payload)),
-				MessageAttributes: map[string]types.MessageAttributeValue{
-					"event_id":   {DataType: aws.String("String"), StringValue: aws.String(x.eventID)},
-					"event_type": {DataType: aws.String("String"), StringValue: aws.String(x.eventType)},
-				},
+				Id:                aws.String(id),
+				MessageBody:       aws.String(string(x.payload)),
+				MessageAttributes: attrs,
 			})
 		}
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		sctx, send := r.trace.StartSend(sctx, names[i], len(entries), links)
 		out, err := r.client.SendMessageBatch(sctx, &sqs.SendMessageBatchInput{QueueUrl: aws.String(url), Entries: entries})
 		cancel()
 		if err != nil {
+			send.SetStatus(codes.Error, err.Error())
 			for _, x := range batch {
 				failed[x.id] = err.Error()
+				creates[strconv.FormatInt(x.id, 10)].SetStatus(codes.Error, err.Error())
 			}
-			continue
+		} else {
+			for _, f := range out.Failed {
+				id, _ := strconv.ParseInt(aws.ToString(f.Id), 10, 64)
+				failed[id] = aws.ToString(f.Code) + ": " + aws.ToString(f.Message)
+				if span, ok := creates[aws.ToString(f.Id)]; ok {
+					span.SetStatus(codes.Error, failed[id])
+				}
+			}
+			for _, m := range out.Successful {
+				if span, ok := creates[aws.ToString(m.Id)]; ok {
+					span.SetAttributes(semconv.MessagingMessageID(aws.ToString(m.MessageId)))
+				}
+			}
 		}
-		for _, f := range out.Failed {
-			id, _ := strconv.ParseInt(aws.ToString(f.Id), 10, 64)
-			failed[id] = aws.ToString(f.Code) + ": " + aws.ToString(f.Message)
+		send.End()
+		for _, span := range creates {
+			span.End()
 		}
 	}
 	for _, x := range batch {

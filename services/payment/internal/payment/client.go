@@ -12,27 +12,54 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/failsafe-go/failsafe-go/timeout"
+
+	"github.com/orderflow/orderflow/pkg/resilience"
 )
 
-// ProviderClient calls the external payment provider over HTTP. Every call is
-// bounded by the client's timeout and by the caller's context, so a slow
-// provider costs a request at most the timeout.
+// ProviderClient calls the external payment provider over HTTP. Charges and
+// refunds go through the provider's failsafe-go policies (guard): a timeout
+// per attempt, so a slow provider costs a request at most the timeout; a
+// circuit breaker, so a provider that is down is answered 503 at once
+// instead of after a timeout; a bulkhead; and retries with backoff, which
+// are safe for both calls:
+//   - a charge carries the idempotency_key, so the provider returns the
+//     first charge for a repeat instead of charging twice;
+//   - the provider treats a repeated refund as a no-op.
+//
+// Admin calls bypass the guard: an operator must be able to heal the
+// provider while its breaker is open, and a 401 says nothing about its
+// health.
 type ProviderClient struct {
-	base string
-	hc   *http.Client
+	base  string
+	guard *resilience.Downstream
+	hc    *http.Client // through guard
+	admin *http.Client // plain, with its own timeout
 }
 
 // NewProviderClient returns a client for the provider at baseURL
-// ("http://127.0.0.1:8090") whose calls give up after timeout.
+// ("http://127.0.0.1:8090") with the default policies around attempts
+// bounded by timeout.
 func NewProviderClient(baseURL string, timeout time.Duration) *ProviderClient {
+	return NewGuardedProviderClient(baseURL, resilience.New("provider", resilience.DefaultPolicy(timeout), nil, nil))
+}
+
+// NewGuardedProviderClient returns a client for the provider at baseURL
+// whose charges and refunds go through guard, built once in run and shared.
+func NewGuardedProviderClient(baseURL string, guard *resilience.Downstream) *ProviderClient {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConns = 200
-	tr.MaxIdleConnsPerHost = 100
+	tr.MaxIdleConns = 4
 	return &ProviderClient{
-		base: strings.TrimRight(baseURL, "/"),
-		hc:   &http.Client{Timeout: timeout, Transport: tr},
+		base:  strings.TrimRight(baseURL, "/"),
+		guard: guard,
+		hc:    guard.Client(),
+		admin: &http.Client{Timeout: guard.Policy().Timeout, Transport: tr},
 	}
 }
+
+// Guard returns the policies around the provider, for their metrics.
+func (c *ProviderClient) Guard() *resilience.Downstream { return c.guard }
 
 // ChargeRequest is what a capture sends to the provider; IdempotencyKey
 // makes a retried capture return the first charge instead of a second one.
@@ -52,7 +79,7 @@ type ProviderReply struct {
 
 const maxReplyBytes = 1 << 20
 
-func (c *ProviderClient) do(ctx context.Context, method, path, authorization string, body []byte) (int, []byte, error) {
+func (c *ProviderClient) do(ctx context.Context, hc *http.Client, method, path, authorization string, body []byte) (int, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -68,7 +95,7 @@ func (c *ProviderClient) do(ctx context.Context, method, path, authorization str
 	if authorization != "" {
 		req.Header.Set("Authorization", authorization)
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, nil, classify(ctx, err)
 	}
@@ -81,10 +108,13 @@ func (c *ProviderClient) do(ctx context.Context, method, path, authorization str
 }
 
 // classify maps a transport failure to ErrProviderTimeout or
-// ErrProviderUnavailable, keeping the cause for the log.
+// ErrProviderUnavailable, keeping the cause for the log. A call the breaker
+// or the bulkhead rejected is ErrProviderUnavailable and keeps its
+// *resilience.RejectedError, whose RetryAfter says when to come back.
 func classify(ctx context.Context, err error) error {
 	var ne net.Error
-	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+	if errors.Is(err, timeout.ErrExceeded) || errors.Is(err, context.DeadlineExceeded) ||
+		(errors.As(err, &ne) && ne.Timeout()) {
 		return fmt.Errorf("%w: %w", ErrProviderTimeout, err)
 	}
 	if ctx.Err() != nil {
@@ -99,7 +129,8 @@ func (c *ProviderClient) Charge(ctx context.Context, req ChargeRequest) (string,
 	if err != nil {
 		return "", fmt.Errorf("encode charge: %w", err)
 	}
-	status, reply, err := c.do(ctx, http.MethodPost, "/v1/charges", "", body)
+	// Retried: the idempotency_key makes a repeat return the first charge.
+	status, reply, err := c.do(resilience.Idempotent(ctx), c.hc, http.MethodPost, "/v1/charges", "", body)
 	if err != nil {
 		return "", err
 	}
@@ -130,7 +161,8 @@ func (c *ProviderClient) Charge(ctx context.Context, req ChargeRequest) (string,
 
 // Refund refunds a charge; the provider treats a repeat as a no-op.
 func (c *ProviderClient) Refund(ctx context.Context, chargeID string) error {
-	status, reply, err := c.do(ctx, http.MethodPost, "/v1/charges/"+url.PathEscape(chargeID)+"/refund", "", nil)
+	// Retried: the provider treats a repeated refund as a no-op.
+	status, reply, err := c.do(resilience.Idempotent(ctx), c.hc, http.MethodPost, "/v1/charges/"+url.PathEscape(chargeID)+"/refund", "", nil)
 	if err != nil {
 		return err
 	}
@@ -150,7 +182,7 @@ func (c *ProviderClient) Refund(ctx context.Context, chargeID string) error {
 // Authorization header and returns the provider's answer. Only transport
 // failures and 5xx answers are errors.
 func (c *ProviderClient) Admin(ctx context.Context, method, authorization string, body []byte) (ProviderReply, error) {
-	status, reply, err := c.do(ctx, method, "/admin/config", authorization, body)
+	status, reply, err := c.do(ctx, c.admin, method, "/admin/config", authorization, body)
 	if err != nil {
 		return ProviderReply{}, err
 	}

@@ -11,6 +11,8 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
+	"github.com/orderflow/orderflow/pkg/postgres"
+	"github.com/orderflow/orderflow/pkg/resilience"
 	"github.com/orderflow/orderflow/pkg/web"
 )
 
@@ -244,9 +246,13 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 			"the payment provider did not answer in time; retry with the same Idempotency-Key")
 	case errors.Is(err, ErrProviderUnavailable):
 		log.WarnContext(r.Context(), "payment provider unavailable", "err", err, "path", r.URL.Path)
-		w.Header().Set("Retry-After", "1")
+		// An open breaker says how long it stays open.
+		w.Header().Set("Retry-After", resilience.RetryAfterHeader(err))
 		p = web.NewProblem(http.StatusServiceUnavailable, "provider_unavailable",
 			"the payment provider is unavailable; retry with the same Idempotency-Key")
+	case postgres.IsUnavailable(err):
+		log.WarnContext(r.Context(), "database unavailable", "method", r.Method, "path", r.URL.Path, "error", err)
+		p = web.Unavailable(w, "database_unavailable", "the database is unavailable; retry shortly", 1)
 	default:
 		log.ErrorContext(r.Context(), "request failed", "err", err, "method", r.Method, "path", r.URL.Path)
 		p = web.NewProblem(http.StatusInternalServerError, "internal", "internal error")

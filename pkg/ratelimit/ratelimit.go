@@ -1,0 +1,158 @@
+// Package ratelimit limits requests per client with GCRA in Redis
+// (go-redis/redis_rate), so every replica of a service draws from the same
+// allowance: a client cannot multiply its limit by the number of replicas.
+//
+// Usage, in a service's routes:
+//
+//	limit := ratelimit.New(rdb, "order", ratelimit.PerSecond(100, 200), log, onFailOpen)
+//	r.With(limit).Get("/v1/things", ...)
+//
+// A client is its X-API-Key header when present, else its IP address
+// (r.RemoteAddr, which chi's RealIP middleware has already rewritten).
+// Every limited response carries the IETF draft headers RateLimit-Limit,
+// RateLimit-Remaining and RateLimit-Reset; a refused one is a 429 problem
+// with code "rate_limited" and Retry-After. When Redis fails the request is
+// let through (fail open): losing the limiter for a while is better than
+// losing the API. onFailOpen is called for each such request (a metric), and
+// the start and end of an outage are logged once each.
+package ratelimit
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/orderflow/orderflow/pkg/web"
+)
+
+// APIKeyHeader names the header that identifies a client by key.
+const APIKeyHeader = "X-API-Key"
+
+// PerSecond returns a limit of rate requests per second with bursts of up
+// to burst requests. A rate of 0 returns the zero Limit, which disables
+// limiting; a burst below rate is raised to rate.
+func PerSecond(rate, burst int) redis_rate.Limit {
+	if rate <= 0 {
+		return redis_rate.Limit{}
+	}
+	return redis_rate.Limit{Rate: rate, Burst: max(burst, rate), Period: time.Second}
+}
+
+// New returns middleware that allows each client limit (a zero Limit turns
+// it into a no-op). scope names the service ("order", "inventory"): each
+// service has its own allowance per client, shared by its replicas.
+// onFailOpen may be nil.
+func New(rdb *redis.Client, scope string, limit redis_rate.Limit, log *slog.Logger, onFailOpen func()) func(http.Handler) http.Handler {
+	if limit.IsZero() {
+		return func(next http.Handler) http.Handler { return next }
+	}
+	if onFailOpen == nil {
+		onFailOpen = func() {}
+	}
+	l := &limiter{rl: redis_rate.NewLimiter(rdb), prefix: scope + ":", limit: limit, log: log, onFailOpen: onFailOpen}
+	return l.middleware
+}
+
+type limiter struct {
+	rl         *redis_rate.Limiter
+	prefix     string
+	limit      redis_rate.Limit
+	log        *slog.Logger
+	onFailOpen func()
+	down       atomic.Bool
+	skipUntil  atomic.Int64 // unix nanos; while down, Redis is probed at most this often
+}
+
+// downBackoff is how long requests skip Redis after it failed: during an
+// outage one request per interval probes it, the rest pass at once instead
+// of each waiting for a dial timeout.
+const downBackoff = time.Second
+
+func (l *limiter) middleware(next http.Handler) http.Handler {
+	limitHeader := strconv.Itoa(l.limit.Burst)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("RateLimit-Limit", limitHeader)
+		var res *redis_rate.Result
+		err := errSkipped
+		if !l.skipping() {
+			res, err = l.rl.Allow(r.Context(), l.prefix+ClientKey(r), l.limit)
+		}
+		if err != nil {
+			if r.Context().Err() != nil {
+				return // the client is gone; nobody reads an answer
+			}
+			l.failOpen(r.Context(), err)
+			// Nothing was counted: report the full allowance.
+			h.Set("RateLimit-Remaining", limitHeader)
+			h.Set("RateLimit-Reset", "0")
+			next.ServeHTTP(w, r)
+			return
+		}
+		if l.down.CompareAndSwap(true, false) {
+			l.log.InfoContext(r.Context(), "rate limiter: redis available again, limiting resumes")
+		}
+		h.Set("RateLimit-Remaining", strconv.Itoa(res.Remaining))
+		h.Set("RateLimit-Reset", strconv.Itoa(ceilSeconds(res.ResetAfter)))
+		if res.Allowed == 0 {
+			retry := max(ceilSeconds(res.RetryAfter), 1)
+			h.Set("Retry-After", strconv.Itoa(retry))
+			web.WriteProblem(w, web.NewProblem(http.StatusTooManyRequests, "rate_limited",
+				fmt.Sprintf("too many requests: at most %s; retry after %d s", l.limit, retry)))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// errSkipped stands for the Redis error of a request that did not even try.
+var errSkipped = errors.New("redis skipped after a recent failure")
+
+func (l *limiter) skipping() bool {
+	return l.down.Load() && time.Now().UnixNano() < l.skipUntil.Load()
+}
+
+func (l *limiter) failOpen(ctx context.Context, err error) {
+	l.onFailOpen()
+	if err != errSkipped {
+		l.skipUntil.Store(time.Now().Add(downBackoff).UnixNano())
+	}
+	if l.down.CompareAndSwap(false, true) {
+		l.log.WarnContext(ctx, "rate limiter: redis unavailable, letting requests through", "error", err.Error())
+	}
+}
+
+// ClientKey is the Redis key suffix of the client that sent r: a hash of
+// its API key (the key itself never reaches Redis), else its IP address.
+func ClientKey(r *http.Request) string {
+	if k := r.Header.Get(APIKeyHeader); k != "" {
+		sum := sha256.Sum256([]byte(k))
+		return "key:" + hex.EncodeToString(sum[:16])
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr // RealIP leaves a bare IP without a port
+	}
+	return "ip:" + host
+}
+
+// ceilSeconds rounds d up to whole seconds (headers carry integers; rounding
+// down would invite a retry that is refused again). Negative means none.
+func ceilSeconds(d time.Duration) int {
+	if d <= 0 {
+		return 0
+	}
+	return int(math.Ceil(d.Seconds()))
+}

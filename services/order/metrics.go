@@ -1,0 +1,98 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/orderflow/orderflow/pkg/web"
+)
+
+// sagaMetrics counts the outcome of every order the saga finishes, from the
+// answer to POST /v1/orders: orderflow_orders_total{status} and
+// orderflow_saga_duration_seconds{status}. The answer maps one to one to
+// the order's final status (201 confirmed, 402 payment_failed, 409
+// out_of_stock/unknown_sku rejected, 503 failed); replays
+// (Idempotent-Replayed) and answers that stored no order (4xx input errors,
+// 409 idempotency_in_progress, 422, 429) are not counted, so each order
+// counts once. Orders the recovery loop fails and cancellations do not pass
+// here; they are visible in the request metrics of their own routes.
+func sagaMetrics(meter metric.Meter) func(http.Handler) http.Handler {
+	orders, _ := meter.Int64Counter("orderflow.orders",
+		metric.WithDescription("Orders finished by the saga, by final status."))
+	duration, _ := meter.Float64Histogram("orderflow.saga.duration", metric.WithUnit("s"),
+		metric.WithDescription("Time from order creation to its final status, by final status."),
+		metric.WithExplicitBucketBoundaries(web.DurationBuckets...))
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodPost || r.URL.Path != "/v1/orders" {
+				next.ServeHTTP(w, r)
+				return
+			}
+			rec := &statusRecorder{ResponseWriter: w}
+			start := time.Now()
+			next.ServeHTTP(rec, r)
+			if w.Header().Get("Idempotent-Replayed") != "" {
+				return
+			}
+			status := finalStatus(rec.status, rec.body.Bytes())
+			if status == "" {
+				return
+			}
+			attrs := metric.WithAttributes(attribute.String("status", status))
+			orders.Add(r.Context(), 1, attrs)
+			duration.Record(r.Context(), time.Since(start).Seconds(), attrs)
+		})
+	}
+}
+
+// finalStatus maps a create-order answer to the order's status, or "" when
+// the answer stored no order.
+func finalStatus(code int, body []byte) string {
+	switch code {
+	case http.StatusCreated:
+		return "confirmed"
+	case http.StatusPaymentRequired:
+		return "payment_failed"
+	case http.StatusServiceUnavailable:
+		return "failed"
+	case http.StatusConflict:
+		var p struct {
+			Code string `json:"code"`
+		}
+		_ = json.Unmarshal(body, &p)
+		if p.Code == "out_of_stock" || p.Code == "unknown_sku" {
+			return "rejected"
+		}
+	}
+	return ""
+}
+
+// statusRecorder keeps the status and, for a 409, the problem body, whose
+// code tells a rejection from an idempotency conflict.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	body   bytes.Buffer
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	if s.status == http.StatusConflict && s.body.Len() < 64<<10 {
+		s.body.Write(b)
+	}
+	return s.ResponseWriter.Write(b)
+}

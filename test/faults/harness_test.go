@@ -1,0 +1,825 @@
+// Package faults is Orderflow's fault suite: it builds the five processes,
+// starts them natively on fresh databases behind TCP proxies (Postgres,
+// Redis, SQS), drives a steady, bounded order load over loopback, injects
+// one fault at a time, heals it, and checks the system's invariants against
+// the databases after each one.
+//
+// The short version (provider outage and inventory SIGKILL, a few seconds
+// each) is TestFaultsShort and runs in `make test`; the whole suite is
+// TestFaults behind the `faults` build tag, run by `make test-faults`.
+package faults
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderflow/orderflow/pkg/dbtest"
+	"github.com/orderflow/orderflow/pkg/queue/queuetest"
+	"github.com/orderflow/orderflow/pkg/smtptest"
+	"github.com/orderflow/orderflow/pkg/tcpproxy"
+)
+
+const adminToken = "faults-admin-token"
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "orderflow-faults-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	cmd := exec.Command("go", "build", "-o", dir+"/",
+		"github.com/orderflow/orderflow/services/order",
+		"github.com/orderflow/orderflow/services/inventory",
+		"github.com/orderflow/orderflow/services/payment",
+		"github.com/orderflow/orderflow/services/payment/provider",
+		"github.com/orderflow/orderflow/services/notification")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build the services:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// process is one running binary.
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// stack is the five processes, their databases and the proxies in front of
+// Postgres, Redis and SQS.
+type stack struct {
+	t     *testing.T
+	dir   string
+	ports map[string]int
+	env   map[string][]string
+	pools map[string]*pgxpool.Pool // direct to the real server, for the checks
+	smtp  *smtptest.Server
+
+	pg, redis, sqs *tcpproxy.Proxy
+
+	mu    sync.Mutex
+	procs map[string]*process
+}
+
+var services = []string{"provider", "inventory", "payment", "notification", "order"}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// viaProxy rewrites rawURL's host to the proxy's address.
+func viaProxy(t *testing.T, rawURL string, p *tcpproxy.Proxy) string {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = p.Addr()
+	return u.String()
+}
+
+func startProxy(t *testing.T, target string) *tcpproxy.Proxy {
+	t.Helper()
+	p, err := tcpproxy.Start(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// startStack starts the stack; extra holds VAR=value settings per service.
+func startStack(t *testing.T, extra map[string][]string) *stack {
+	t.Helper()
+	sqsCfg := queuetest.Config(t)
+	redisAddr := os.Getenv("TEST_REDIS_ADDR")
+	if redisAddr == "" {
+		redisAddr = "127.0.0.1:6379"
+	}
+	if c, err := net.DialTimeout("tcp", redisAddr, 2*time.Second); err != nil {
+		t.Fatalf("Redis is needed at %s and does not answer: %v; start it with `make deps`", redisAddr, err)
+	} else {
+		c.Close()
+	}
+	pgURL, err := url.Parse(dbtest.ServerURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqsURL, err := url.Parse(sqsCfg.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stack{
+		t: t, dir: t.TempDir(), ports: map[string]int{}, env: map[string][]string{},
+		pools: map[string]*pgxpool.Pool{}, procs: map[string]*process{}, smtp: smtptest.Start(t),
+		pg: startProxy(t, pgURL.Host), redis: startProxy(t, redisAddr), sqs: startProxy(t, sqsURL.Host),
+	}
+	if dir := os.Getenv("FAULTS_LOG_DIR"); dir != "" { // keep the services' logs
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		s.dir = dir
+	}
+	for _, name := range services {
+		s.ports[name] = freePort(t)
+	}
+	dbURL := map[string]string{}
+	for _, name := range []string{"order", "inventory", "payment", "notification"} {
+		u := dbtest.NewURL(t, nil) // the services migrate their own database
+		pcfg, err := pgxpool.ParseConfig(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pcfg.MaxConns = 4
+		pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		s.pools[name] = pool
+		dbURL[name] = viaProxy(t, u, s.pg)
+	}
+	invoices, emails := queuetest.Name("order-invoices"), queuetest.Name("order-emails")
+	sqsEndpoint := viaProxy(t, sqsCfg.Endpoint, s.sqs)
+	aws := []string{"AWS_REGION=" + sqsCfg.Region, "AWS_ENDPOINT_URL_SQS=" + sqsEndpoint,
+		"AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test"}
+	addr := func(name string) string { return fmt.Sprintf("127.0.0.1:%d", s.ports[name]) }
+	s.env["provider"] = []string{"PROVIDER_ADDR=" + addr("provider")}
+	s.env["inventory"] = []string{"INVENTORY_ADDR=" + addr("inventory"), "INVENTORY_DATABASE_URL=" + dbURL["inventory"], "INVENTORY_DB_MAX_CONNS=10",
+		"INVENTORY_SEED_PRODUCTS=100", "INVENTORY_SWEEP_INTERVAL=1s", "INVENTORY_REDIS_URL=redis://" + s.redis.Addr() + "/0"}
+	s.env["payment"] = []string{"PAYMENT_ADDR=" + addr("payment"), "PAYMENT_DATABASE_URL=" + dbURL["payment"], "PAYMENT_DB_MAX_CONNS=10",
+		"PAYMENT_PROVIDER_URL=http://" + addr("provider"), "PAYMENT_PROVIDER_TIMEOUT=3s"}
+	s.env["notification"] = append([]string{"NOTIFICATION_ADDR=" + addr("notification"),
+		"NOTIFICATION_DATABASE_URL=" + dbURL["notification"], "NOTIFICATION_DB_MAX_CONNS=10", "NOTIFICATION_SMTP_ADDR=" + s.smtp.Addr(),
+		"NOTIFICATION_INVOICE_QUEUE=" + invoices, "NOTIFICATION_EMAIL_QUEUE=" + emails,
+		"NOTIFICATION_VISIBILITY_TIMEOUT=5s"}, aws...)
+	s.env["order"] = append([]string{"ORDER_ADDR=" + addr("order"), "ORDER_DATABASE_URL=" + dbURL["order"], "ORDER_DB_MAX_CONNS=10",
+		"ORDER_INVENTORY_URL=http://" + addr("inventory"), "ORDER_PAYMENT_URL=http://" + addr("payment"),
+		"ORDER_INVOICE_QUEUE=" + invoices, "ORDER_EMAIL_QUEUE=" + emails,
+		"ORDER_CALL_TIMEOUT=5s", "ORDER_REQUEST_TIMEOUT=6s", "ORDER_RECOVERY_INTERVAL=500ms",
+		"ORDER_RECOVERY_AFTER=7s"}, aws...)
+	for name, vars := range extra {
+		s.env[name] = append(s.env[name], vars...)
+	}
+	for _, name := range services {
+		s.start(name)
+	}
+	t.Cleanup(func() {
+		for _, name := range slices.Backward(services) {
+			s.signal(name, syscall.SIGTERM)
+		}
+		if t.Failed() {
+			for _, name := range services {
+				b, _ := os.ReadFile(filepath.Join(s.dir, name+".log"))
+				lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+				if len(lines) > 30 {
+					lines = lines[len(lines)-30:]
+				}
+				t.Logf("--- last lines of %s ---\n%s", name, strings.Join(lines, "\n"))
+			}
+		}
+	})
+	return s
+}
+
+func (s *stack) url(name, path string) string {
+	return fmt.Sprintf("http://127.0.0.1:%d%s", s.ports[name], path)
+}
+
+// start starts a process and waits until its /readyz answers 200.
+func (s *stack) start(name string) {
+	s.t.Helper()
+	logPath := filepath.Join(s.dir, name+".log")
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(binDir, name))
+	cmd.Env = append(append(os.Environ(), "ADMIN_TOKEN="+adminToken, "LOG_LEVEL=info"), s.env[name]...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("start %s: %v", name, err)
+	}
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
+	s.mu.Lock()
+	s.procs[name] = p
+	s.mu.Unlock()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			b, _ := os.ReadFile(logPath)
+			s.t.Fatalf("%s exited during start-up:\n%s", name, b)
+		default:
+		}
+		resp, err := http.Get(s.url(name, "/readyz"))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.t.Fatalf("%s not ready within 60s", name)
+}
+
+// signal sends sig to the process and waits for it to exit.
+func (s *stack) signal(name string, sig syscall.Signal) {
+	s.mu.Lock()
+	p := s.procs[name]
+	delete(s.procs, name)
+	s.mu.Unlock()
+	if p == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		s.t.Errorf("%s did not exit within 20s of %v", name, sig)
+	}
+}
+
+// setProvider changes the simulated provider through payment's admin API.
+func (s *stack) setProvider(latencyMS int, outage bool) {
+	s.t.Helper()
+	body := fmt.Sprintf(`{"latency_ms":%d,"error_rate":0,"outage":%t}`, latencyMS, outage)
+	req, _ := http.NewRequest(http.MethodPut, s.url("payment", "/admin/provider"), strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatalf("PUT /admin/provider: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		s.t.Fatalf("PUT /admin/provider = %d %s", resp.StatusCode, b)
+	}
+}
+
+// result is one request of the load.
+type result struct {
+	sent    time.Time
+	latency time.Duration
+	status  int // 0: transport error
+	orderID string
+	read    bool // a product read, not an order
+}
+
+// load sends orders (and a product read with each) at a steady rate until
+// stopped, and records every answer.
+type load struct {
+	s      *stack
+	client *http.Client
+	stop   chan struct{}
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	results []result
+}
+
+// skus is the part of the catalogue the load touches.
+var skus = func() []string {
+	out := make([]string, 20)
+	for i := range out {
+		out[i] = fmt.Sprintf("SKU-%05d", i+1)
+	}
+	return out
+}()
+
+func (s *stack) startLoad(perSecond int) *load {
+	l := &load{s: s, stop: make(chan struct{}),
+		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	l.wg.Go(func() {
+		tick := time.NewTicker(time.Second / time.Duration(perSecond))
+		defer tick.Stop()
+		sem := make(chan struct{}, 200) // bounded: a stuck service cannot grow the load
+		var n int
+		for {
+			select {
+			case <-l.stop:
+				return
+			case <-tick.C:
+			}
+			n++
+			i := n
+			select {
+			case sem <- struct{}{}:
+			default:
+				continue // 200 requests in flight: skip the tick
+			}
+			l.wg.Go(func() {
+				defer func() { <-sem }()
+				l.order(i)
+			})
+			l.wg.Go(func() { l.read(i) })
+		}
+	})
+	return l
+}
+
+func (l *load) order(i int) {
+	method := "pm_card_ok"
+	if i%10 == 0 {
+		method = "pm_card_declined"
+	}
+	items := []map[string]any{{"sku": skus[rand.IntN(len(skus))], "quantity": 1 + rand.IntN(3)}}
+	if i%3 == 0 {
+		second := skus[rand.IntN(len(skus))]
+		if second != items[0]["sku"] {
+			items = append(items, map[string]any{"sku": second, "quantity": 1})
+		}
+	}
+	body, _ := json.Marshal(map[string]any{"customer_id": fmt.Sprintf("cus_%d", i%50),
+		"email": fmt.Sprintf("c%d@example.com", i%50), "items": items, "payment_method": method})
+	req, _ := http.NewRequest(http.MethodPost, l.s.url("order", "/v1/orders"), bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", fmt.Sprintf("faults-%d-%d", time.Now().UnixNano(), i))
+	r := result{sent: time.Now()}
+	resp, err := l.client.Do(req)
+	r.latency = time.Since(r.sent)
+	if err == nil {
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		resp.Body.Close()
+		r.status = resp.StatusCode
+		if id, ok := m["id"].(string); ok && r.status == http.StatusCreated {
+			r.orderID = id
+		} else if id, ok := m["order_id"].(string); ok {
+			r.orderID = id
+		}
+	}
+	l.record(r)
+}
+
+func (l *load) read(i int) {
+	r := result{sent: time.Now(), read: true}
+	resp, err := l.client.Get(l.s.url("inventory", "/v1/products/"+skus[i%len(skus)]))
+	r.latency = time.Since(r.sent)
+	if err == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		r.status = resp.StatusCode
+	}
+	l.record(r)
+}
+
+func (l *load) record(r result) {
+	l.mu.Lock()
+	l.results = append(l.results, r)
+	l.mu.Unlock()
+}
+
+// snapshot returns the results so far.
+func (l *load) snapshot() []result {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.results)
+}
+
+// halt stops the load and waits for the requests in flight.
+func (l *load) halt() []result {
+	close(l.stop)
+	l.wg.Wait()
+	return l.snapshot()
+}
+
+// fault is one fault of the suite: inject it, keep it for hold, heal it.
+type fault struct {
+	name   string
+	hold   time.Duration
+	inject func(s *stack)
+	heal   func(s *stack)
+}
+
+// row is one line of the fault table.
+type row struct {
+	fault      string
+	orders     int
+	byStatus   map[int]int
+	readErrors int
+	reads      int
+	p99        time.Duration // of orders sent during the fault
+	p99Open    time.Duration // of orders sent once the breaker had opened (fault 1)
+	recover    time.Duration // from heal to the first 201 of an order sent after it
+	drain      time.Duration // from the end of the load until every order settled
+	violations []string
+}
+
+// run drives the load through the fault and checks the invariants.
+func (s *stack) run(f fault, rate int, warmup, settle time.Duration, initial map[string]int) row {
+	s.t.Helper()
+	s.t.Logf("fault %q: load %d/s, warm-up %v, hold %v", f.name, rate, warmup, f.hold)
+	l := s.startLoad(rate)
+	time.Sleep(warmup)
+	injected := time.Now()
+	f.inject(s)
+	time.Sleep(f.hold)
+	f.heal(s)
+	healed := time.Now()
+
+	r := row{fault: f.name, byStatus: map[int]int{}}
+	// Recovered when an order sent after the heal is confirmed.
+	deadline := healed.Add(90 * time.Second)
+	for r.recover == 0 && time.Now().Before(deadline) {
+		for _, res := range l.snapshot() {
+			if !res.read && res.sent.After(healed) && res.status == http.StatusCreated {
+				r.recover = res.sent.Add(res.latency).Sub(healed)
+				break
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r.recover == 0 {
+		r.violations = append(r.violations, "no order was confirmed within 90s of the heal")
+	}
+	time.Sleep(settle)
+	results := l.halt()
+	stopped := time.Now()
+
+	var during, afterOpen []time.Duration
+	var firstFast time.Time
+	for _, res := range results {
+		if res.read {
+			r.reads++
+			if res.status != http.StatusOK && res.status != http.StatusNotModified {
+				r.readErrors++
+			}
+			continue
+		}
+		r.orders++
+		r.byStatus[res.status]++
+		if res.sent.Before(injected) || !res.sent.Before(healed) {
+			continue
+		}
+		during = append(during, res.latency)
+		if res.status == http.StatusServiceUnavailable && firstFast.IsZero() {
+			firstFast = res.sent.Add(res.latency)
+		}
+	}
+	// Once the first 503 came back, the breakers in front of the failing
+	// dependency are open (or about to be: a few more attempts at most).
+	if !firstFast.IsZero() {
+		for _, res := range results {
+			if !res.read && res.sent.After(firstFast.Add(200*time.Millisecond)) && res.sent.Before(healed) {
+				afterOpen = append(afterOpen, res.latency)
+			}
+		}
+	}
+	r.p99, r.p99Open = p99(during), p99(afterOpen)
+	var slow []string
+	for _, res := range results {
+		if !res.read && !res.sent.Before(injected) && res.sent.Before(healed) && res.latency > 100*time.Millisecond {
+			slow = append(slow, fmt.Sprintf("+%dms:%d:%dms", res.sent.Sub(injected).Milliseconds(), res.status, res.latency.Milliseconds()))
+		}
+	}
+	s.t.Logf("fault %q: orders slower than 100ms during the fault (sent at +offset:status:latency): %v", f.name, slow)
+
+	r.violations = append(r.violations, s.settle(results)...)
+	r.drain = time.Since(stopped)
+	if len(r.violations) == 0 {
+		r.violations = s.checkInvariants(results, initial)
+	}
+	return r
+}
+
+func p99(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	return d[(len(d)*99+99)/100-1]
+}
+
+func (s *stack) count(db, q string, args ...any) int {
+	s.t.Helper()
+	var n int
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.pools[db].QueryRow(ctx, q, args...).Scan(&n); err != nil {
+		s.t.Fatalf("%s: %s: %v", db, q, err)
+	}
+	return n
+}
+
+// settle waits until every saga has ended, every compensation has run,
+// every outbox event was published and every confirmed order has its
+// invoice and e-mail; it reports what never settled.
+func (s *stack) settle(results []result) []string {
+	s.t.Helper()
+	checks := []struct {
+		what string
+		ok   func() bool
+	}{
+		{"orders still pending", func() bool { return s.count("order", `SELECT count(*) FROM orders WHERE status = 'pending'`) == 0 }},
+		{"compensations still due", func() bool {
+			return s.count("order", `SELECT count(*) FROM orders WHERE compensate_after IS NOT NULL`) == 0
+		}},
+		{"outbox events unsent", func() bool { return s.count("order", `SELECT count(*) FROM outbox WHERE sent_at IS NULL`) == 0 }},
+		{"confirmed orders without invoice or e-mail", func() bool {
+			confirmed := s.confirmedIDs()
+			return s.count("notification", `SELECT count(DISTINCT order_id) FROM invoices WHERE order_id = ANY($1::uuid[])`, confirmed) == len(confirmed) &&
+				s.count("notification", `SELECT count(DISTINCT order_id) FROM emails WHERE kind = 'order_confirmed' AND sent_at IS NOT NULL AND order_id = ANY($1::uuid[])`, confirmed) == len(confirmed)
+		}},
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	var out []string
+	for _, c := range checks {
+		for !c.ok() {
+			if time.Now().After(deadline) {
+				out = append(out, "did not settle within 90s: "+c.what)
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	return out
+}
+
+func (s *stack) confirmedIDs() []string {
+	s.t.Helper()
+	rows, err := s.pools["order"].Query(context.Background(), `SELECT id::text FROM orders WHERE status = 'confirmed'`)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			s.t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// stock returns available + held (reserved or committed) per SKU, and
+// available alone.
+func (s *stack) stock() (total, available map[string]int) {
+	s.t.Helper()
+	const q = `SELECT p.sku, p.available, COALESCE(SUM(ri.quantity) FILTER (WHERE r.status IN ('reserved', 'committed')), 0)
+		FROM products p
+		LEFT JOIN reservation_items ri ON ri.sku = p.sku
+		LEFT JOIN reservations r ON r.order_id = ri.order_id
+		WHERE p.sku = ANY($1)
+		GROUP BY p.sku, p.available`
+	rows, err := s.pools["inventory"].Query(context.Background(), q, skus)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer rows.Close()
+	total, available = map[string]int{}, map[string]int{}
+	for rows.Next() {
+		var sku string
+		var avail, held int
+		if err := rows.Scan(&sku, &avail, &held); err != nil {
+			s.t.Fatal(err)
+		}
+		total[sku], available[sku] = avail+held, avail
+	}
+	return total, available
+}
+
+// checkInvariants checks the databases against each other and against
+// what the clients were told.
+func (s *stack) checkInvariants(results []result, initial map[string]int) []string {
+	s.t.Helper()
+	var out []string
+	add := func(format string, args ...any) {
+		if len(out) < 20 {
+			out = append(out, fmt.Sprintf(format, args...))
+		}
+	}
+	if n := s.count("order", `SELECT count(*) FROM orders WHERE status = 'pending'`); n != 0 {
+		add("%d orders still pending", n)
+	}
+	total, available := s.stock()
+	for _, sku := range skus {
+		if available[sku] < 0 {
+			add("%s: available %d < 0", sku, available[sku])
+		}
+		if total[sku] != initial[sku] {
+			add("%s: available + held = %d; want the initial %d", sku, total[sku], initial[sku])
+		}
+	}
+
+	// Stock held per order, payments captured per order, invoices and
+	// confirmation e-mails per order.
+	held := s.perOrder("inventory", `SELECT r.order_id::text, SUM(ri.quantity)::int FROM reservations r
+		JOIN reservation_items ri ON ri.order_id = r.order_id WHERE r.status IN ('reserved', 'committed') GROUP BY r.order_id`)
+	captured := s.perOrder("payment", `SELECT order_id::text, count(*)::int FROM payments WHERE status = 'captured' GROUP BY order_id`)
+	invoices := s.perOrder("notification", `SELECT order_id::text, count(*)::int FROM invoices GROUP BY order_id`)
+	emails := s.perOrder("notification", `SELECT order_id::text, count(*)::int FROM emails WHERE kind = 'order_confirmed' AND sent_at IS NOT NULL GROUP BY order_id`)
+	statuses := map[string]string{}
+	rows, err := s.pools["order"].Query(context.Background(), `SELECT id::text, status FROM orders`)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for rows.Next() {
+		var id, status string
+		if err := rows.Scan(&id, &status); err != nil {
+			s.t.Fatal(err)
+		}
+		statuses[id] = status
+	}
+	rows.Close()
+	for id, status := range statuses {
+		switch status {
+		case "confirmed":
+			if captured[id] != 1 || invoices[id] != 1 || emails[id] != 1 {
+				add("confirmed order %s: %d captured payments, %d invoices, %d order_confirmed e-mails; want 1 each",
+					id, captured[id], invoices[id], emails[id])
+			}
+			if held[id] == 0 {
+				add("confirmed order %s holds no stock", id)
+			}
+		case "failed", "payment_failed", "rejected":
+			if held[id] != 0 || captured[id] != 0 {
+				add("%s order %s holds %d units and %d captured payments; want none", status, id, held[id], captured[id])
+			}
+		}
+	}
+	for _, res := range results {
+		if res.read || res.status != http.StatusCreated {
+			continue
+		}
+		if st := statuses[res.orderID]; st != "confirmed" && st != "cancelled" {
+			add("the client got 201 for order %q, which is %q in the database", res.orderID, st)
+		}
+	}
+	// The e-mails really left: the SMTP sink got one per sent row.
+	if sent := s.count("notification", `SELECT count(*) FROM emails WHERE sent_at IS NOT NULL`); len(s.smtp.Messages()) < sent {
+		add("SMTP received %d messages; %d e-mails are marked sent", len(s.smtp.Messages()), sent)
+	}
+	return out
+}
+
+func (s *stack) perOrder(db, q string) map[string]int {
+	s.t.Helper()
+	rows, err := s.pools[db].Query(context.Background(), q)
+	if err != nil {
+		s.t.Fatalf("%s: %v", db, err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var id string
+		var n int
+		if err := rows.Scan(&id, &n); err != nil {
+			s.t.Fatal(err)
+		}
+		out[id] = n
+	}
+	return out
+}
+
+// The faults of the suite, by number. hold is how long each lasts.
+func providerOutage(hold time.Duration) fault {
+	return fault{name: "1 provider outage " + hold.String(), hold: hold,
+		inject: func(s *stack) { s.setProvider(0, true) },
+		heal:   func(s *stack) { s.setProvider(0, false) }}
+}
+
+func providerLatency(hold time.Duration) fault {
+	return fault{name: "2 provider latency 5s for " + hold.String(), hold: hold,
+		inject: func(s *stack) { s.setProvider(5000, false) },
+		heal:   func(s *stack) { s.setProvider(0, false) }}
+}
+
+func killInventory(down time.Duration) fault {
+	return fault{name: "3 SIGKILL inventory, restart after " + down.String(), hold: down,
+		inject: func(s *stack) { s.signal("inventory", syscall.SIGKILL) },
+		heal:   func(s *stack) { s.start("inventory") }}
+}
+
+func cutRedis(hold time.Duration) fault {
+	return fault{name: "4 Redis cut " + hold.String(), hold: hold,
+		inject: func(s *stack) { s.redis.Cut() },
+		heal:   func(s *stack) { restore(s, s.redis) }}
+}
+
+func cutSQS(hold time.Duration) fault {
+	return fault{name: "5 SQS endpoint cut " + hold.String(), hold: hold,
+		inject: func(s *stack) { s.sqs.Cut() },
+		heal:   func(s *stack) { restore(s, s.sqs) }}
+}
+
+func killNotification(down time.Duration) fault {
+	return fault{name: "6 SIGKILL notification mid-message, restart after " + down.String(), hold: down,
+		inject: func(s *stack) { s.signal("notification", syscall.SIGKILL) },
+		heal:   func(s *stack) { s.start("notification") }}
+}
+
+func cutPostgres(hold time.Duration) fault {
+	return fault{name: "7 Postgres restart (proxy cut " + hold.String() + ")", hold: hold,
+		inject: func(s *stack) { s.pg.Cut() },
+		heal:   func(s *stack) { restore(s, s.pg) }}
+}
+
+func restore(s *stack, p *tcpproxy.Proxy) {
+	s.t.Helper()
+	if err := p.Restore(); err != nil {
+		s.t.Fatalf("restore proxy: %v", err)
+	}
+}
+
+// runSuite runs faults one after the other on one stack, prints the table
+// and fails the test on any broken invariant.
+func runSuite(t *testing.T, extra map[string][]string, rate int, warmup, settle time.Duration, faults []fault) []row {
+	s := startStack(t, extra)
+	initial, _ := s.stock()
+	var rows []row
+	for _, f := range faults {
+		r := s.run(f, rate, warmup, settle, initial)
+		rows = append(rows, r)
+		for _, v := range r.violations {
+			t.Errorf("%s: %s", f.name, v)
+		}
+	}
+	table := formatTable(rows)
+	t.Log("\n" + table)
+	fmt.Println(table)
+	if path := os.Getenv("FAULTS_TABLE"); path != "" {
+		if err := os.WriteFile(path, []byte(table), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+	return rows
+}
+
+func formatTable(rows []row) string {
+	var b strings.Builder
+	b.WriteString("| fault | orders | answers by status | p99 during fault | p99 once breaker open | time to recover | settled in | product reads failed | invariants |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		var statuses []int
+		for st := range r.byStatus {
+			statuses = append(statuses, st)
+		}
+		sort.Ints(statuses)
+		var parts []string
+		for _, st := range statuses {
+			label := fmt.Sprint(st)
+			if st == 0 {
+				label = "conn error"
+			}
+			parts = append(parts, fmt.Sprintf("%s: %d", label, r.byStatus[st]))
+		}
+		inv := "held"
+		if len(r.violations) > 0 {
+			inv = fmt.Sprintf("BROKEN (%d)", len(r.violations))
+		}
+		open := "–"
+		if r.p99Open > 0 {
+			open = ms(r.p99Open)
+		}
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %d / %d | %s |\n", r.fault, r.orders,
+			strings.Join(parts, ", "), ms(r.p99), open, ms(r.recover), ms(r.drain), r.readErrors, r.reads, inv)
+	}
+	return b.String()
+}
+
+func ms(d time.Duration) string {
+	if d >= 10*time.Second {
+		return fmt.Sprintf("%.1f s", d.Seconds())
+	}
+	return fmt.Sprintf("%d ms", d.Milliseconds())
+}

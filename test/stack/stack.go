@@ -1,0 +1,206 @@
+// Package stack starts Orderflow's processes (order, inventory, payment, the
+// payment provider and notification) from freshly built binaries on free
+// ports, for the tests in test/ and the measurements in loadtest/. The
+// services talk to the real local components: PostgreSQL (the caller hands
+// in one database per service), Redis, the SQS endpoint and an SMTP server.
+package stack
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Services lists every process, in start order.
+var Services = []string{"provider", "inventory", "payment", "notification", "order"}
+
+// Build compiles the binaries into dir.
+func Build(dir string) error {
+	cmd := exec.Command("go", "build", "-o", dir+"/",
+		"github.com/orderflow/orderflow/services/order",
+		"github.com/orderflow/orderflow/services/inventory",
+		"github.com/orderflow/orderflow/services/payment",
+		"github.com/orderflow/orderflow/services/payment/provider",
+		"github.com/orderflow/orderflow/services/notification")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("build the services: %w", err)
+	}
+	return nil
+}
+
+// Config is what a stack runs with.
+type Config struct {
+	BinDir string // where Build put the binaries
+	LogDir string // one <service>.log per process
+	// Databases maps "order", "inventory", "payment", "notification" to a
+	// database URL each; the services migrate them.
+	Databases   map[string]string
+	SQSEndpoint string // fauxqs: http://127.0.0.1:4566
+	SMTPAddr    string // notification's SMTP server
+	// Only lists the services to start (nil: all). Without notification,
+	// the queues simply fill up.
+	Only []string
+	// Env is added to every process (OTEL_*, LOG_LEVEL); ServiceEnv to one.
+	Env        []string
+	ServiceEnv map[string][]string
+}
+
+// Stack is a running set of processes.
+type Stack struct {
+	cfg    Config
+	Ports  map[string]int
+	Queues [2]string // the invoice and e-mail queue names, unique per stack
+
+	mu    sync.Mutex
+	procs map[string]*proc
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// AdminToken is the ADMIN_TOKEN of every process.
+const AdminToken = "stack-admin-token"
+
+// Start starts the services and waits until each /readyz answers 200. On an
+// error it stops what it started.
+func Start(cfg Config) (*Stack, error) {
+	s := &Stack{cfg: cfg, Ports: map[string]int{}, procs: map[string]*proc{}}
+	suffix := randomSuffix()
+	s.Queues = [2]string{"order-invoices-" + suffix, "order-emails-" + suffix}
+	for _, name := range Services {
+		p, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		s.Ports[name] = p
+	}
+	aws := []string{"AWS_REGION=us-east-1", "AWS_ENDPOINT_URL_SQS=" + cfg.SQSEndpoint,
+		"AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test"}
+	url := func(name string) string { return fmt.Sprintf("http://127.0.0.1:%d", s.Ports[name]) }
+	addr := func(name string) string { return fmt.Sprintf("127.0.0.1:%d", s.Ports[name]) }
+	env := map[string][]string{
+		"provider": {"PROVIDER_ADDR=" + addr("provider")},
+		"inventory": {"INVENTORY_ADDR=" + addr("inventory"), "INVENTORY_DATABASE_URL=" + cfg.Databases["inventory"],
+			"INVENTORY_SEED_PRODUCTS=100", "INVENTORY_CACHE_PREFIX=stack-" + suffix + ":"},
+		"payment": {"PAYMENT_ADDR=" + addr("payment"), "PAYMENT_DATABASE_URL=" + cfg.Databases["payment"],
+			"PAYMENT_PROVIDER_URL=" + url("provider")},
+		"notification": append([]string{"NOTIFICATION_ADDR=" + addr("notification"),
+			"NOTIFICATION_DATABASE_URL=" + cfg.Databases["notification"], "NOTIFICATION_SMTP_ADDR=" + cfg.SMTPAddr,
+			"NOTIFICATION_INVOICE_QUEUE=" + s.Queues[0], "NOTIFICATION_EMAIL_QUEUE=" + s.Queues[1]}, aws...),
+		"order": append([]string{"ORDER_ADDR=" + addr("order"), "ORDER_DATABASE_URL=" + cfg.Databases["order"],
+			"ORDER_INVENTORY_URL=" + url("inventory"), "ORDER_PAYMENT_URL=" + url("payment"),
+			"ORDER_INVOICE_QUEUE=" + s.Queues[0], "ORDER_EMAIL_QUEUE=" + s.Queues[1]}, aws...),
+	}
+	only := map[string]bool{}
+	for _, n := range cfg.Only {
+		only[n] = true
+	}
+	for _, name := range Services {
+		if len(only) > 0 && !only[name] {
+			continue
+		}
+		e := append(append(append([]string{"ADMIN_TOKEN=" + AdminToken, "LOG_LEVEL=info"}, cfg.Env...), env[name]...), cfg.ServiceEnv[name]...)
+		if err := s.start(name, e); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// URL is the address of path on service name.
+func (s *Stack) URL(name, path string) string {
+	return fmt.Sprintf("http://127.0.0.1:%d%s", s.Ports[name], path)
+}
+
+// LogPath is the log file of service name.
+func (s *Stack) LogPath(name string) string { return filepath.Join(s.cfg.LogDir, name+".log") }
+
+func (s *Stack) start(name string, env []string) error {
+	f, err := os.OpenFile(s.LogPath(name), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(filepath.Join(s.cfg.BinDir, name))
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
+	s.mu.Lock()
+	s.procs[name] = p
+	s.mu.Unlock()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			b, _ := os.ReadFile(s.LogPath(name))
+			return fmt.Errorf("%s exited during start-up:\n%s", name, b)
+		default:
+		}
+		resp, err := http.Get(s.URL(name, "/readyz"))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not ready within 60s (log: %s)", name, s.LogPath(name))
+}
+
+// Close stops every process with SIGTERM (graceful: spans are flushed) and
+// waits for it, killing one that takes longer than 20 s.
+func (s *Stack) Close() error {
+	var errs []error
+	for i := len(Services) - 1; i >= 0; i-- {
+		name := Services[i]
+		s.mu.Lock()
+		p := s.procs[name]
+		delete(s.procs, name)
+		s.mu.Unlock()
+		if p == nil {
+			continue
+		}
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(20 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+			errs = append(errs, fmt.Errorf("%s did not exit within 20s of SIGTERM", name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func randomSuffix() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
