@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
-.PHONY: help dev down deps test build fmt vet fuzz logs bench-read observe observe-down dashboard overhead test-faults
+.PHONY: help dev down deps test build fmt vet fuzz logs bench-read observe observe-down dashboard overhead test-faults test-rolling scale-bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,12 @@ logs: ## follow the logs of make dev's processes
 
 test-faults: ## the fault suite: 7 faults under load, invariants checked against the databases (~3 min)
 	@scripts/test-faults.sh
+
+test-rolling: ## 3 order + 3 inventory replicas behind HAProxy, restarted one by one under load: zero failed requests (~90 s)
+	@scripts/deps.sh && go test -tags rolling -count=1 -run TestRollingRestart -v ./test/rolling/
+
+scale-bench: ## order and product-read throughput through HAProxy, 1 vs 3 replicas side by side (~2 min)
+	@scripts/deps.sh && go test -tags scaling -count=1 -run TestThroughput -v ./test/rolling/
 
 bench-read: ## read-path benchmark: uncached vs cached vs 304 vs a bare go-redis handler (needs make deps)
 	@scripts/bench-read.sh

@@ -480,14 +480,26 @@ func TestCompose_PortsHealthchecksDependencies(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// A replicated service publishes no port itself (its replicas
+			// would fight over it): haproxy publishes it in front of them.
+			publisher := s
+			if s.Deploy != nil && s.Deploy.Replicas != nil && *s.Deploy.Replicas > 1 {
+				if len(s.Ports) > 0 {
+					t.Errorf("compose service %s has %d replicas and publishes ports %+v; want none (haproxy publishes them)",
+						svc.name, *s.Deploy.Replicas, s.Ports)
+				}
+				if publisher, err = p.GetService("haproxy"); err != nil {
+					t.Fatalf("compose service %s has replicas but there is no haproxy service in front: %v", svc.name, err)
+				}
+			}
 			published := false
-			for _, port := range s.Ports {
+			for _, port := range publisher.Ports {
 				if port.Target == svc.port && port.Published == strconv.Itoa(int(svc.port)) {
 					published = true
 				}
 			}
 			if !published {
-				t.Errorf("compose service %s does not publish port %d:%d (ports %+v)", svc.name, svc.port, svc.port, s.Ports)
+				t.Errorf("compose service %s does not publish port %d:%d (ports %+v)", publisher.Name, svc.port, svc.port, publisher.Ports)
 			}
 
 			if s.HealthCheck == nil || s.HealthCheck.Disable {

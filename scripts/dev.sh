@@ -44,6 +44,10 @@ port_open 127.0.0.1 4318 && export OTEL_EXPORTER_OTLP_ENDPOINT=${OTEL_EXPORTER_O
 say "starting the services (logs in .dev/logs/)"
 REPLICAS=${REPLICAS:-1}
 [[ $REPLICAS =~ ^[1-9]$ ]] || die "REPLICAS must be 1..9"
+# Behind HAProxy (checks every 1s, out after 2 failures) a replica keeps
+# serving 3s after SIGTERM with /readyz failing, so a restart fails nothing.
+drain=0s
+if [ "$REPLICAS" -gt 1 ]; then drain=${SHUTDOWN_DRAIN:-3s}; fi
 # Stop whatever an earlier run started, single or replicated.
 for f in "$RUN_DIR"/pids/order-*.pid "$RUN_DIR"/pids/inventory-*.pid "$RUN_DIR"/pids/haproxy.pid; do
   [ -e "$f" ] && stop_pid "$(basename "$f" .pid)"
@@ -57,11 +61,12 @@ start notification $NOTIFICATION_PORT NOTIFICATION_ADDR=127.0.0.1:$NOTIFICATION_
 # start_inventory NAME PORT / start_order NAME PORT: one replica each.
 start_inventory() {
   start "$1" "$2" INVENTORY_ADDR=127.0.0.1:$2 INVENTORY_DATABASE_URL="$PG_URL/inventory?sslmode=disable" \
-    INVENTORY_SEED_PRODUCTS=${INVENTORY_SEED_PRODUCTS:-10000}
+    INVENTORY_SEED_PRODUCTS=${INVENTORY_SEED_PRODUCTS:-10000} SHUTDOWN_DRAIN=$drain
 }
 start_order() {
   start "$1" "$2" ORDER_ADDR=127.0.0.1:$2 ORDER_DATABASE_URL="$PG_URL/orders?sslmode=disable" \
-    ORDER_INVENTORY_URL=http://127.0.0.1:$INVENTORY_PORT ORDER_PAYMENT_URL=http://127.0.0.1:$PAYMENT_PORT
+    ORDER_INVENTORY_URL=http://127.0.0.1:$INVENTORY_PORT ORDER_PAYMENT_URL=http://127.0.0.1:$PAYMENT_PORT \
+    SHUTDOWN_DRAIN=$drain
 }
 
 services="provider:$PROVIDER_PORT payment:$PAYMENT_PORT notification:$NOTIFICATION_PORT"

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 )
 
@@ -57,7 +58,9 @@ func NewServer(addr string, h http.Handler, log *slog.Logger) *http.Server {
 
 // Serve listens on srv.Addr and serves until ctx is done, then shuts down
 // gracefully: it stops accepting, lets in-flight requests finish for up to
-// grace, and returns. A failure to listen is returned at once.
+// grace, and returns. A failure to listen is returned at once. Behind a load
+// balancer, pass a Drainer's Context as ctx, so the balancer stops routing
+// to the process before it stops accepting.
 func Serve(ctx context.Context, srv *http.Server, log *slog.Logger, grace time.Duration) error {
 	ln, err := net.Listen("tcp", srv.Addr)
 	if err != nil {
@@ -81,4 +84,72 @@ func Serve(ctx context.Context, srv *http.Server, log *slog.Logger, grace time.D
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
+}
+
+// Drainer takes a replica out of its load balancer before it stops. When
+// the context handed to Context is done (SIGTERM), the Drainer starts
+// answering GET /readyz with 503, so HAProxy's health checks or a
+// Kubernetes readiness probe stop sending new requests, while the server
+// keeps serving whatever still arrives; only after the drain period does
+// the context it returned end, and Serve then shuts the server down with
+// its grace deadline for the requests in flight. Without this, a replica
+// that stops listening at once makes the balancer discover it by failed
+// connections.
+type Drainer struct {
+	period   time.Duration
+	log      *slog.Logger
+	draining atomic.Bool
+}
+
+// NewDrainer returns a Drainer that keeps serving for period after
+// shutdown begins. Behind a load balancer that checks /readyz every
+// interval and takes a replica out after fall failures, period must exceed
+// interval × fall; 0 suits a process nobody balances to (and Kubernetes,
+// whose preStop sleep already covers the endpoint removal).
+func NewDrainer(period time.Duration, log *slog.Logger) *Drainer {
+	return &Drainer{period: period, log: log}
+}
+
+// Draining reports whether shutdown has begun.
+func (d *Drainer) Draining() bool { return d.draining.Load() }
+
+// Handler wraps a service's handler. While draining, GET /readyz answers
+// 503 "draining" without running the dependency checks, and every other
+// answer carries "Connection: close", so keep-alive clients (the balancer's
+// pooled connections among them) reconnect and land on another replica
+// instead of racing the final close.
+func (d *Drainer) Handler(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !d.draining.Load() {
+			h.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Connection", "close")
+		if r.URL.Path == "/readyz" {
+			WriteProblem(w, NewProblem(http.StatusServiceUnavailable, "draining",
+				"the process is shutting down"))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// Context returns the context to hand to Serve: it ends period after ctx
+// does, and the Drainer reports draining from the moment ctx ends. Values
+// of ctx are kept.
+func (d *Drainer) Context(ctx context.Context) context.Context {
+	out, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	go func() {
+		defer cancel()
+		<-ctx.Done()
+		d.draining.Store(true)
+		if d.period <= 0 {
+			return
+		}
+		d.log.InfoContext(out, "draining: /readyz answers 503, still serving", "drain", d.period.String())
+		t := time.NewTimer(d.period)
+		defer t.Stop()
+		<-t.C
+	}()
+	return out
 }

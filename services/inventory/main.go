@@ -51,6 +51,10 @@ type config struct {
 	rateBurst      int
 	adminToken     string
 	logLevel       string
+	// shutdownDrain is how long the process keeps serving after SIGTERM
+	// with /readyz failing, so a load balancer stops routing to it first
+	// (SHUTDOWN_DRAIN; 0 by default, make dev REPLICAS>1 sets 3s).
+	shutdownDrain time.Duration
 }
 
 func readConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -71,6 +75,7 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		rateBurst:      r.Int("INVENTORY_RATE_BURST", 200),
 		adminToken:     r.String("ADMIN_TOKEN", ""),
 		logLevel:       r.String("LOG_LEVEL", "info"),
+		shutdownDrain:  r.Duration("SHUTDOWN_DRAIN", 0),
 	}
 	errs := []error{r.Err()}
 	if cfg.dbMaxConns < 1 {
@@ -192,17 +197,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			"cache_fallbacks", st.Fallbacks, "rate_limit_fail_opens", rateFailOpens.Load())
 	}()
 
-	// Background loops stop with ctx and are waited for before run returns,
-	// so the pool is never closed under a running sweep.
-	loopCtx, cancelLoops := context.WithCancel(ctx)
+	// Background loops stop once the server has drained and are waited for
+	// before run returns, so the pool is never closed under a running sweep.
+	loopCtx, cancelLoops := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancelLoops()
 	wg.Go(func() { svc.RunSweeper(loopCtx, cfg.sweepInterval, log) })
 	wg.Go(func() { cache.Retry(loopCtx, 500*time.Millisecond) })
 
-	srv := web.NewServer(cfg.addr, tel.Handler(handler), log)
-	return web.Serve(ctx, srv, log, 10*time.Second)
+	drain := web.NewDrainer(cfg.shutdownDrain, log)
+	srv := web.NewServer(cfg.addr, drain.Handler(tel.Handler(handler)), log)
+	return web.Serve(drain.Context(ctx), srv, log, 10*time.Second)
 }
 
 // redactRedis hides a password in a Redis URL for the start-up log.

@@ -47,23 +47,28 @@ type config struct {
 	maxReceives  int
 	logLevel     string
 	sqs          queue.Config
+	// shutdownDrain is how long the process keeps serving after SIGTERM
+	// with /readyz failing, so a load balancer stops routing to it first
+	// (SHUTDOWN_DRAIN; 0 by default, make dev REPLICAS>1 sets 3s).
+	shutdownDrain time.Duration
 }
 
 func readConfig(getenv func(string) string) (config, error) {
 	r := env.New(getenv)
 	c := config{
-		addr:         r.String("NOTIFICATION_ADDR", ":8083"),
-		databaseURL:  r.String("NOTIFICATION_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/notifications?sslmode=disable"),
-		dbMaxConns:   r.Int("NOTIFICATION_DB_MAX_CONNS", 20),
-		smtpAddr:     r.String("NOTIFICATION_SMTP_ADDR", "127.0.0.1:1025"),
-		mailFrom:     r.String("NOTIFICATION_MAIL_FROM", "orders@orderflow.local"),
-		invoiceQueue: r.String("NOTIFICATION_INVOICE_QUEUE", "order-invoices"),
-		emailQueue:   r.String("NOTIFICATION_EMAIL_QUEUE", "order-emails"),
-		concurrency:  r.Int("NOTIFICATION_CONCURRENCY", 4),
-		visibility:   r.Duration("NOTIFICATION_VISIBILITY_TIMEOUT", 30*time.Second),
-		maxReceives:  r.Int("NOTIFICATION_MAX_RECEIVES", 5),
-		logLevel:     r.String("LOG_LEVEL", "info"),
-		sqs:          queue.ReadConfig(getenv),
+		addr:          r.String("NOTIFICATION_ADDR", ":8083"),
+		databaseURL:   r.String("NOTIFICATION_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/notifications?sslmode=disable"),
+		dbMaxConns:    r.Int("NOTIFICATION_DB_MAX_CONNS", 20),
+		smtpAddr:      r.String("NOTIFICATION_SMTP_ADDR", "127.0.0.1:1025"),
+		mailFrom:      r.String("NOTIFICATION_MAIL_FROM", "orders@orderflow.local"),
+		invoiceQueue:  r.String("NOTIFICATION_INVOICE_QUEUE", "order-invoices"),
+		emailQueue:    r.String("NOTIFICATION_EMAIL_QUEUE", "order-emails"),
+		concurrency:   r.Int("NOTIFICATION_CONCURRENCY", 4),
+		visibility:    r.Duration("NOTIFICATION_VISIBILITY_TIMEOUT", 30*time.Second),
+		maxReceives:   r.Int("NOTIFICATION_MAX_RECEIVES", 5),
+		logLevel:      r.String("LOG_LEVEL", "info"),
+		sqs:           queue.ReadConfig(getenv),
+		shutdownDrain: r.Duration("SHUTDOWN_DRAIN", 0),
 	}
 	var errs []error
 	if c.concurrency < 1 {
@@ -178,8 +183,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		_ = tel.WatchQueues(ctx, client, []string{cfg.invoiceQueue, cfg.emailQueue}, 5*time.Second)
 	})
 
-	srv := web.NewServer(cfg.addr, tel.Handler(h), log)
-	err = web.Serve(ctx, srv, log, 10*time.Second)
+	drain := web.NewDrainer(cfg.shutdownDrain, log)
+	srv := web.NewServer(cfg.addr, drain.Handler(tel.Handler(h)), log)
+	err = web.Serve(drain.Context(ctx), srv, log, 10*time.Second)
 	cancel()
 	wg.Wait()
 	log.InfoContext(context.WithoutCancel(ctx), "stopped")

@@ -56,6 +56,15 @@ type config struct {
 	redisURL         string
 	rateLimit        int
 	rateBurst        int
+	// notifyInline makes the invoice and e-mail inside the request through
+	// notificationURL instead of leaving them to the queue workers: the
+	// benchmark's "patterns off" configuration, never a production one.
+	notifyInline    bool
+	notificationURL string
+	// shutdownDrain is how long the process keeps serving after SIGTERM
+	// with /readyz failing, so the load balancer stops routing to it first
+	// (SHUTDOWN_DRAIN; 0 by default, make dev REPLICAS>1 sets 3s).
+	shutdownDrain time.Duration
 
 	// downstream is the failsafe-go policy of each call to inventory and
 	// payment: ORDER_BREAKER_*, ORDER_RETRY_*, ORDER_BULKHEAD, with
@@ -82,9 +91,13 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		sqs:              queue.ReadConfig(getenv),
 		// Rate limits are per client (X-API-Key, else IP), shared by every
 		// replica through Redis; 0 turns them off.
-		redisURL:  r.String("ORDER_REDIS_URL", "redis://127.0.0.1:6379/0"),
-		rateLimit: r.Int("ORDER_RATE_LIMIT", 50),
-		rateBurst: r.Int("ORDER_RATE_BURST", 100),
+		redisURL:      r.String("ORDER_REDIS_URL", "redis://127.0.0.1:6379/0"),
+		rateLimit:     r.Int("ORDER_RATE_LIMIT", 50),
+		rateBurst:     r.Int("ORDER_RATE_BURST", 100),
+		shutdownDrain: r.Duration("SHUTDOWN_DRAIN", 0),
+		// Benchmark switch ("patterns off"); see config.notifyInline.
+		notifyInline:    r.Bool("ORDER_NOTIFY_INLINE", false),
+		notificationURL: r.String("ORDER_NOTIFICATION_URL", "http://127.0.0.1:8083"),
 	}
 	cfg.downstream = resilience.ReadPolicy(r, "ORDER", cfg.callTimeout)
 	errs := []error{r.Err(), cfg.downstream.Validate("ORDER")}
@@ -138,7 +151,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"recovery_interval", cfg.recoveryInterval.String(), "recovery_after", cfg.recoveryAfter.String(),
 		"invoice_queue", cfg.invoiceQueue, "email_queue", cfg.emailQueue,
 		"sqs_endpoint", cfg.sqs.Endpoint, "sqs_region", cfg.sqs.Region,
-		"admin_token_set", cfg.adminToken != "", "log_level", cfg.logLevel)
+		"admin_token_set", cfg.adminToken != "", "log_level", cfg.logLevel,
+		"notify_inline", cfg.notifyInline, "notification_url", cfg.notificationURL)
 	tel, err := telemetry.New(ctx, "order", getenv)
 	if err != nil {
 		return err
@@ -187,13 +201,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"retry_max", cfg.downstream.MaxRetries, "retry_backoff", cfg.downstream.Backoff.String(),
 		"retry_max_backoff", cfg.downstream.MaxBackoff.String(), "bulkhead", cfg.downstream.MaxConcurrent)
 	store := order.NewStore(pool)
+	// The policies bound each attempt; CallTimeout is only the backstop of a
+	// whole call with its retries. The request keeps its deadline.
+	svcCfg := order.Config{CallTimeout: cfg.downstream.Budget(), RequestTimeout: cfg.requestTimeout,
+		RecoveryAfter: cfg.recoveryAfter}
+	if cfg.notifyInline {
+		log.WarnContext(ctx, "ORDER_NOTIFY_INLINE is on: invoices and e-mails are made inside the request")
+		svcCfg.Notify = order.NewNotificationClient(cfg.notificationURL,
+			&http.Client{Transport: tel.Transport(transport)})
+	}
 	svc := order.NewService(store,
 		order.NewInventoryClient(cfg.inventoryURL, inventoryGuard),
 		order.NewPaymentClient(cfg.paymentURL, paymentGuard),
-		// The policies bound each attempt; CallTimeout is only the backstop
-		// of a whole call with its retries. The request keeps its deadline.
-		order.Config{CallTimeout: cfg.downstream.Budget(), RequestTimeout: cfg.requestTimeout, RecoveryAfter: cfg.recoveryAfter},
-		log)
+		svcCfg, log)
 	relay := outbox.NewRelay(pool, sqsClient, []string{cfg.invoiceQueue, cfg.emailQueue}, log,
 		outbox.WithTracerProvider(tel.Tracer))
 	if err := outbox.ObserveLag(pool, tel.MeterFor("orderflow/outbox")); err != nil {
@@ -219,9 +239,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"sqs":      relay.Check,
 	}, limit)
 
-	// Background loops stop with ctx and are waited for before run returns,
-	// so the pool is never closed under a running loop.
-	loopCtx, cancelLoops := context.WithCancel(ctx)
+	// Background loops stop once the server has drained and are waited for
+	// before run returns, so the pool is never closed under a running loop.
+	loopCtx, cancelLoops := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancelLoops()
@@ -231,6 +251,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		_ = tel.WatchQueues(loopCtx, sqsClient, []string{cfg.invoiceQueue, cfg.emailQueue}, 5*time.Second)
 	})
 
-	srv := web.NewServer(cfg.addr, tel.Handler(sagaMetrics(tel.MeterFor("orderflow/order"))(handler)), log)
-	return web.Serve(ctx, srv, log, 10*time.Second)
+	drain := web.NewDrainer(cfg.shutdownDrain, log)
+	srv := web.NewServer(cfg.addr, drain.Handler(tel.Handler(sagaMetrics(tel.MeterFor("orderflow/order"))(handler))), log)
+	return web.Serve(drain.Context(ctx), srv, log, 10*time.Second)
 }

@@ -36,6 +36,10 @@ type config struct {
 	providerTimeout time.Duration
 	adminToken      string
 	logLevel        string
+	// shutdownDrain is how long the process keeps serving after SIGTERM
+	// with /readyz failing, so a load balancer stops routing to it first
+	// (SHUTDOWN_DRAIN; 0 by default).
+	shutdownDrain time.Duration
 
 	// provider is the failsafe-go policy of each call to the provider:
 	// PAYMENT_BREAKER_*, PAYMENT_RETRY_*, PAYMENT_BULKHEAD, with
@@ -53,6 +57,7 @@ func readConfig(getenv func(string) string) (config, error) {
 		providerTimeout: r.Duration("PAYMENT_PROVIDER_TIMEOUT", 3*time.Second),
 		adminToken:      r.String("ADMIN_TOKEN", ""),
 		logLevel:        r.String("LOG_LEVEL", "info"),
+		shutdownDrain:   r.Duration("SHUTDOWN_DRAIN", 0),
 	}
 	c.provider = resilience.ReadPolicy(r, "PAYMENT", c.providerTimeout)
 	if err := errors.Join(r.Err(), c.provider.Validate("PAYMENT")); err != nil {
@@ -113,6 +118,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		// A claim this old belongs to a request whose process died.
 		StaleAfter: 2*cfg.providerTimeout + 30*time.Second,
 	})
-	srv := web.NewServer(cfg.addr, tel.Handler(payment.NewHandler(log, svc, cfg.adminToken)), log)
-	return web.Serve(ctx, srv, log, 10*time.Second)
+	drain := web.NewDrainer(cfg.shutdownDrain, log)
+	srv := web.NewServer(cfg.addr, drain.Handler(tel.Handler(payment.NewHandler(log, svc, cfg.adminToken))), log)
+	return web.Serve(drain.Context(ctx), srv, log, 10*time.Second)
 }

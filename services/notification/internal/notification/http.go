@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orderflow/orderflow/pkg/events"
 	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/web"
 )
@@ -114,6 +115,39 @@ func handleEmailList(log *slog.Logger, svc *Service) http.Handler {
 			})
 		}
 		web.WriteJSON(w, http.StatusOK, resp)
+	})
+}
+
+// handleNotify runs both workers' handlers on one event inside the request:
+// the invoice, then the e-mail over SMTP, and answers 200 when both are done.
+// It exists so the benchmark can measure an order service that does this
+// work before answering (ORDER_NOTIFY_INLINE). The handlers deduplicate by
+// event id, so the same event arriving later from SQS changes nothing.
+func handleNotify(log *slog.Logger, svc *Service) http.Handler {
+	type response struct {
+		EventID string `json:"event_id"`
+		OrderID string `json:"order_id"`
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var e events.Order
+		if err := web.Decode(r, web.MaxBodyBytes, &e); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		if err := e.Validate(); err != nil {
+			writeError(w, r, log, web.ValidationProblem(map[string]string{"event": err.Error()}))
+			return
+		}
+		for _, handle := range []HandlerFunc{svc.HandleInvoice, svc.HandleEmail} {
+			if err := handle(r.Context(), e); err != nil {
+				if errors.Is(err, ErrMalformed) {
+					err = web.ValidationProblem(map[string]string{"event": err.Error()})
+				}
+				writeError(w, r, log, err)
+				return
+			}
+		}
+		web.WriteJSON(w, http.StatusOK, response{EventID: e.ID, OrderID: e.OrderID})
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,4 +163,51 @@ func TestHandler_Lists(t *testing.T) {
 			t.Error("sent_at = null; want the send time")
 		}
 	})
+}
+
+func TestHandler_Notify(t *testing.T) {
+	t.Parallel()
+	smtp := smtptest.Start(t)
+	svc, pool := newService(t, smtp.Addr())
+	h := notification.NewHandler(testLogger(t), svc, map[string]web.Check{"postgres": svc.Ready})
+	confirmed := newEvent(events.OrderConfirmed, "buyer@example.com")
+	body, err := json.Marshal(confirmed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(body string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodPost, "/internal/notify", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+
+	tests := []struct {
+		name       string
+		body       string
+		wantStatus int
+	}{
+		{"an event is handled at once", string(body), http.StatusOK},
+		{"the same event again changes nothing", string(body), http.StatusOK},
+		{"not JSON", "{", http.StatusBadRequest},
+		{"unknown field", `{"nope":1}`, http.StatusBadRequest},
+		{"invalid event", `{"id":"x","type":"order.confirmed"}`, http.StatusBadRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := post(tt.body)
+			if rec.Code != tt.wantStatus {
+				t.Fatalf("POST /internal/notify = %d; want %d (%s)", rec.Code, tt.wantStatus, rec.Body)
+			}
+		})
+	}
+
+	// Both effects happened before the answer, each exactly once.
+	if n := count(t, pool, `SELECT count(*) FROM invoices WHERE order_id = $1`, confirmed.OrderID); n != 1 {
+		t.Errorf("invoices = %d; want 1", n)
+	}
+	if n := len(smtp.Messages()); n != 1 {
+		t.Errorf("e-mails sent = %d; want 1", n)
+	}
 }

@@ -15,5 +15,8 @@ func NewHandler(log *slog.Logger, svc *Service, ready map[string]web.Check) http
 	r.Method(http.MethodGet, "/readyz", web.Readyz(ready))
 	r.Method(http.MethodGet, "/v1/invoices", handleInvoiceList(log, svc))
 	r.Method(http.MethodGet, "/v1/emails", handleEmailList(log, svc))
+	// Internal: order calls it only with ORDER_NOTIFY_INLINE=true, the
+	// benchmark's "patterns off" configuration. Not for the public API.
+	r.Method(http.MethodPost, "/internal/notify", handleNotify(log, svc))
 	return r
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/orderflow/orderflow/pkg/events"
 	"github.com/orderflow/orderflow/pkg/resilience"
 )
 
@@ -283,4 +284,43 @@ func (c *PaymentClient) ListByOrder(ctx context.Context, orderID string) ([]Paym
 		out[i] = Payment(p)
 	}
 	return out, nil
+}
+
+// NotificationClient calls notification's POST /internal/notify, which makes
+// an event's invoice and e-mail before it answers. It is used only with
+// ORDER_NOTIFY_INLINE=true, the benchmark's "no queue" configuration, so on
+// purpose it has none of the downstream policies: no retry, no breaker,
+// only the caller's deadline.
+type NotificationClient struct {
+	base string
+	http *http.Client
+}
+
+// NewNotificationClient returns a client for the notification service at
+// baseURL that sends its requests through client.
+func NewNotificationClient(baseURL string, client *http.Client) *NotificationClient {
+	return &NotificationClient{base: strings.TrimRight(baseURL, "/"), http: client}
+}
+
+// Notify sends e and waits until notification has handled it.
+func (c *NotificationClient) Notify(ctx context.Context, e events.Order) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("encode event: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/internal/notify", bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("notify: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if resp.StatusCode != http.StatusOK {
+		return &StatusError{Op: "notify", Status: resp.StatusCode, Code: readProblem(body).Code}
+	}
+	return nil
 }

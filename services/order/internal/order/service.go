@@ -37,7 +37,14 @@ type Payments interface {
 	ListByOrder(ctx context.Context, orderID string) ([]Payment, error)
 }
 
-// Config holds the service's time limits.
+// Notifier makes an order's invoice and e-mail inside the request
+// (NotificationClient). Orderflow normally leaves that to the queue workers;
+// see Config.Notify.
+type Notifier interface {
+	Notify(ctx context.Context, e events.Order) error
+}
+
+// Config holds the service's time limits and the inline-notification switch.
 type Config struct {
 	// CallTimeout bounds each call to inventory or payment.
 	CallTimeout time.Duration
@@ -51,6 +58,14 @@ type Config struct {
 	// Lease is how long the recovery loop holds an order it compensates
 	// (1 minute when zero).
 	Lease time.Duration
+	// Notify, when set, is called with the order.confirmed event after the
+	// confirmation commits and before the 201 is answered: the invoice and
+	// e-mail are made inside the request, the way a shop without a queue
+	// would. It is the benchmark's "patterns off" switch
+	// (ORDER_NOTIFY_INLINE); the outbox still records the event and the
+	// workers deduplicate it by id, so nothing is sent twice. A failure is
+	// logged and the order is still confirmed: the queue delivers it later.
+	Notify Notifier
 }
 
 // Service runs the order use cases.
@@ -284,19 +299,39 @@ func (s *Service) saga(ctx context.Context, key string, o Order) (Outcome, error
 	}
 
 	// 5. Confirm, with the outbox event and the stored response.
-	out, err := s.finish(ctx, key, transition{orderID: o.ID, from: StatusPending, to: StatusConfirmed,
-		paymentID: pay.ID, event: events.OrderConfirmed}, Outcome{})
+	out, event, err := s.finishWithEvent(ctx, key, transition{orderID: o.ID, from: StatusPending,
+		to: StatusConfirmed, paymentID: pay.ID, event: events.OrderConfirmed}, Outcome{})
 	if err == nil && out.Status != http.StatusCreated {
 		// The recovery loop failed the order first: undo the payment and
 		// the commit; the loop would too.
 		s.compensate(cctx, o.ID, pay.ID)
 	}
+	if err == nil && out.Status == http.StatusCreated && s.cfg.Notify != nil && event != nil {
+		s.notifyInline(ctx, *event)
+	}
 	return out, err
+}
+
+// notifyInline hands the confirmed event to Config.Notify and waits for it.
+func (s *Service) notifyInline(ctx context.Context, e events.Order) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+	defer cancel()
+	if err := s.cfg.Notify.Notify(ctx, e); err != nil {
+		s.log.WarnContext(ctx, "inline notification failed; the queue will deliver it",
+			"order_id", e.OrderID, "event_id", e.ID, "error", err)
+	}
 }
 
 // finish applies the saga's final transition and stores want (or, for a
 // confirmation, the confirmed order) as the key's response.
 func (s *Service) finish(ctx context.Context, key string, t transition, want Outcome) (Outcome, error) {
+	out, _, err := s.finishWithEvent(ctx, key, t, want)
+	return out, err
+}
+
+// finishWithEvent is finish that also returns the outbox event written with
+// the transition (nil when it has none).
+func (s *Service) finishWithEvent(ctx context.Context, key string, t transition, want Outcome) (Outcome, *events.Order, error) {
 	t.key = key
 	respond := func(o Order) Outcome {
 		if t.to == StatusConfirmed {
@@ -306,13 +341,14 @@ func (s *Service) finish(ctx context.Context, key string, t transition, want Out
 	}
 	dctx, cancel := detached(ctx, s.cfg.CallTimeout)
 	defer cancel()
-	_, out, err := s.store.apply(dctx, t, respond)
+	_, out, event, err := s.store.apply(dctx, t, respond)
 	if err != nil {
-		return s.lost(ctx, t.orderID, err)
+		out, err := s.lost(ctx, t.orderID, err)
+		return out, nil, err
 	}
 	s.log.InfoContext(ctx, "order finished", "order_id", t.orderID, "status", t.to,
 		"failure_reason", t.failureReason)
-	return out, nil
+	return out, event, nil
 }
 
 // lost answers a saga whose order was failed by the recovery loop while it
@@ -493,7 +529,7 @@ func (s *Service) Cancel(ctx context.Context, id string) (Order, error) {
 	if _, err := uuid.Parse(id); err != nil {
 		return Order{}, ErrNotFound
 	}
-	o, _, err := s.store.apply(ctx, transition{orderID: id, from: StatusConfirmed, to: StatusCancelled,
+	o, _, _, err := s.store.apply(ctx, transition{orderID: id, from: StatusConfirmed, to: StatusCancelled,
 		compensateIn: ptr(time.Duration(0)), event: events.OrderCancelled}, nil)
 	if errors.Is(err, errLostRace) {
 		o, err := s.store.Get(ctx, id)

@@ -800,3 +800,74 @@ func TestCursor_RoundTrip(t *testing.T) {
 		t.Error("empty cursor")
 	}
 }
+
+// TestCreate_NotifyInline checks ORDER_NOTIFY_INLINE's path: the confirmed
+// event goes to notification before the 201, it is the very event the outbox
+// holds (so the queue workers deduplicate it), and a failing notification
+// leaves the order confirmed.
+func TestCreate_NotifyInline(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		status int // what the stand-in for notification answers
+	}{
+		{"notification answers", http.StatusOK},
+		{"notification fails", http.StatusInternalServerError},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			var got []map[string]any
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				var e map[string]any
+				if r.Method != http.MethodPost || r.URL.Path != "/internal/notify" {
+					t.Errorf("notification got %s %s; want POST /internal/notify", r.Method, r.URL.Path)
+				}
+				if err := json.NewDecoder(r.Body).Decode(&e); err != nil {
+					t.Errorf("decode event: %v", err)
+				}
+				mu.Lock()
+				got = append(got, e)
+				mu.Unlock()
+				w.WriteHeader(tt.status)
+			}))
+			t.Cleanup(srv.Close)
+			h := newHarness(t, Config{Notify: NewNotificationClient(srv.URL, srv.Client())})
+
+			w := h.post(t, "inline-1", okBody)
+			if w.Code != http.StatusCreated {
+				t.Fatalf("status = %d; want 201 (%s)", w.Code, w.Body.String())
+			}
+			o := decodeOrder(t, w)
+			var eventID string
+			if err := h.pool.QueryRow(context.Background(),
+				`SELECT event_id::text FROM outbox WHERE order_id = $1`, o.ID).Scan(&eventID); err != nil {
+				t.Fatal(err)
+			}
+			calls := func() []map[string]any {
+				mu.Lock()
+				defer mu.Unlock()
+				return slices.Clone(got)
+			}
+			events := calls()
+			if len(events) != 1 {
+				t.Fatalf("notification calls = %d; want 1", len(events))
+			}
+			want := map[string]any{"id": eventID, "type": "order.confirmed", "order_id": o.ID, "status": "confirmed"}
+			for k, v := range want {
+				if events[0][k] != v {
+					t.Errorf("event %s = %v; want %v", k, events[0][k], v)
+				}
+			}
+			// A declined order is not confirmed: nothing is sent inline.
+			h.pay.set(func(f *fakePayments) { f.captureErr = &DeclinedError{DeclineCode: "card_declined"} })
+			if w := h.post(t, "inline-2", okBody); w.Code != http.StatusPaymentRequired {
+				t.Fatalf("declined status = %d; want 402", w.Code)
+			}
+			if n := len(calls()); n != 1 {
+				t.Errorf("notification calls after a decline = %d; want 1", n)
+			}
+		})
+	}
+}

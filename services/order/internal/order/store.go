@@ -301,10 +301,12 @@ type transition struct {
 // apply changes the order's status from t.from to t.to in one transaction
 // with its outbox event and, for a saga, the final response stored in the
 // idempotency key (respond builds it from the updated order). It returns
-// errLostRace when the order is no longer in t.from.
-func (s *Store) apply(ctx context.Context, t transition, respond func(Order) Outcome) (Order, Outcome, error) {
+// errLostRace when the order is no longer in t.from. The event written, if
+// any, is returned too.
+func (s *Store) apply(ctx context.Context, t transition, respond func(Order) Outcome) (Order, Outcome, *events.Order, error) {
 	var o Order
 	var out Outcome
+	var event *events.Order
 	var secs *float64
 	if t.compensateIn != nil {
 		v := t.compensateIn.Seconds()
@@ -333,10 +335,13 @@ func (s *Store) apply(ctx context.Context, t transition, respond func(Order) Out
 			return err
 		}
 		o = orders[0]
+		event = nil
 		if t.event != "" {
-			if err := outbox.Add(ctx, tx, newEvent(t.event, o)); err != nil {
+			e := newEvent(t.event, o)
+			if err := outbox.Add(ctx, tx, e); err != nil {
 				return err
 			}
+			event = &e
 		}
 		if t.key != "" && respond != nil {
 			out = respond(o)
@@ -349,9 +354,9 @@ func (s *Store) apply(ctx context.Context, t transition, respond func(Order) Out
 		return nil
 	})
 	if err != nil {
-		return Order{}, Outcome{}, fmt.Errorf("order %s %s→%s: %w", t.orderID, t.from, t.to, err)
+		return Order{}, Outcome{}, nil, fmt.Errorf("order %s %s→%s: %w", t.orderID, t.from, t.to, err)
 	}
-	return o, out, nil
+	return o, out, event, nil
 }
 
 // newEvent builds the outbox event announcing o's new status.

@@ -1,0 +1,444 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/orderflow/orderflow/pkg/postgres"
+	"github.com/orderflow/orderflow/test/stack"
+)
+
+// adminToken is test/stack's ADMIN_TOKEN.
+const adminToken = stack.AdminToken
+
+// environment is everything the bench started: binaries, scratch databases,
+// helper processes (fauxqs, maildev, baselines) and stacks. close undoes it.
+type environment struct {
+	o      options
+	dir    string // binaries and k6 summaries
+	logDir string
+	sqs    string
+	smtp   string
+
+	on, off *running // the shared stacks, once started
+
+	mu      sync.Mutex
+	dbs     []string
+	procs   []*exec.Cmd
+	stacks  []*stack.Stack
+	closers []func()
+}
+
+// config is one stack configuration: what it adds to each service's
+// environment.
+type config map[string][]string
+
+// patternsOn is Orderflow as shipped: Redis cache, rate limits, e-mails and
+// invoices on the queues.
+var patternsOn = config{}
+
+// patternsOff is seed 000's "before": no cache, no rate limit, the invoice
+// and e-mail made inside the order request. Real configuration switches.
+var patternsOff = config{
+	"inventory": {"INVENTORY_CACHE_ENABLED=false", "INVENTORY_RATE_LIMIT=0"},
+	"order":     {"ORDER_RATE_LIMIT=0", "ORDER_NOTIFY_INLINE=true"},
+}
+
+// readCached is an inventory alone with its cache and no rate limit (the
+// read benchmark is one client).
+var readCached = config{"inventory": {"INVENTORY_RATE_LIMIT=0"}}
+
+func newEnvironment(ctx context.Context, o options) (*environment, error) {
+	dir, err := os.MkdirTemp("", "orderflow-bench")
+	if err != nil {
+		return nil, err
+	}
+	e := &environment{o: o, dir: dir, logDir: filepath.Join(dir, "logs")}
+	if o.keepLogs != "" {
+		e.logDir = o.keepLogs
+	}
+	if err := os.MkdirAll(e.logDir, 0o755); err != nil {
+		e.close()
+		return nil, err
+	}
+	if err := e.setUp(ctx); err != nil {
+		e.close()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *environment) setUp(ctx context.Context) error {
+	if _, err := os.Stat(e.o.k6); err != nil {
+		return fmt.Errorf("k6 not found at %s (scripts/bench.sh installs it): %w", e.o.k6, err)
+	}
+	say("building the services, the baselines and readbench")
+	if err := stack.Build(e.dir); err != nil {
+		return err
+	}
+	if err := e.command(ctx, filepath.Join(e.logDir, "build.log"), "go", "build", "-o", e.dir+"/",
+		"./loadtest/baseline/httpjson", "./loadtest/baseline/redisget", "./loadtest/baseline/pgxget",
+		"./loadtest/readbench"); err != nil {
+		return fmt.Errorf("build the baselines: %w", err)
+	}
+
+	e.sqs = e.o.sqs
+	if e.sqs == "" {
+		if portOpen("127.0.0.1:4566") {
+			e.sqs = "http://127.0.0.1:4566"
+		} else {
+			p, err := freePort()
+			if err != nil {
+				return err
+			}
+			say("starting fauxqs (SQS) on 127.0.0.1:%d", p)
+			if err := e.background("fauxqs", []string{fmt.Sprintf("FAUXQS_PORT=%d", p), "FAUXQS_LOGGER=false"},
+				"node", "tools/node_modules/fauxqs/dist/cli.js"); err != nil {
+				return fmt.Errorf("start fauxqs (run make deps once to install it): %w", err)
+			}
+			e.sqs = fmt.Sprintf("http://127.0.0.1:%d", p)
+			if err := waitPort(ctx, fmt.Sprintf("127.0.0.1:%d", p), 30*time.Second); err != nil {
+				return fmt.Errorf("fauxqs: %w", err)
+			}
+		}
+	}
+
+	e.smtp = e.o.smtp
+	if e.smtp == "" {
+		if _, err := os.Stat("tools/node_modules/maildev/dist/bin/maildev.js"); err == nil {
+			smtpPort, err1 := freePort()
+			webPort, err2 := freePort()
+			if err1 != nil || err2 != nil {
+				return fmt.Errorf("free ports: %v %v", err1, err2)
+			}
+			say("starting maildev (SMTP) on 127.0.0.1:%d", smtpPort)
+			if err := e.background("maildev", nil, "node", "tools/node_modules/maildev/dist/bin/maildev.js",
+				"--ip", "127.0.0.1", "--smtp", fmt.Sprint(smtpPort), "--web-ip", "127.0.0.1", "--web", fmt.Sprint(webPort)); err != nil {
+				return err
+			}
+			e.smtp = fmt.Sprintf("127.0.0.1:%d", smtpPort)
+			if err := waitPort(ctx, e.smtp, 30*time.Second); err != nil {
+				return fmt.Errorf("maildev: %w", err)
+			}
+		} else {
+			ln, err := startSMTPSink()
+			if err != nil {
+				return err
+			}
+			e.closers = append(e.closers, func() { ln.Close() })
+			e.smtp = ln.Addr().String()
+			say("maildev is not installed (make deps): e-mails go to an in-process SMTP sink")
+		}
+	}
+	return nil
+}
+
+// command runs name with args to completion, its output in logPath.
+func (e *environment) command(ctx context.Context, logPath, name string, args ...string) error {
+	f, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.WaitDelay = 5 * time.Second
+	return cmd.Run()
+}
+
+// background starts a helper process that lives until close.
+func (e *environment) background(name string, env []string, cmdName string, args ...string) error {
+	f, err := os.Create(filepath.Join(e.logDir, name+".log"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(cmdName, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return err
+	}
+	e.mu.Lock()
+	e.procs = append(e.procs, cmd)
+	e.closers = append(e.closers, func() { f.Close() })
+	e.mu.Unlock()
+	return nil
+}
+
+// baseline starts one of the baseline servers on a free port and returns
+// its base URL once it accepts connections.
+func (e *environment) baseline(ctx context.Context, name string, env ...string) (string, error) {
+	p, err := freePort()
+	if err != nil {
+		return "", err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", p)
+	if err := e.background(name, append([]string{"BASELINE_ADDR=" + addr}, env...), filepath.Join(e.dir, name)); err != nil {
+		return "", err
+	}
+	if err := waitPort(ctx, addr, 60*time.Second); err != nil {
+		return "", fmt.Errorf("%s: %w", name, err)
+	}
+	return "http://" + addr, nil
+}
+
+// database creates a scratch database and returns its URL; close drops it.
+func (e *environment) database(ctx context.Context, purpose string) (string, error) {
+	name := "bench_" + purpose + "_" + randomHex()
+	u := dbURL(e.o.pgURL, name)
+	if err := postgres.CreateDatabase(ctx, u); err != nil {
+		return "", err
+	}
+	e.mu.Lock()
+	e.dbs = append(e.dbs, name)
+	e.mu.Unlock()
+	return u, nil
+}
+
+// running is one started Orderflow stack, by base URL.
+type running struct {
+	order, inventory, payment, notification string
+	inventoryDB                             string
+	parts                                   []*stack.Stack
+}
+
+// stop stops a stack before the end of the run, to free its connections.
+func (e *environment) stop(r running) {
+	for i := len(r.parts) - 1; i >= 0; i-- {
+		if err := r.parts[i].Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "stop stack:", err)
+		}
+		e.mu.Lock()
+		for j, s := range e.stacks {
+			if s == r.parts[i] {
+				e.stacks = append(e.stacks[:j], e.stacks[j+1:]...)
+				break
+			}
+		}
+		e.mu.Unlock()
+	}
+}
+
+// stack starts the services with cfg: provider, inventory, payment and
+// notification as one test/stack, and order as a second one pointed at the
+// first, so order can be given notification's URL (ORDER_NOTIFICATION_URL),
+// which test/stack only knows once it has picked the ports. only, when set,
+// starts just that service (with its database).
+func (e *environment) stack(ctx context.Context, name string, cfg config, only string) (running, error) {
+	dbs := map[string]string{}
+	for _, svc := range []string{"order", "inventory", "payment", "notification"} {
+		if only != "" && svc != only {
+			continue
+		}
+		u, err := e.database(ctx, name+"_"+svc)
+		if err != nil {
+			return running{}, err
+		}
+		dbs[svc] = u
+	}
+	logDir := filepath.Join(e.logDir, name)
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return running{}, err
+	}
+	serviceEnv := map[string][]string{}
+	for svc, vars := range cfg {
+		serviceEnv[svc] = append(serviceEnv[svc], vars...)
+	}
+	serviceEnv["inventory"] = append([]string{"INVENTORY_SEED_PRODUCTS=10000"}, serviceEnv["inventory"]...)
+	base := stack.Config{
+		BinDir: e.dir, LogDir: logDir, Databases: dbs, SQSEndpoint: e.sqs, SMTPAddr: e.smtp,
+		// Request logs at info would cost every configuration alike and
+		// fill the disk; warnings and errors are kept.
+		// The pools are small: PostgreSQL's max_connections is shared by
+		// every stack of the run (and whatever else runs on the machine),
+		// and on a few cores more connections only queue in the server.
+		Env: []string{"LOG_LEVEL=warn", "OTEL_SDK_DISABLED=true",
+			"ORDER_DB_MAX_CONNS=" + e.dbConns(), "INVENTORY_DB_MAX_CONNS=" + e.dbConns(),
+			"PAYMENT_DB_MAX_CONNS=" + e.dbConns(), "NOTIFICATION_DB_MAX_CONNS=" + e.dbConns()},
+		ServiceEnv: serviceEnv,
+	}
+	first := base
+	if only != "" {
+		first.Only = []string{only}
+	} else {
+		first.Only = []string{"provider", "inventory", "payment", "notification"}
+	}
+	say("starting stack %s", name)
+	a, err := stack.Start(first)
+	if err != nil {
+		return running{}, fmt.Errorf("start stack %s: %w", name, err)
+	}
+	e.addStack(a)
+	r := running{inventory: a.URL("inventory", ""), inventoryDB: dbs["inventory"], parts: []*stack.Stack{a}}
+	if only != "" {
+		return r, nil
+	}
+	r.payment, r.notification = a.URL("payment", ""), a.URL("notification", "")
+	second := base
+	second.Only = []string{"order"}
+	second.ServiceEnv = map[string][]string{"order": append(append([]string{}, serviceEnv["order"]...),
+		"ORDER_INVENTORY_URL="+r.inventory, "ORDER_PAYMENT_URL="+r.payment,
+		"ORDER_NOTIFICATION_URL="+r.notification,
+		"ORDER_INVOICE_QUEUE="+a.Queues[0], "ORDER_EMAIL_QUEUE="+a.Queues[1])}
+	b, err := stack.Start(second)
+	if err != nil {
+		return running{}, fmt.Errorf("start order of stack %s: %w", name, err)
+	}
+	e.addStack(b)
+	r.parts = append(r.parts, b)
+	r.order = b.URL("order", "")
+	return r, nil
+}
+
+func (e *environment) dbConns() string { return fmt.Sprint(e.o.dbConns) }
+
+func (e *environment) addStack(s *stack.Stack) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.stacks = append(e.stacks, s)
+}
+
+// close stops everything the bench started, newest first, and drops the
+// scratch databases.
+func (e *environment) close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i := len(e.stacks) - 1; i >= 0; i-- {
+		if err := e.stacks[i].Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "stop stack:", err)
+		}
+	}
+	for i := len(e.procs) - 1; i >= 0; i-- {
+		p := e.procs[i]
+		_ = syscall.Kill(-p.Process.Pid, syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = p.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+	}
+	for _, c := range e.closers {
+		c()
+	}
+	dropDatabases(e.o.pgURL, e.dbs)
+	os.RemoveAll(e.dir) // binaries, summaries and (without -logs) the logs
+}
+
+func dropDatabases(server string, names []string) {
+	if len(names) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dbURL(server, "postgres"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "drop databases:", err)
+		return
+	}
+	defer conn.Close(ctx)
+	for _, n := range names {
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{n}.Sanitize()+" WITH (FORCE)"); err != nil {
+			fmt.Fprintln(os.Stderr, "drop database", n+":", err)
+		}
+	}
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func portOpen(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+func waitPort(ctx context.Context, addr string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for !portOpen(addr) {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("nothing listens on %s after %s", addr, within)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil
+}
+
+func randomHex() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// startSMTPSink accepts every e-mail and forgets it; used only when maildev
+// is not installed.
+func startSMTPSink() (net.Listener, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(time.Minute))
+				r := bufio.NewReader(c)
+				fmt.Fprint(c, "220 sink\r\n")
+				data := false
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					cmd := strings.ToUpper(strings.TrimSpace(line))
+					switch {
+					case data:
+						if cmd == "." {
+							data = false
+							fmt.Fprint(c, "250 ok\r\n")
+						}
+					case cmd == "DATA":
+						data = true
+						fmt.Fprint(c, "354 go on\r\n")
+					case cmd == "QUIT":
+						fmt.Fprint(c, "221 bye\r\n")
+						return
+					default:
+						fmt.Fprint(c, "250 ok\r\n")
+					}
+				}
+			}()
+		}
+	}()
+	return ln, nil
+}

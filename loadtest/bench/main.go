@@ -1,0 +1,261 @@
+// Command bench is `make bench`: it measures on this machine, in one run,
+// what Orderflow's patterns are worth and how close the services come to
+// the machine's own ceilings, and writes docs/benchmarks.md,
+// docs/benchmarks.json and the charts in docs/img/.
+//
+// It starts everything it measures itself, on free loopback ports with fresh
+// databases (test/stack), and stops and drops it all at the end:
+//
+//   - baselines: a bare net/http JSON handler (loadtest/baseline/httpjson),
+//     the same with one go-redis GET (redisget) and with one pgx primary-key
+//     SELECT (pgxget), and pgbench running the minimal order transaction
+//     (loadtest/baseline/pgbench) on a scratch database;
+//   - the read path: inventory's product GET uncached and cached, measured
+//     with the baselines by loadtest/readbench in interleaved slices;
+//   - orders end to end: the most orders/s the whole stack completes (k6,
+//     closed model), then the latency at 80% of that rate (open model);
+//   - seed 000: the same k6 traffic mix against the stack with the patterns
+//     switched off by configuration (INVENTORY_CACHE_ENABLED=false,
+//     ORDER_NOTIFY_INLINE=true, *_RATE_LIMIT=0) and on;
+//   - a payment provider outage: the order p99 once the breaker is open.
+//
+// Every phase is bounded in time and the whole run has a deadline (-deadline).
+// With -serve it only starts one patterns-on stack, prints its URLs and waits
+// for Ctrl-C (for trying the k6 scenarios without make dev).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the command's flags.
+type options struct {
+	k6          string
+	pgURL       string
+	sqs         string
+	smtp        string
+	mdOut       string
+	jsonOut     string
+	imgDir      string
+	dur         time.Duration
+	readDur     time.Duration
+	vus         int
+	dbConns     int
+	deadline    time.Duration
+	serve       bool
+	keepLogs    string
+	loadAverage string
+}
+
+func run() error {
+	var o options
+	flag.StringVar(&o.k6, "k6", "bin/k6", "k6 binary")
+	flag.StringVar(&o.pgURL, "postgres", "postgres://postgres@127.0.0.1:5432", "PostgreSQL server (scratch databases are created and dropped)")
+	flag.StringVar(&o.sqs, "sqs", "", "SQS endpoint (default: 127.0.0.1:4566 when it answers, else a fauxqs started on a free port)")
+	flag.StringVar(&o.smtp, "smtp", "", "SMTP server (default: maildev started on a free port, else an in-process sink)")
+	flag.StringVar(&o.mdOut, "md", "docs/benchmarks.md", "report")
+	flag.StringVar(&o.jsonOut, "json", "docs/benchmarks.json", "figures as JSON")
+	flag.StringVar(&o.imgDir, "img", "docs/img", "charts")
+	flag.DurationVar(&o.dur, "duration", 20*time.Second, "length of each k6 measurement")
+	flag.DurationVar(&o.readDur, "read-duration", 10*time.Second, "measured time per read target")
+	flag.IntVar(&o.vus, "vus", 16, "concurrent clients of the closed-model measurements (and pgbench)")
+	flag.IntVar(&o.dbConns, "db-conns", 6, "connection pool size of each service (and of the pgx baseline)")
+	flag.DurationVar(&o.deadline, "deadline", 14*time.Minute, "the whole run stops after this")
+	flag.BoolVar(&o.serve, "serve", false, "start one patterns-on stack, print its URLs, wait for Ctrl-C")
+	flag.StringVar(&o.keepLogs, "logs", "", "keep the services' logs in this directory")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if !o.serve {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.deadline)
+		defer cancel()
+	}
+	o.loadAverage = loadAverage()
+
+	env, err := newEnvironment(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer env.close()
+
+	if o.serve {
+		s, err := env.stack(ctx, "serve", patternsOn, "")
+		if err != nil {
+			return err
+		}
+		fmt.Printf("ORDER_URL=%s INVENTORY_URL=%s PAYMENT_URL=%s ADMIN_TOKEN=%s\n",
+			s.order, s.inventory, s.payment, adminToken)
+		fmt.Println("serving; Ctrl-C stops it")
+		<-ctx.Done()
+		return nil
+	}
+
+	start := time.Now()
+	r := &report{Machine: describeMachine(o.loadAverage), Params: map[string]string{
+		"duration": o.dur.String(), "read_duration": o.readDur.String(), "vus": fmt.Sprint(o.vus),
+	}}
+	r.Machine.PGConnections = pgConnections(ctx, o.pgURL)
+	phases := []struct {
+		name string
+		fn   func(context.Context, *environment, *report) error
+	}{
+		{"pgbench order transaction", benchPgbench},
+		{"read path and HTTP baselines", benchReads},
+		{"seed 000: patterns off vs on", benchSeed000},
+		{"stopping the patterns-off stack", stopOff},
+		{"orders end to end", benchOrders},
+		{"provider outage", benchBreaker},
+	}
+	for _, p := range phases {
+		if ctx.Err() != nil {
+			r.Notes = append(r.Notes, fmt.Sprintf("phase %q not run: %v", p.name, ctx.Err()))
+			continue
+		}
+		say("%s", p.name)
+		t := time.Now()
+		if err := p.fn(ctx, env, r); err != nil {
+			say("phase %s failed: %v", p.name, err)
+			r.Notes = append(r.Notes, fmt.Sprintf("phase %q failed: %v", p.name, err))
+		}
+		say("%s: %s", p.name, time.Since(t).Round(time.Second))
+	}
+	r.Machine.LoadAfter = loadAverage()
+	r.Elapsed = time.Since(start).Round(time.Second).String()
+	r.evaluate()
+	if err := r.write(o); err != nil {
+		return err
+	}
+	say("wrote %s, %s and %s/ in %s", o.mdOut, o.jsonOut, o.imgDir, r.Elapsed)
+	for _, t := range r.Targets {
+		fmt.Printf("  %-60s %-22s %s\n", t.Name, t.Measured, t.Verdict)
+	}
+	return nil
+}
+
+func say(format string, args ...any) {
+	fmt.Printf("\033[1m==> "+format+"\033[0m\n", args...)
+}
+
+// loadAverage is /proc/loadavg's first three fields.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// k6Summary is the part of k6's JSON summary the bench reads.
+type k6Summary struct {
+	Metrics map[string]struct {
+		Values map[string]float64 `json:"values"`
+	} `json:"metrics"`
+}
+
+func (s k6Summary) value(metric, stat string) float64 {
+	return s.Metrics[metric].Values[stat]
+}
+
+// runK6 runs script with env and returns its summary. A failed threshold
+// (exit code 99) is not an error: the bench judges the figures.
+func (e *environment) runK6(ctx context.Context, name, script string, vars map[string]string, limit time.Duration) (k6Summary, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	vars["RESULTS_DIR"] = e.dir
+	vars["SUMMARY_NAME"] = name
+	args := []string{"run", "--quiet", "--no-color"}
+	for k, v := range vars {
+		args = append(args, "-e", k+"="+v)
+	}
+	args = append(args, script)
+	logPath := filepath.Join(e.logDir, "k6-"+name+".log")
+	if err := e.command(ctx, logPath, e.o.k6, args...); err != nil {
+		var exit interface{ ExitCode() int }
+		if !errors.As(err, &exit) || exit.ExitCode() != 99 {
+			return k6Summary{}, fmt.Errorf("k6 %s: %w (log %s)", name, err, logPath)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(e.dir, name+".json"))
+	if err != nil {
+		return k6Summary{}, fmt.Errorf("k6 %s wrote no summary: %w", name, err)
+	}
+	var s k6Summary
+	if err := json.Unmarshal(b, &s); err != nil {
+		return k6Summary{}, fmt.Errorf("k6 %s summary: %w", name, err)
+	}
+	if out, err := os.ReadFile(logPath); err == nil {
+		fmt.Print(indent(string(out)))
+	}
+	return s, nil
+}
+
+func indent(s string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		if strings.TrimSpace(l) == "" {
+			continue
+		}
+		b.WriteString("    " + l + "\n")
+	}
+	return b.String()
+}
+
+// dbURL is the URL of database name on the server.
+func dbURL(server, name string) string {
+	u, err := url.Parse(server)
+	if err != nil {
+		return server + "/" + name
+	}
+	u.Path = "/" + name
+	q := u.Query()
+	if q.Get("sslmode") == "" {
+		q.Set("sslmode", "disable")
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// pgConnections reports max_connections and the connections in use: the
+// bench's stacks need about 5 × -db-conns each, and other work on the same
+// server competes for the rest.
+func pgConnections(ctx context.Context, server string) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dbURL(server, "postgres"))
+	if err != nil {
+		return "unknown: " + err.Error()
+	}
+	defer conn.Close(ctx)
+	var limit, used int
+	const q = `SELECT current_setting('max_connections')::int, (SELECT count(*) FROM pg_stat_activity)`
+	if err := conn.QueryRow(ctx, q).Scan(&limit, &used); err != nil {
+		return "unknown: " + err.Error()
+	}
+	return fmt.Sprintf("%d of max_connections %d in use", used, limit)
+}

@@ -1,0 +1,334 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// lazily started stacks, shared by the phases.
+func (e *environment) patternsOnStack(ctx context.Context) (running, error) {
+	if e.on == nil {
+		r, err := e.stack(ctx, "on", patternsOn, "")
+		if err != nil {
+			return running{}, err
+		}
+		e.on = &r
+	}
+	return *e.on, nil
+}
+
+func (e *environment) patternsOffStack(ctx context.Context) (running, error) {
+	if e.off == nil {
+		r, err := e.stack(ctx, "off", patternsOff, "")
+		if err != nil {
+			return running{}, err
+		}
+		e.off = &r
+	}
+	return *e.off, nil
+}
+
+const k6Dir = "loadtest/k6"
+
+// benchReads measures the product read path against the HTTP baselines with
+// loadtest/readbench, all targets interleaved in slices.
+func benchReads(ctx context.Context, e *environment, r *report) error {
+	off, err := e.patternsOffStack(ctx) // its inventory: no cache, no rate limit
+	if err != nil {
+		return err
+	}
+	cached, err := e.stack(ctx, "read", readCached, "inventory")
+	if err != nil {
+		return err
+	}
+	bare, err := e.baseline(ctx, "httpjson")
+	if err != nil {
+		return err
+	}
+	prefix := "bench-" + randomHex() + ":"
+	redisURL := "redis://127.0.0.1:6379/0"
+	ceiling, err := e.baseline(ctx, "redisget", "BASELINE_PREFIX="+prefix, "BASELINE_REDIS_URL="+redisURL)
+	if err != nil {
+		return err
+	}
+	e.closers = append(e.closers, func() { deleteKeys(redisURL, prefix) })
+	defer e.stop(cached)
+	pgx, err := e.baseline(ctx, "pgxget", "BASELINE_DATABASE_URL="+off.inventoryDB, "BASELINE_DB_MAX_CONNS="+e.dbConns())
+	if err != nil {
+		return err
+	}
+	conc := 2 * e.o.vus
+	say("readbench: %d workers, %s per target, interleaved", conc, e.o.readDur)
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	logPath := filepath.Join(e.logDir, "readbench.log")
+	err = e.command(rctx, logPath, filepath.Join(e.dir, "readbench"), "-c", fmt.Sprint(conc),
+		"-d", e.o.readDur.String(), "-slice", "2s", "-skus", "1000",
+		"-t", "bare="+bare, "-t", "redisget="+ceiling, "-t", "pgxget="+pgx,
+		"-t", "cached="+cached.inventory, "-t", "revalidate=304+"+cached.inventory,
+		"-t", "uncached="+off.inventory)
+	out, _ := os.ReadFile(logPath)
+	fmt.Print(indent(string(out)))
+	if err != nil {
+		return fmt.Errorf("readbench: %w (log %s)", err, logPath)
+	}
+	labels := map[string][2]string{
+		"bare":       {"baseline: bare net/http JSON", "baseline"},
+		"redisget":   {"baseline: net/http + one go-redis GET", "baseline"},
+		"pgxget":     {"baseline: net/http + one pgx PK SELECT", "baseline"},
+		"cached":     {"product GET, cached (Redis)", "inventory"},
+		"revalidate": {"product GET, 304 revalidation", "inventory"},
+		"uncached":   {"product GET, uncached (Postgres)", "inventory"},
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if !strings.HasPrefix(line, "RESULT ") {
+			continue
+		}
+		kv := map[string]string{}
+		for _, f := range strings.Fields(line)[1:] {
+			k, v, _ := strings.Cut(f, "=")
+			kv[k] = v
+		}
+		n := kv["name"]
+		num := func(k string) float64 { v, _ := strconv.ParseFloat(kv[k], 64); return v }
+		req := num("requests")
+		m := measurement{Key: "read_" + n, Name: labels[n][0], Group: labels[n][1], RPS: num("rps"),
+			P50: num("p50_ms"), P95: num("p95_ms"), P99: num("p99_ms"), Requests: int64(req),
+			Tool: fmt.Sprintf("readbench, %d workers", conc)}
+		if req > 0 {
+			m.ErrorRate = num("errors") / (req + num("errors"))
+		}
+		if n == "cached" && req > 0 {
+			m.Note = fmt.Sprintf("cache hit ratio %.1f%%", 100*num("hits")/req)
+		}
+		r.add(m)
+	}
+	return nil
+}
+
+func deleteKeys(redisURL, prefix string) {
+	opts, err := redis.ParseURL(redisURL)
+	if err != nil {
+		return
+	}
+	c := redis.NewClient(opts)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	it := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	var keys []string
+	for it.Next(ctx) {
+		keys = append(keys, it.Val())
+		if len(keys) == 1000 {
+			c.Del(ctx, keys...)
+			keys = keys[:0]
+		}
+	}
+	if len(keys) > 0 {
+		c.Del(ctx, keys...)
+	}
+}
+
+var (
+	tpsRe = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+	latRe = regexp.MustCompile(`latency average = ([0-9.]+) ms`)
+)
+
+// benchPgbench runs the minimal order transaction with pgbench on a scratch
+// database: the database's ceiling for orders on this machine.
+func benchPgbench(ctx context.Context, e *environment, r *report) error {
+	db, err := e.database(ctx, "pgbench")
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := e.command(pctx, filepath.Join(e.logDir, "pgbench-schema.log"), "psql", "-q", "-v", "ON_ERROR_STOP=1",
+		"-f", "loadtest/baseline/pgbench/schema.sql", db); err != nil {
+		return fmt.Errorf("pgbench schema: %w", err)
+	}
+	secs := int(math.Max(5, e.o.dur.Seconds()*0.75))
+	logPath := filepath.Join(e.logDir, "pgbench.log")
+	if err := e.command(pctx, logPath, "pgbench", "-n", "-c", fmt.Sprint(e.o.vus), "-j", "2",
+		"-T", fmt.Sprint(secs), "-M", "prepared", "-f", "loadtest/baseline/pgbench/order.sql", db); err != nil {
+		return fmt.Errorf("pgbench: %w (log %s)", err, logPath)
+	}
+	out, _ := os.ReadFile(logPath)
+	fmt.Print(indent(string(out)))
+	tps, lat := tpsRe.FindSubmatch(out), latRe.FindSubmatch(out)
+	if tps == nil || lat == nil {
+		return fmt.Errorf("pgbench printed no tps/latency (log %s)", logPath)
+	}
+	t, _ := strconv.ParseFloat(string(tps[1]), 64)
+	l, _ := strconv.ParseFloat(string(lat[1]), 64)
+	r.add(measurement{Key: "pgbench_order_tx", Name: "baseline: pgbench order transaction", Group: "baseline",
+		RPS: t, Mean: l, Tool: fmt.Sprintf("pgbench, %d clients, %ds", e.o.vus, secs),
+		Note: "insert order + conditional stock decrement; pgbench reports the mean latency only"})
+	return nil
+}
+
+// k6Measurement turns a bench.js summary into a measurement; latencies of
+// the orders when orders is set, else of every request.
+func k6Measurement(s k6Summary, key, name, group, tool string, orders bool) measurement {
+	m := measurement{Key: key, Name: name, Group: group, Tool: tool,
+		RPS:       s.value("http_reqs", "rate"),
+		P50:       s.value("http_req_duration", "med"),
+		P95:       s.value("http_req_duration", "p(95)"),
+		P99:       s.value("http_req_duration", "p(99)"),
+		ErrorRate: s.value("unexpected", "rate"),
+		Requests:  int64(s.value("http_reqs", "count")),
+		OrderRPS:  s.value("orders_created", "rate"),
+		OrderP50:  s.value("order_duration", "med"),
+		OrderP95:  s.value("order_duration", "p(95)"),
+		OrderP99:  s.value("order_duration", "p(99)"),
+		ReadP95:   s.value("http_req_duration{name:product}", "p(95)"),
+		Dropped:   int64(s.value("dropped_iterations", "count")),
+	}
+	if orders {
+		m.RPS, m.P50, m.P95, m.P99 = m.OrderRPS, m.OrderP50, m.OrderP95, m.OrderP99
+	}
+	return m
+}
+
+// benchOrders measures orders end to end on the patterns-on stack: the
+// most the stack completes with VUS clients back to back, then the latency
+// of an open load at 80% of that rate.
+func benchOrders(ctx context.Context, e *environment, r *report) error {
+	on, err := e.patternsOnStack(ctx)
+	if err != nil {
+		return err
+	}
+	vars := func(extra map[string]string) map[string]string {
+		v := map[string]string{"ORDER_URL": on.order, "INVENTORY_URL": on.inventory, "PAYMENT_URL": on.payment,
+			"ADMIN_TOKEN": adminToken, "WORKLOAD": "orders", "DECLINE_RATE": "0", "DURATION": e.o.dur.String()}
+		for k, x := range extra {
+			v[k] = x
+		}
+		return v
+	}
+	limit := e.o.dur + 90*time.Second
+	s, err := e.runK6(ctx, "orders-closed", filepath.Join(k6Dir, "bench.js"),
+		vars(map[string]string{"MODE": "closed", "VUS": fmt.Sprint(e.o.vus)}), limit)
+	if err != nil {
+		return err
+	}
+	peak := k6Measurement(s, "orders_peak", "orders end to end, most the stack completes", "orders",
+		fmt.Sprintf("k6 closed model, %d VUs", e.o.vus), true)
+	r.add(peak)
+	rate := int(math.Floor(0.8 * peak.RPS))
+	if rate < 1 {
+		return fmt.Errorf("peak order rate %.1f/s is too low to measure at 80%%", peak.RPS)
+	}
+	s, err = e.runK6(ctx, "orders-open", filepath.Join(k6Dir, "bench.js"),
+		vars(map[string]string{"MODE": "open", "RATE": fmt.Sprint(rate)}), limit)
+	if err != nil {
+		return err
+	}
+	m := k6Measurement(s, "orders_80pct", fmt.Sprintf("orders end to end at 80%% of peak (%d/s)", rate), "orders",
+		fmt.Sprintf("k6 open model, %d arrivals/s", rate), true)
+	r.add(m)
+	return nil
+}
+
+// benchSeed000 runs the same k6 mix against the patterns-off and
+// patterns-on stacks: closed (peak throughput) and open at half the off
+// stack's peak (latency at the same load).
+func benchSeed000(ctx context.Context, e *environment, r *report) error {
+	off, err := e.patternsOffStack(ctx)
+	if err != nil {
+		return err
+	}
+	on, err := e.patternsOnStack(ctx)
+	if err != nil {
+		return err
+	}
+	stacks := []struct {
+		key, label string
+		s          running
+	}{{"off", "patterns off", off}, {"on", "patterns on", on}}
+	limit := e.o.dur + 90*time.Second
+	vars := func(s running, extra map[string]string) map[string]string {
+		v := map[string]string{"ORDER_URL": s.order, "INVENTORY_URL": s.inventory, "PAYMENT_URL": s.payment,
+			"ADMIN_TOKEN": adminToken, "WORKLOAD": "mix", "DURATION": e.o.dur.String()}
+		for k, x := range extra {
+			v[k] = x
+		}
+		return v
+	}
+	var offPeak float64
+	for _, st := range stacks {
+		s, err := e.runK6(ctx, "seed-closed-"+st.key, filepath.Join(k6Dir, "bench.js"),
+			vars(st.s, map[string]string{"MODE": "closed", "VUS": fmt.Sprint(e.o.vus)}), limit)
+		if err != nil {
+			return err
+		}
+		m := k6Measurement(s, "seed_peak_"+st.key, "mix at peak, "+st.label, "seed000",
+			fmt.Sprintf("k6 closed model, %d VUs", e.o.vus), false)
+		r.add(m)
+		if st.key == "off" {
+			offPeak = m.RPS
+		}
+	}
+	rate := int(math.Floor(offPeak / 2))
+	if rate < 1 {
+		return fmt.Errorf("patterns-off peak %.1f req/s is too low", offPeak)
+	}
+	for _, st := range stacks {
+		s, err := e.runK6(ctx, "seed-open-"+st.key, filepath.Join(k6Dir, "bench.js"),
+			vars(st.s, map[string]string{"MODE": "open", "RATE": fmt.Sprint(rate)}), limit)
+		if err != nil {
+			return err
+		}
+		r.add(k6Measurement(s, "seed_open_"+st.key, fmt.Sprintf("mix at %d req/s, %s", rate, st.label), "seed000",
+			fmt.Sprintf("k6 open model, %d arrivals/s", rate), false))
+	}
+	return nil
+}
+
+// stopOff stops the patterns-off stack once seed 000 is done: the phases
+// after it measure the patterns-on stack alone.
+func stopOff(_ context.Context, e *environment, _ *report) error {
+	if e.off != nil {
+		e.stop(*e.off)
+		e.off = nil
+	}
+	return nil
+}
+
+// benchBreaker runs the breaker scenario against the patterns-on stack: a
+// provider outage mid-run, then healed.
+func benchBreaker(ctx context.Context, e *environment, r *report) error {
+	on, err := e.patternsOnStack(ctx)
+	if err != nil {
+		return err
+	}
+	s, err := e.runK6(ctx, "breaker", filepath.Join(k6Dir, "breaker.js"), map[string]string{
+		"ORDER_URL": on.order, "INVENTORY_URL": on.inventory, "PAYMENT_URL": on.payment, "ADMIN_TOKEN": adminToken,
+		"RATE": "20", "OUTAGE_AT": "8s", "OUTAGE_FOR": "15s", "OPENING": "2s", "AFTER": "10s",
+	}, 3*time.Minute)
+	if err != nil {
+		return err
+	}
+	for _, p := range []string{"before", "open", "after"} {
+		sub := "order_duration{phase:" + p + "}"
+		m := measurement{Key: "breaker_" + p, Name: "orders, provider outage: " + p, Group: "breaker",
+			Tool: "k6 breaker.js, 20 orders/s", RPS: 0,
+			P50: s.value(sub, "med"), P95: s.value(sub, "p(95)"), P99: s.value(sub, "p(99)"),
+			ErrorRate: s.value("unexpected{phase:"+p+"}", "rate")}
+		if p == "open" {
+			m.Note = fmt.Sprintf("%.1f%% answered 503 with Retry-After", 100*s.value("outage_answered_503{phase:open}", "rate"))
+			m.ErrorRate = 0
+		}
+		r.add(m)
+	}
+	return nil
+}

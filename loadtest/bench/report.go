@@ -1,0 +1,532 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// measurement is one figure set: a configuration under one load.
+type measurement struct {
+	Key       string  `json:"key"`
+	Name      string  `json:"name"`
+	Group     string  `json:"group"` // baseline, inventory, orders, seed000, breaker
+	Tool      string  `json:"tool"`
+	RPS       float64 `json:"rps"`
+	P50       float64 `json:"p50_ms"`
+	P95       float64 `json:"p95_ms"`
+	P99       float64 `json:"p99_ms"`
+	Mean      float64 `json:"mean_ms,omitempty"`
+	ErrorRate float64 `json:"error_rate"`
+	Requests  int64   `json:"requests,omitempty"`
+	// The k6 mix measurements also keep the orders and reads apart.
+	OrderRPS float64 `json:"order_rps,omitempty"`
+	OrderP50 float64 `json:"order_p50_ms,omitempty"`
+	OrderP95 float64 `json:"order_p95_ms,omitempty"`
+	OrderP99 float64 `json:"order_p99_ms,omitempty"`
+	ReadP95  float64 `json:"read_p95_ms,omitempty"`
+	Dropped  int64   `json:"dropped_iterations,omitempty"`
+	Note     string  `json:"note,omitempty"`
+}
+
+// ratio is one comparison the report states.
+type ratio struct {
+	Name  string  `json:"name"`
+	Value float64 `json:"value"`
+	Text  string  `json:"text"`
+}
+
+// target is one of issue 9's targets and whether this run met it.
+type target struct {
+	Name     string `json:"name"`
+	Target   string `json:"target"`
+	Measured string `json:"measured"`
+	Met      bool   `json:"met"`
+	Verdict  string `json:"verdict"`
+}
+
+// machine describes where the figures were measured.
+type machine struct {
+	Date       string `json:"date"`
+	CPUs       int    `json:"cpus"`
+	CPUModel   string `json:"cpu_model"`
+	MemoryGiB  string `json:"memory_gib"`
+	GoVersion  string `json:"go_version"`
+	Kernel     string `json:"kernel"`
+	Postgres   string `json:"postgres"`
+	K6         string `json:"k6"`
+	LoadBefore string `json:"load_average_before"`
+	LoadAfter  string `json:"load_average_after"`
+	// PGConnections is max_connections and how many were in use at start.
+	PGConnections string `json:"postgres_connections"`
+}
+
+type report struct {
+	Machine      machine           `json:"machine"`
+	Params       map[string]string `json:"parameters"`
+	Elapsed      string            `json:"elapsed"`
+	Measurements []measurement     `json:"measurements"`
+	Ratios       []ratio           `json:"ratios"`
+	Targets      []target          `json:"targets"`
+	Findings     []string          `json:"findings"`
+	Notes        []string          `json:"notes,omitempty"`
+}
+
+func (r *report) add(m measurement) { r.Measurements = append(r.Measurements, m) }
+
+func (r *report) get(key string) (measurement, bool) {
+	for _, m := range r.Measurements {
+		if m.Key == key {
+			return m, true
+		}
+	}
+	return measurement{}, false
+}
+
+func describeMachine(load string) machine {
+	m := machine{Date: time.Now().UTC().Format(time.RFC3339), CPUs: runtime.NumCPU(), GoVersion: runtime.Version(),
+		LoadBefore: load}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemTotal:" {
+				kb, _ := strconv.ParseFloat(f[1], 64)
+				m.MemoryGiB = fmt.Sprintf("%.1f", kb/1024/1024)
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if out, err := exec.Command("pgbench", "--version").Output(); err == nil {
+		m.Postgres = strings.TrimSpace(string(out))
+	}
+	if out, err := exec.Command("bin/k6", "version").Output(); err == nil {
+		m.K6 = strings.TrimSpace(string(out))
+	}
+	return m
+}
+
+// evaluate computes the ratios and judges the targets of issue 9.
+func (r *report) evaluate() {
+	addRatio := func(name string, v float64, format string) {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return
+		}
+		r.Ratios = append(r.Ratios, ratio{Name: name, Value: v, Text: fmt.Sprintf(format, v)})
+	}
+	// A target whose measurements failed more than 1% of their requests
+	// is not judged: the figures measured errors, not the pattern.
+	addTarget := func(name, want, measured string, met bool, from ...measurement) {
+		v := "met"
+		if !met {
+			v = "MISSED"
+		}
+		for _, m := range from {
+			if m.ErrorRate > 0.01 {
+				met, v = false, fmt.Sprintf("INVALID: %s had %.1f%% errors", m.Key, 100*m.ErrorRate)
+				r.Notes = append(r.Notes, fmt.Sprintf("%s: %.1f%% of its requests failed; see the services' "+
+					"logs (-logs DIR). A common cause is PostgreSQL's max_connections shared with other work.",
+					m.Name, 100*m.ErrorRate))
+			}
+		}
+		r.Targets = append(r.Targets, target{Name: name, Target: want, Measured: measured, Met: met, Verdict: v})
+	}
+	bare, okBare := r.get("read_bare")
+	redisget, okRedis := r.get("read_redisget")
+	pgxget, okPgx := r.get("read_pgxget")
+	cached, okCached := r.get("read_cached")
+	uncached, okUncached := r.get("read_uncached")
+	pgb, okPgb := r.get("pgbench_order_tx")
+	peak, okPeak := r.get("orders_peak")
+	at80, ok80 := r.get("orders_80pct")
+	offOpen, okOffOpen := r.get("seed_open_off")
+	onOpen, okOnOpen := r.get("seed_open_on")
+	offPeak, okOffPeak := r.get("seed_peak_off")
+	onPeak, okOnPeak := r.get("seed_peak_on")
+	open, okOpen := r.get("breaker_open")
+
+	if okCached && okRedis {
+		addRatio("cached product GET / bare go-redis handler (throughput)", cached.RPS/redisget.RPS, "%.2f")
+	}
+	if okCached && okBare {
+		addRatio("cached product GET / bare net/http JSON handler (throughput)", cached.RPS/bare.RPS, "%.2f")
+	}
+	if okUncached && okPgx {
+		addRatio("uncached product GET / bare pgx SELECT handler (throughput)", uncached.RPS/pgxget.RPS, "%.2f")
+	}
+	if okCached && okUncached {
+		addRatio("cached / uncached product GET (throughput)", cached.RPS/uncached.RPS, "%.2fx")
+	}
+	if okPeak && okPgb {
+		addRatio("orders end to end / pgbench order transactions", peak.RPS/pgb.RPS, "%.3f")
+	}
+	if okPeak && okBare {
+		addRatio("orders end to end / bare net/http JSON handler", peak.RPS/bare.RPS, "%.4f")
+	}
+	if okOnPeak && okOffPeak {
+		addRatio("seed 000 peak throughput, patterns on / off", onPeak.RPS/offPeak.RPS, "%.2fx")
+		addRatio("seed 000 peak p95 cut (all requests), on vs off", 1-onPeak.P95/offPeak.P95, "%.2f")
+	}
+	if okOnOpen && okOffOpen {
+		addRatio("seed 000 order p95 cut at the same load, on vs off", 1-onOpen.OrderP95/offOpen.OrderP95, "%.2f")
+		addRatio("seed 000 p95 cut (all requests) at the same load, on vs off", 1-onOpen.P95/offOpen.P95, "%.2f")
+	}
+
+	if okPeak && okPgb {
+		want := pgb.RPS / 8
+		addTarget("orders end to end ≥ 1/8 of the pgbench order-transaction rate",
+			fmt.Sprintf("≥ %.0f orders/s (%.0f / 8)", want, pgb.RPS),
+			fmt.Sprintf("%.0f orders/s (%.3f of pgbench)", peak.RPS, peak.RPS/pgb.RPS), peak.RPS >= want, peak)
+	}
+	if ok80 {
+		addTarget("order p95 at 80% of the peak order rate",
+			"≤ 100 ms", fmt.Sprintf("%.1f ms at %.0f orders/s (%d dropped)", at80.P95, at80.RPS, at80.Dropped),
+			at80.P95 <= 100 && at80.P95 > 0, at80)
+	}
+	if okCached && okRedis {
+		v := cached.RPS / redisget.RPS
+		addTarget("cached product reads vs the bare go-redis handler", "≥ 0.70",
+			fmt.Sprintf("%.2f (%.0f vs %.0f req/s)", v, cached.RPS, redisget.RPS), v >= 0.7, cached, redisget)
+	}
+	if okOnOpen && okOffOpen {
+		cut := 1 - onOpen.OrderP95/offOpen.OrderP95
+		addTarget("order p95, e-mail/invoice queued vs inline (same load)", "≥ 62% lower",
+			fmt.Sprintf("%.0f%% lower (%.1f vs %.1f ms)", 100*cut, onOpen.OrderP95, offOpen.OrderP95), cut >= 0.62, onOpen, offOpen)
+	}
+	if okOpen {
+		addTarget("order p99 after the breaker opens (provider outage)", "< 100 ms",
+			fmt.Sprintf("%.1f ms", open.P99), open.P99 < 100 && open.P99 > 0, open)
+	}
+	r.findings()
+}
+
+// findings explains, with this run's own figures, where a target was missed.
+// They are what the figures show, not guesses: each names the measurement
+// it rests on.
+func (r *report) findings() {
+	add := func(format string, args ...any) { r.Findings = append(r.Findings, fmt.Sprintf(format, args...)) }
+	missed := map[string]bool{}
+	for _, t := range r.Targets {
+		if !t.Met {
+			missed[t.Name] = true
+		}
+	}
+	if len(missed) > 0 {
+		add("The machine was shared: load average %s before and %s after the run on %d CPUs. Everything "+
+			"that needs CPU time (services, PostgreSQL, Redis, k6, and other processes) queued for it, which "+
+			"inflates every latency and lowers every rate; the ratios measured side by side are the figures "+
+			"to trust.", r.Machine.LoadBefore, r.Machine.LoadAfter, r.Machine.CPUs)
+	}
+	pgb, okPgb := r.get("pgbench_order_tx")
+	peak, okPeak := r.get("orders_peak")
+	if okPgb && okPeak && missed["orders end to end ≥ 1/8 of the pgbench order-transaction rate"] {
+		add("Orders end to end: %.0f orders/s against %.0f pgbench transactions/s (mean %.2f ms). One order "+
+			"is not one transaction: order runs 4 transactions of its own (idempotency key + pending order, "+
+			"prices, confirm + outbox, and the relay's publish/mark), inventory 2 (reserve, commit), payment 1 "+
+			"plus the provider hop, the relay sends 2 SQS messages and the workers write an invoice and an "+
+			"e-mail row and talk SMTP — about 10 database transactions and 5 HTTP hops per order, all on the "+
+			"same %d CPUs as the load generator. With back-to-back clients the latency follows from the rate "+
+			"(p50 %.1f ms at %.0f orders/s with %s clients; Little's law: %.0f ms mean), so the question is "+
+			"what caps the rate. Not profiled in this run; what the run shows is the load average (see "+
+			"above) against the CPU count, and every query of the saga is an index lookup (test/indexes "+
+			"checks the plans with EXPLAIN). Next step: `go test -bench` with `-cpuprofile` on the saga.",
+			peak.RPS, pgb.RPS, pgb.Mean, r.Machine.CPUs, peak.P50, peak.RPS, r.Params["vus"],
+			1000*atof(r.Params["vus"])/peak.RPS)
+	}
+	redisget, okRedis := r.get("read_redisget")
+	cached, okCached := r.get("read_cached")
+	bare, okBare := r.get("read_bare")
+	uncached, okUncached := r.get("read_uncached")
+	if okRedis && okCached && okBare && okUncached && missed["cached product reads vs the bare go-redis handler"] {
+		add("Cached reads: %.0f req/s against %.0f for the bare go-redis handler and %.0f for the bare JSON "+
+			"handler (uncached: %.0f). The Redis round trip itself costs the baseline %.0f%% of its "+
+			"throughput; what inventory adds on a cache hit is its handler chain (web.NewRouter's request "+
+			"id, real IP, request logger and recoverer, the telemetry handler, the rate-limit check) and "+
+			"the ETag/JSON work on the cached product. With a cache hit ratio near 100%% and a cached read "+
+			"not much faster than an uncached one, the per-request CPU outside Redis/Postgres dominates "+
+			"on this machine: `go test -bench . -cpuprofile` on inventory's handler is the next step.",
+			cached.RPS, redisget.RPS, bare.RPS, uncached.RPS, 100*(1-redisget.RPS/bare.RPS))
+	}
+	before, okB := r.get("breaker_before")
+	open, okO := r.get("breaker_open")
+	if okB && okO && missed["order p99 after the breaker opens (provider outage)"] {
+		add("Provider outage: with payment's breaker open the order p50 is %.1f ms (before the outage: "+
+			"%.1f ms) and p99 %.1f ms. An open breaker answers the payment call at once, but the saga "+
+			"still runs everything before it: store the pending order, reserve the stock in inventory, "+
+			"store the prices, and after the rejection release the reservation and store the failure — "+
+			"4 database transactions and 2 inventory calls for an order that cannot succeed. Checking "+
+			"the payment breaker before reserving (fail fast at the start of the saga) would leave one "+
+			"transaction; the tail is CPU queueing on this machine.", open.P50, before.P50, open.P99)
+	}
+}
+
+func atof(s string) float64 {
+	v, _ := strconv.ParseFloat(s, 64)
+	return v
+}
+
+func (r *report) write(o options) error {
+	if err := os.MkdirAll(o.imgDir, 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(o.jsonOut, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	latency, throughput := r.charts()
+	if err := os.WriteFile(filepath.Join(o.imgDir, "bench-latency.svg"), latency, 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(o.imgDir, "bench-throughput.svg"), throughput, 0o644); err != nil {
+		return err
+	}
+	rel, err := filepath.Rel(filepath.Dir(o.mdOut), o.imgDir)
+	if err != nil {
+		rel = o.imgDir
+	}
+	return os.WriteFile(o.mdOut, r.markdown(rel), 0o644)
+}
+
+func ms(v float64) string {
+	switch {
+	case v == 0:
+		return "–"
+	case v < 10:
+		return fmt.Sprintf("%.2f", v)
+	default:
+		return fmt.Sprintf("%.1f", v)
+	}
+}
+
+func rps(v float64) string {
+	if v == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func (r *report) markdown(img string) []byte {
+	var b bytes.Buffer
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	m := r.Machine
+	w("# Benchmarks\n\n")
+	w("Generated by `make bench` (scripts/bench.sh → loadtest/bench) on %s in %s. Re-run it to regenerate this\n", m.Date, r.Elapsed)
+	w("file, [benchmarks.json](benchmarks.json) and the charts. Every figure below comes from that one run, on\n")
+	w("one machine, over loopback: the load generator shares the CPUs with the services, PostgreSQL and Redis,\n")
+	w("so the figures are this machine's, and the **ratios** are what carries over to another machine.\n\n")
+	w("| machine | |\n|---|---|\n")
+	w("| CPUs | %d × %s |\n| memory | %s GiB |\n| Go | %s |\n| kernel | %s |\n| PostgreSQL | %s |\n| k6 | %s |\n",
+		m.CPUs, m.CPUModel, m.MemoryGiB, m.GoVersion, m.Kernel, m.Postgres, m.K6)
+	w("| load average (1/5/15 min) | %s before, %s after |\n", m.LoadBefore, m.LoadAfter)
+	w("| PostgreSQL connections at start | %s |\n\n", m.PGConnections)
+	w("A load average above the CPU count before the run means other work shared the machine: the\n")
+	w("interleaved read measurement and the side-by-side seed 000 runs are built to be fair under such\n")
+	w("noise; the absolute rates are not.\n\n")
+
+	w("## Targets (issue 9)\n\n| target | wanted | measured | |\n|---|---|---|---|\n")
+	for _, t := range r.Targets {
+		w("| %s | %s | %s | **%s** |\n", t.Name, t.Target, t.Measured, t.Verdict)
+	}
+	w("\n")
+
+	w("## Ratios\n\n| ratio | value |\n|---|---|\n")
+	for _, x := range r.Ratios {
+		w("| %s | %s |\n", x.Name, x.Text)
+	}
+	w("\n![latency percentiles per configuration](%s/bench-latency.svg)\n\n", img)
+	w("![throughput per configuration](%s/bench-throughput.svg)\n\n", img)
+
+	groups := []struct{ key, title, intro string }{
+		{"baseline", "Baselines: the machine's ceilings", "What the hardware and the libraries do with no " +
+			"product code: a bare `net/http` JSON handler, the same with one go-redis GET and with one pgx " +
+			"primary-key SELECT (loadtest/baseline/), and pgbench running the minimal order transaction — insert " +
+			"the order and decrement the stock conditionally, one transaction (loadtest/baseline/pgbench/order.sql)."},
+		{"inventory", "The read path", "`GET /v1/products/{sku}` on 1,000 hot SKUs, measured by " +
+			"loadtest/readbench in 2 s slices interleaved with the baselines above, so background load hits all " +
+			"alike. Rate limiting is off for these (one client)."},
+		{"orders", "Orders end to end", "`POST /v1/orders` through the whole saga (order → inventory reserve → " +
+			"payment → provider → inventory commit → confirm + outbox; the relay and the notification workers run " +
+			"meanwhile), patterns on. First the most the stack completes with back-to-back clients, then an open " +
+			"load (arrivals at a fixed rate, whatever the latency) at 80% of that."},
+		{"seed000", "Seed 000: patterns off vs on", "The same k6 mix (browse products 80% with If-None-Match " +
+			"sometimes, place orders 15%, read orders 5%; one X-API-Key per simulated user) against two stacks " +
+			"from the same binaries. **Off**: `INVENTORY_CACHE_ENABLED=false`, `ORDER_NOTIFY_INLINE=true` (the " +
+			"invoice and e-mail are made inside the order request, over real SMTP), `ORDER_RATE_LIMIT=0`, " +
+			"`INVENTORY_RATE_LIMIT=0`. **On**: the shipped defaults. First back to back (peak), then at the same " +
+			"open rate for both: half the off stack's peak."},
+		{"breaker", "Payment provider outage", "Orders at 20/s; 8 s in, the provider goes down " +
+			"(`PUT /admin/provider` outage) for 15 s, then is healed. `open` is the outage minus its first 2 s, " +
+			"while the breaker counts failures; `after` starts at the heal, while the breaker is still open " +
+			"(its delay, 5 s) and half-opens."},
+	}
+	for _, g := range groups {
+		w("## %s\n\n%s\n\n", g.title, g.intro)
+		w("| measurement | req/s | p50 ms | p95 ms | p99 ms | errors | load | note |\n|---|---:|---:|---:|---:|---:|---|---|\n")
+		for _, x := range r.Measurements {
+			if x.Group != g.key {
+				continue
+			}
+			note := x.Note
+			if x.Mean > 0 {
+				note = fmt.Sprintf("mean %.2f ms; %s", x.Mean, note)
+			}
+			if x.Group == "seed000" {
+				note = fmt.Sprintf("orders: %s/s, p50 %s, p95 %s, p99 %s ms; product p95 %s ms", rps(x.OrderRPS),
+					ms(x.OrderP50), ms(x.OrderP95), ms(x.OrderP99), ms(x.ReadP95))
+			}
+			if x.Dropped > 0 {
+				note += fmt.Sprintf(" (%d iterations dropped: the stack did not keep up)", x.Dropped)
+			}
+			w("| %s | %s | %s | %s | %s | %.2f%% | %s | %s |\n", x.Name, rps(x.RPS), ms(x.P50), ms(x.P95), ms(x.P99),
+				100*x.ErrorRate, x.Tool, note)
+		}
+		w("\n")
+	}
+	if len(r.Findings) > 0 {
+		w("## Findings where a target was missed\n\n")
+		for _, f := range r.Findings {
+			w("- %s\n", f)
+		}
+		w("\n")
+	}
+	if len(r.Notes) > 0 {
+		w("## Notes from this run\n\n")
+		for _, n := range r.Notes {
+			w("- %s\n", n)
+		}
+		w("\n")
+	}
+	w("## How it is measured\n\n")
+	w("`make bench` runs `scripts/bench.sh`, which installs the pinned k6 (v1.8.1) into `bin/` when missing and\n")
+	w("runs `go run ./loadtest/bench`. That program builds the services and baselines, creates scratch\n")
+	w("databases, starts every process on free loopback ports (test/stack), runs the phases above under a\n")
+	w("global deadline, and stops and drops everything at the end. Services log at `warn` and tracing is off\n")
+	w("(`OTEL_SDK_DISABLED=true`) in every configuration alike; `make overhead` measures tracing's cost.\n")
+	w("E-mails go to a maildev started for the run (real SMTP). The k6 scenarios themselves are in\n")
+	w("loadtest/k6/ (`make loadtest SCENARIO=…`); the bench uses `bench.js` and `breaker.js`.\n")
+	return b.Bytes()
+}
+
+// bar is one row of a chart: a label and one value per series.
+type bar struct {
+	label  string
+	values []float64
+}
+
+func (r *report) charts() (latency, throughput []byte) {
+	var lat, tput []bar
+	for _, m := range r.Measurements {
+		label := m.Name
+		if m.P50 > 0 || m.P95 > 0 {
+			lat = append(lat, bar{label, []float64{m.P50, m.P95, m.P99}})
+		} else if m.Mean > 0 {
+			lat = append(lat, bar{label + " (mean)", []float64{m.Mean, 0, 0}})
+		}
+		if m.RPS > 0 {
+			tput = append(tput, bar{label, []float64{m.RPS}})
+		}
+	}
+	latency = svgChart("Latency per configuration (ms, log scale)", []string{"p50", "p95", "p99"},
+		[]string{"#4c78a8", "#f58518", "#e45756"}, lat, "ms")
+	throughput = svgChart("Throughput per configuration (requests or orders per second, log scale)", []string{"per second"},
+		[]string{"#54a24b"}, tput, "/s")
+	return latency, throughput
+}
+
+// svgChart draws horizontal grouped bars on a log10 axis: latencies and
+// rates here span four orders of magnitude.
+func svgChart(title string, series, colors []string, bars []bar, unit string) []byte {
+	const labelW, plotW, rowPad, barH = 330, 560, 10, 11
+	rowH := rowPad + barH*len(series)
+	top := 60
+	height := top + rowH*len(bars) + 50
+	width := labelW + plotW + 90
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, b := range bars {
+		for _, v := range b.values {
+			if v > 0 {
+				lo, hi = math.Min(lo, v), math.Max(hi, v)
+			}
+		}
+	}
+	if math.IsInf(lo, 0) {
+		lo, hi = 1, 10
+	}
+	minExp, maxExp := math.Floor(math.Log10(lo)), math.Ceil(math.Log10(hi))
+	if maxExp <= minExp {
+		maxExp = minExp + 1
+	}
+	x := func(v float64) float64 {
+		return labelW + plotW*(math.Log10(v)-minExp)/(maxExp-minExp)
+	}
+	var b bytes.Buffer
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	w(`<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="11">`+"\n",
+		width, height, width, height)
+	w(`<rect width="100%%" height="100%%" fill="white"/>` + "\n")
+	w(`<text x="10" y="20" font-size="14" font-weight="bold">%s</text>`+"\n", esc(title))
+	for i, s := range series {
+		w(`<rect x="%d" y="30" width="12" height="10" fill="%s"/><text x="%d" y="39">%s</text>`+"\n",
+			labelW+i*90, colors[i], labelW+i*90+16, esc(s))
+	}
+	for e := minExp; e <= maxExp; e++ {
+		gx := x(math.Pow(10, e))
+		w(`<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ddd"/>`+"\n", gx, top-5, gx, height-40)
+		w(`<text x="%.1f" y="%d" text-anchor="middle" fill="#555">%s%s</text>`+"\n", gx, height-25, tick(math.Pow(10, e)), unit)
+	}
+	for i, row := range bars {
+		y := top + i*rowH
+		w(`<text x="%d" y="%d" text-anchor="end">%s</text>`+"\n", labelW-8, y+rowH/2+3, esc(row.label))
+		for j, v := range row.values {
+			if v <= 0 {
+				continue
+			}
+			by := y + j*barH
+			w(`<rect x="%d" y="%d" width="%.1f" height="%d" fill="%s"/>`+"\n", labelW, by, math.Max(1, x(v)-labelW), barH-1, colors[j])
+			w(`<text x="%.1f" y="%d" fill="#333" font-size="9">%s</text>`+"\n", x(v)+3, by+barH-2, num(v))
+		}
+	}
+	w("</svg>\n")
+	return b.Bytes()
+}
+
+func tick(v float64) string {
+	if v < 1 {
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 0, 64)
+}
+
+func num(v float64) string {
+	switch {
+	case v < 10:
+		return fmt.Sprintf("%.2f", v)
+	case v < 1000:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.0f", v)
+	}
+}
+
+func esc(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
