@@ -1,8 +1,9 @@
 # Orderflow — the two commands: `make dev` and `make test`.
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
+SCENARIO ?= smoke
 
-.PHONY: help dev down deps test build fmt vet fuzz logs bench-read observe observe-down dashboard overhead test-faults test-rolling scale-bench
+.PHONY: help dev down deps test build fmt vet fuzz logs bench-read observe observe-down dashboard overhead test-faults test-rolling scale-bench bench loadtest k6
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -62,3 +63,12 @@ dashboard: ## render the dashboard's queries against the native Prometheus into 
 
 overhead: ## order throughput with tracing at 100% vs off, side by side
 	@go run ./loadtest/overhead -duration 15s -rounds 4 -concurrency 8
+
+bench: ## the benchmark report: baselines, read path, orders, seed 000 off vs on, provider outage -> docs/benchmarks.md (~5 min)
+	@scripts/bench.sh
+
+loadtest: ## one k6 scenario against make dev (SCENARIO=smoke|load|stress|spike|soak|breaker)
+	@SCENARIO=$(SCENARIO) scripts/loadtest.sh
+
+k6: ## install the pinned k6 (v1.8.1) into bin/
+	@GOBIN=$(CURDIR)/bin go install go.k6.io/k6@v1.8.1
