@@ -129,8 +129,11 @@ func run() error {
 		}
 		m.s, err = stack.Start(stack.Config{
 			BinDir: dir, LogDir: logDir, Databases: urls, SQSEndpoint: *sqsEndpoint, SMTPAddr: smtp.Addr().String(),
-			Env:        append([]string{"LOG_LEVEL=warn"}, m.env...),
-			ServiceEnv: map[string][]string{"inventory": {"INVENTORY_RATE_LIMIT=0", "INVENTORY_SEED_PRODUCTS=1000"}},
+			Env: append([]string{"LOG_LEVEL=warn"}, m.env...),
+			ServiceEnv: map[string][]string{
+				"inventory": {"INVENTORY_RATE_LIMIT=0", "INVENTORY_SEED_PRODUCTS=1000"},
+				"order":     {"ORDER_RATE_LIMIT=0"},
+			},
 		})
 		if err != nil {
 			return fmt.Errorf("start %s stack: %w", m.name, err)
