@@ -11,7 +11,6 @@ package faults
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -30,12 +29,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/orderflow/orderflow/pkg/dbtest"
 	"github.com/orderflow/orderflow/pkg/queue/queuetest"
 	"github.com/orderflow/orderflow/pkg/smtptest"
 	"github.com/orderflow/orderflow/pkg/tcpproxy"
+	"github.com/orderflow/orderflow/test/invariants"
 )
 
 const adminToken = "faults-admin-token"
@@ -78,7 +76,7 @@ type stack struct {
 	dir   string
 	ports map[string]int
 	env   map[string][]string
-	pools map[string]*pgxpool.Pool // direct to the real server, for the checks
+	db    *invariants.DB // direct to the real server, for the checks
 	smtp  *smtptest.Server
 
 	pg, redis, sqs *tcpproxy.Proxy
@@ -143,7 +141,7 @@ func startStack(t *testing.T, extra map[string][]string) *stack {
 	}
 	s := &stack{
 		t: t, dir: t.TempDir(), ports: map[string]int{}, env: map[string][]string{},
-		pools: map[string]*pgxpool.Pool{}, procs: map[string]*process{}, smtp: smtptest.Start(t),
+		db: invariants.Open(t), procs: map[string]*process{}, smtp: smtptest.Start(t),
 		pg: startProxy(t, pgURL.Host), redis: startProxy(t, redisAddr), sqs: startProxy(t, sqsURL.Host),
 	}
 	if dir := os.Getenv("FAULTS_LOG_DIR"); dir != "" { // keep the services' logs
@@ -156,19 +154,7 @@ func startStack(t *testing.T, extra map[string][]string) *stack {
 		s.ports[name] = freePort(t)
 	}
 	dbURL := map[string]string{}
-	for _, name := range []string{"order", "inventory", "payment", "notification"} {
-		u := dbtest.NewURL(t, nil) // the services migrate their own database
-		pcfg, err := pgxpool.ParseConfig(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pcfg.MaxConns = 4
-		pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(pool.Close)
-		s.pools[name] = pool
+	for name, u := range s.db.URLs {
 		dbURL[name] = viaProxy(t, u, s.pg)
 	}
 	invoices, emails := queuetest.Name("order-invoices"), queuetest.Name("order-emails")
@@ -528,186 +514,29 @@ func p99(d []time.Duration) time.Duration {
 	return d[(len(d)*99+99)/100-1]
 }
 
-func (s *stack) count(db, q string, args ...any) int {
-	s.t.Helper()
-	var n int
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.pools[db].QueryRow(ctx, q, args...).Scan(&n); err != nil {
-		s.t.Fatalf("%s: %s: %v", db, q, err)
-	}
-	return n
-}
-
 // settle waits until every saga has ended, every compensation has run,
 // every outbox event was published and every confirmed order has its
 // invoice and e-mail; it reports what never settled.
 func (s *stack) settle(results []result) []string {
 	s.t.Helper()
-	checks := []struct {
-		what string
-		ok   func() bool
-	}{
-		{"orders still pending", func() bool { return s.count("order", `SELECT count(*) FROM orders WHERE status = 'pending'`) == 0 }},
-		{"compensations still due", func() bool {
-			return s.count("order", `SELECT count(*) FROM orders WHERE compensate_after IS NOT NULL`) == 0
-		}},
-		{"outbox events unsent", func() bool { return s.count("order", `SELECT count(*) FROM outbox WHERE sent_at IS NULL`) == 0 }},
-		{"confirmed orders without invoice or e-mail", func() bool {
-			confirmed := s.confirmedIDs()
-			return s.count("notification", `SELECT count(DISTINCT order_id) FROM invoices WHERE order_id = ANY($1::uuid[])`, confirmed) == len(confirmed) &&
-				s.count("notification", `SELECT count(DISTINCT order_id) FROM emails WHERE kind = 'order_confirmed' AND sent_at IS NOT NULL AND order_id = ANY($1::uuid[])`, confirmed) == len(confirmed)
-		}},
-	}
-	deadline := time.Now().Add(90 * time.Second)
-	var out []string
-	for _, c := range checks {
-		for !c.ok() {
-			if time.Now().After(deadline) {
-				out = append(out, "did not settle within 90s: "+c.what)
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
-	return out
-}
-
-func (s *stack) confirmedIDs() []string {
-	s.t.Helper()
-	rows, err := s.pools["order"].Query(context.Background(), `SELECT id::text FROM orders WHERE status = 'confirmed'`)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			s.t.Fatal(err)
-		}
-		ids = append(ids, id)
-	}
-	return ids
-}
-
-// stock returns available + held (reserved or committed) per SKU, and
-// available alone.
-func (s *stack) stock() (total, available map[string]int) {
-	s.t.Helper()
-	const q = `SELECT p.sku, p.available, COALESCE(SUM(ri.quantity) FILTER (WHERE r.status IN ('reserved', 'committed')), 0)
-		FROM products p
-		LEFT JOIN reservation_items ri ON ri.sku = p.sku
-		LEFT JOIN reservations r ON r.order_id = ri.order_id
-		WHERE p.sku = ANY($1)
-		GROUP BY p.sku, p.available`
-	rows, err := s.pools["inventory"].Query(context.Background(), q, skus)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer rows.Close()
-	total, available = map[string]int{}, map[string]int{}
-	for rows.Next() {
-		var sku string
-		var avail, held int
-		if err := rows.Scan(&sku, &avail, &held); err != nil {
-			s.t.Fatal(err)
-		}
-		total[sku], available[sku] = avail+held, avail
-	}
-	return total, available
+	return s.db.Settle(90*time.Second, s.db.EveryConfirmedNotified)
 }
 
 // checkInvariants checks the databases against each other and against
 // what the clients were told.
 func (s *stack) checkInvariants(results []result, initial map[string]int) []string {
 	s.t.Helper()
-	var out []string
-	add := func(format string, args ...any) {
-		if len(out) < 20 {
-			out = append(out, fmt.Sprintf(format, args...))
-		}
-	}
-	if n := s.count("order", `SELECT count(*) FROM orders WHERE status = 'pending'`); n != 0 {
-		add("%d orders still pending", n)
-	}
-	total, available := s.stock()
-	for _, sku := range skus {
-		if available[sku] < 0 {
-			add("%s: available %d < 0", sku, available[sku])
-		}
-		if total[sku] != initial[sku] {
-			add("%s: available + held = %d; want the initial %d", sku, total[sku], initial[sku])
-		}
-	}
-
-	// Stock held per order, payments captured per order, invoices and
-	// confirmation e-mails per order.
-	held := s.perOrder("inventory", `SELECT r.order_id::text, SUM(ri.quantity)::int FROM reservations r
-		JOIN reservation_items ri ON ri.order_id = r.order_id WHERE r.status IN ('reserved', 'committed') GROUP BY r.order_id`)
-	captured := s.perOrder("payment", `SELECT order_id::text, count(*)::int FROM payments WHERE status = 'captured' GROUP BY order_id`)
-	invoices := s.perOrder("notification", `SELECT order_id::text, count(*)::int FROM invoices GROUP BY order_id`)
-	emails := s.perOrder("notification", `SELECT order_id::text, count(*)::int FROM emails WHERE kind = 'order_confirmed' AND sent_at IS NOT NULL GROUP BY order_id`)
-	statuses := map[string]string{}
-	rows, err := s.pools["order"].Query(context.Background(), `SELECT id::text, status FROM orders`)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	for rows.Next() {
-		var id, status string
-		if err := rows.Scan(&id, &status); err != nil {
-			s.t.Fatal(err)
-		}
-		statuses[id] = status
-	}
-	rows.Close()
-	for id, status := range statuses {
-		switch status {
-		case "confirmed":
-			if captured[id] != 1 || invoices[id] != 1 || emails[id] != 1 {
-				add("confirmed order %s: %d captured payments, %d invoices, %d order_confirmed e-mails; want 1 each",
-					id, captured[id], invoices[id], emails[id])
-			}
-			if held[id] == 0 {
-				add("confirmed order %s holds no stock", id)
-			}
-		case "failed", "payment_failed", "rejected":
-			if held[id] != 0 || captured[id] != 0 {
-				add("%s order %s holds %d units and %d captured payments; want none", status, id, held[id], captured[id])
-			}
-		}
-	}
+	var out invariants.Violations
+	s.db.CheckNoPending(&out)
+	s.db.CheckStock(&out, skus, initial)
+	var created []string
 	for _, res := range results {
-		if res.read || res.status != http.StatusCreated {
-			continue
-		}
-		if st := statuses[res.orderID]; st != "confirmed" && st != "cancelled" {
-			add("the client got 201 for order %q, which is %q in the database", res.orderID, st)
+		if !res.read && res.status == http.StatusCreated {
+			created = append(created, res.orderID)
 		}
 	}
-	// The e-mails really left: the SMTP sink got one per sent row.
-	if sent := s.count("notification", `SELECT count(*) FROM emails WHERE sent_at IS NOT NULL`); len(s.smtp.Messages()) < sent {
-		add("SMTP received %d messages; %d e-mails are marked sent", len(s.smtp.Messages()), sent)
-	}
-	return out
-}
-
-func (s *stack) perOrder(db, q string) map[string]int {
-	s.t.Helper()
-	rows, err := s.pools[db].Query(context.Background(), q)
-	if err != nil {
-		s.t.Fatalf("%s: %v", db, err)
-	}
-	defer rows.Close()
-	out := map[string]int{}
-	for rows.Next() {
-		var id string
-		var n int
-		if err := rows.Scan(&id, &n); err != nil {
-			s.t.Fatal(err)
-		}
-		out[id] = n
-	}
+	s.db.CheckOrders(&out, created, "confirmed", "cancelled")
+	s.db.CheckEmailsSent(&out, s.smtp)
 	return out
 }
 
@@ -765,7 +594,7 @@ func restore(s *stack, p *tcpproxy.Proxy) {
 // and fails the test on any broken invariant.
 func runSuite(t *testing.T, extra map[string][]string, rate int, warmup, settle time.Duration, faults []fault) []row {
 	s := startStack(t, extra)
-	initial, _ := s.stock()
+	initial, _ := s.db.Stock(skus)
 	var rows []row
 	for _, f := range faults {
 		r := s.run(f, rate, warmup, settle, initial)

@@ -3,7 +3,6 @@ package rolling
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/csv"
 	"encoding/hex"
@@ -22,11 +21,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/orderflow/orderflow/pkg/dbtest"
 	"github.com/orderflow/orderflow/pkg/queue/queuetest"
 	"github.com/orderflow/orderflow/pkg/smtptest"
+	"github.com/orderflow/orderflow/test/invariants"
 	"github.com/orderflow/orderflow/test/stack"
 )
 
@@ -83,7 +80,7 @@ type cluster struct {
 	dir     string
 	stack   *stack.Stack
 	smtp    *smtptest.Server
-	pools   map[string]*pgxpool.Pool
+	db      *invariants.DB // direct pools, for the checks
 	order   []*replica
 	inv     []*replica
 	haproxy *exec.Cmd
@@ -91,7 +88,6 @@ type cluster struct {
 	// Ports of HAProxy's frontends, and its admin socket.
 	orderPort, invPort, statsPort int
 	socket                        string
-	dbNames                       []string // the four databases' names
 }
 
 func (c *cluster) orderURL(path string) string {
@@ -115,29 +111,15 @@ func startCluster(t *testing.T, n int) *cluster {
 		c.Close()
 	}
 	sqs := queuetest.Config(t)
-	c := &cluster{t: t, dir: t.TempDir(), smtp: smtptest.Start(t), pools: map[string]*pgxpool.Pool{}}
+	c := &cluster{t: t, dir: t.TempDir(), smtp: smtptest.Start(t)}
 	if dir := os.Getenv("ROLLING_LOG_DIR"); dir != "" { // keep the logs
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
 		c.dir = dir
 	}
-	dbs := map[string]string{}
-	for _, name := range []string{"order", "inventory", "payment", "notification"} {
-		u := dbtest.NewURL(t, nil) // the services migrate their own database
-		cfg, err := pgxpool.ParseConfig(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.MaxConns = 4
-		pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(pool.Close)
-		c.pools[name], dbs[name] = pool, u
-		c.dbNames = append(c.dbNames, cfg.ConnConfig.Database)
-	}
+	c.db = invariants.Open(t) // the services migrate their own databases
+	dbs := c.db.URLs
 	s, err := stack.Start(stack.Config{BinDir: binDir, LogDir: c.dir, Databases: dbs,
 		SQSEndpoint: sqs.Endpoint, SMTPAddr: c.smtp.Addr(),
 		Only: []string{"provider", "payment", "notification"}})
@@ -544,97 +526,12 @@ func (l *load) halt() []result {
 	return slices.Clone(l.results)
 }
 
-// count runs a count query on one of the databases.
-func (c *cluster) count(db, q string, args ...any) int {
-	c.t.Helper()
-	var n int
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := c.pools[db].QueryRow(ctx, q, args...).Scan(&n); err != nil {
-		c.t.Fatalf("%s: %s: %v", db, q, err)
-	}
-	return n
-}
-
-// perOrder runs a query answering (order id, count) rows.
-func (c *cluster) perOrder(db, q string) map[string]int {
-	c.t.Helper()
-	rows, err := c.pools[db].Query(context.Background(), q)
-	if err != nil {
-		c.t.Fatalf("%s: %v", db, err)
-	}
-	defer rows.Close()
-	out := map[string]int{}
-	for rows.Next() {
-		var id string
-		var n int
-		if err := rows.Scan(&id, &n); err != nil {
-			c.t.Fatal(err)
-		}
-		out[id] = n
-	}
-	return out
-}
-
-// stock returns available + held (reserved or committed) per SKU.
-func (c *cluster) stock() map[string]int {
-	c.t.Helper()
-	const q = `SELECT p.sku, p.available + COALESCE(SUM(ri.quantity) FILTER (WHERE r.status IN ('reserved', 'committed')), 0)
-		FROM products p
-		LEFT JOIN reservation_items ri ON ri.sku = p.sku
-		LEFT JOIN reservations r ON r.order_id = ri.order_id
-		WHERE p.sku = ANY($1)
-		GROUP BY p.sku, p.available`
-	rows, err := c.pools["inventory"].Query(context.Background(), q, skus)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	defer rows.Close()
-	total := map[string]int{}
-	for rows.Next() {
-		var sku string
-		var n int
-		if err := rows.Scan(&sku, &n); err != nil {
-			c.t.Fatal(err)
-		}
-		total[sku] = n
-	}
-	return total
-}
-
 // settle waits until every saga has ended, every compensation has run,
 // every outbox event was published and every confirmed order has its
-// invoice and e-mail (the same conditions as test/faults).
+// invoice and e-mail (the same conditions as test/faults, by counts).
 func (c *cluster) settle() []string {
 	c.t.Helper()
-	confirmedNotified := func() bool {
-		confirmed := c.count("order", `SELECT count(*) FROM orders WHERE status = 'confirmed'`)
-		return c.count("notification", `SELECT count(DISTINCT order_id) FROM invoices`) >= confirmed &&
-			c.count("notification", `SELECT count(DISTINCT order_id) FROM emails WHERE kind = 'order_confirmed' AND sent_at IS NOT NULL`) >= confirmed
-	}
-	checks := []struct {
-		what string
-		ok   func() bool
-	}{
-		{"orders still pending", func() bool { return c.count("order", `SELECT count(*) FROM orders WHERE status = 'pending'`) == 0 }},
-		{"compensations still due", func() bool {
-			return c.count("order", `SELECT count(*) FROM orders WHERE compensate_after IS NOT NULL`) == 0
-		}},
-		{"outbox events unsent", func() bool { return c.count("order", `SELECT count(*) FROM outbox WHERE sent_at IS NULL`) == 0 }},
-		{"confirmed orders without invoice or e-mail", confirmedNotified},
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	var out []string
-	for _, ch := range checks {
-		for !ch.ok() {
-			if time.Now().After(deadline) {
-				out = append(out, "did not settle within 60s: "+ch.what)
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
-	return out
+	return c.db.Settle(60*time.Second, c.db.AsManyNotifiedAsConfirmed)
 }
 
 // checkInvariants checks the databases against each other and against what
@@ -644,67 +541,24 @@ func (c *cluster) settle() []string {
 // money, and every 201 is a confirmed order.
 func (c *cluster) checkInvariants(results []result, initial map[string]int) []string {
 	c.t.Helper()
-	var out []string
-	add := func(format string, args ...any) {
-		if len(out) < 20 {
-			out = append(out, fmt.Sprintf(format, args...))
-		}
-	}
-	if n := c.count("order", `SELECT count(*) FROM orders WHERE status = 'pending'`); n != 0 {
-		add("%d orders still pending", n)
-	}
-	for sku, n := range c.stock() {
+	var out invariants.Violations
+	c.db.CheckNoPending(&out)
+	total, _ := c.db.Stock(skus)
+	for sku, n := range total {
 		if n != initial[sku] {
-			add("%s: available + held = %d; want the initial %d", sku, n, initial[sku])
+			out.Add("%s: available + held = %d; want the initial %d", sku, n, initial[sku])
 		}
 	}
-	if n := c.count("inventory", `SELECT count(*) FROM products WHERE available < 0`); n != 0 {
-		add("%d products with negative stock", n)
+	if n := c.db.Count("inventory", `SELECT count(*) FROM products WHERE available < 0`); n != 0 {
+		out.Add("%d products with negative stock", n)
 	}
-	held := c.perOrder("inventory", `SELECT r.order_id::text, SUM(ri.quantity)::int FROM reservations r
-		JOIN reservation_items ri ON ri.order_id = r.order_id WHERE r.status IN ('reserved', 'committed') GROUP BY r.order_id`)
-	captured := c.perOrder("payment", `SELECT order_id::text, count(*)::int FROM payments WHERE status = 'captured' GROUP BY order_id`)
-	invoices := c.perOrder("notification", `SELECT order_id::text, count(*)::int FROM invoices GROUP BY order_id`)
-	emails := c.perOrder("notification", `SELECT order_id::text, count(*)::int FROM emails WHERE kind = 'order_confirmed' AND sent_at IS NOT NULL GROUP BY order_id`)
-	statuses := map[string]string{}
-	rows, err := c.pools["order"].Query(context.Background(), `SELECT id::text, status FROM orders`)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	for rows.Next() {
-		var id, status string
-		if err := rows.Scan(&id, &status); err != nil {
-			c.t.Fatal(err)
-		}
-		statuses[id] = status
-	}
-	rows.Close()
-	for id, status := range statuses {
-		switch status {
-		case "confirmed":
-			if captured[id] != 1 || invoices[id] != 1 || emails[id] != 1 {
-				add("confirmed order %s: %d captured payments, %d invoices, %d order_confirmed e-mails; want 1 each",
-					id, captured[id], invoices[id], emails[id])
-			}
-			if held[id] == 0 {
-				add("confirmed order %s holds no stock", id)
-			}
-		case "failed", "payment_failed", "rejected":
-			if held[id] != 0 || captured[id] != 0 {
-				add("%s order %s holds %d units and %d captured payments; want none", status, id, held[id], captured[id])
-			}
-		}
-	}
+	var created []string
 	for _, r := range results {
-		if r.read || r.status != http.StatusCreated {
-			continue
-		}
-		if st := statuses[r.orderID]; st != "confirmed" {
-			add("the client got 201 for order %q, which is %q in the database", r.orderID, st)
+		if !r.read && r.status == http.StatusCreated {
+			created = append(created, r.orderID)
 		}
 	}
-	if sent := c.count("notification", `SELECT count(*) FROM emails WHERE sent_at IS NOT NULL`); len(c.smtp.Messages()) < sent {
-		add("SMTP received %d messages; %d e-mails are marked sent", len(c.smtp.Messages()), sent)
-	}
+	c.db.CheckOrders(&out, created, "confirmed")
+	c.db.CheckEmailsSent(&out, c.smtp)
 	return out
 }

@@ -19,7 +19,7 @@ import (
 // every invariant of the fault suite must hold afterwards.
 func TestRollingRestart(t *testing.T) {
 	c := startCluster(t, 3)
-	initial := c.stock()
+	initial, _ := c.db.Stock(skus)
 
 	// 8 clients, 20 ms apart: about 60 orders/s and as many reads on a
 	// 2-core machine, bounded in time and count whatever happens.

@@ -136,7 +136,7 @@ func (c *cluster) cpuTimes() map[int]procTime {
 				// like for the server's own.
 				cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
 				f := strings.Fields(string(cmdline))
-				if len(f) >= 5 && strings.Contains(f[4], "(") && !slices.Contains(c.dbNames, f[3]) {
+				if len(f) >= 5 && strings.Contains(f[4], "(") && !slices.Contains(c.db.Names, f[3]) {
 					break
 				}
 				name = "postgres"
