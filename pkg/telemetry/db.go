@@ -21,6 +21,9 @@ func (t *Telemetry) PgxTracer(db string) *otelpgx.Tracer {
 		// Pool waits show in pgxpool_empty_acquire_wait_time; a span per
 		// acquire would double the spans of every request.
 		otelpgx.WithDisableAcquireTracer(),
+		// Host, port, user and database are the same on every span of a
+		// pool; the pool's db attribute and the resource already say it.
+		otelpgx.WithDisableConnectionDetailsInAttributes(),
 	)
 }
 
