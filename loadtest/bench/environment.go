@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/orderflow/orderflow/pkg/postgres"
+	"github.com/orderflow/orderflow/pkg/smtptest"
 	"github.com/orderflow/orderflow/test/stack"
 )
 
@@ -100,7 +99,7 @@ func (e *environment) setUp(ctx context.Context) error {
 		if portOpen("127.0.0.1:4566") {
 			e.sqs = "http://127.0.0.1:4566"
 		} else {
-			p, err := freePort()
+			p, err := stack.FreePort()
 			if err != nil {
 				return err
 			}
@@ -119,8 +118,8 @@ func (e *environment) setUp(ctx context.Context) error {
 	e.smtp = e.o.smtp
 	if e.smtp == "" {
 		if _, err := os.Stat("tools/node_modules/maildev/dist/bin/maildev.js"); err == nil {
-			smtpPort, err1 := freePort()
-			webPort, err2 := freePort()
+			smtpPort, err1 := stack.FreePort()
+			webPort, err2 := stack.FreePort()
 			if err1 != nil || err2 != nil {
 				return fmt.Errorf("free ports: %v %v", err1, err2)
 			}
@@ -134,12 +133,12 @@ func (e *environment) setUp(ctx context.Context) error {
 				return fmt.Errorf("maildev: %w", err)
 			}
 		} else {
-			ln, err := startSMTPSink()
+			sink, err := smtptest.NewSink()
 			if err != nil {
 				return err
 			}
-			e.closers = append(e.closers, func() { ln.Close() })
-			e.smtp = ln.Addr().String()
+			e.closers = append(e.closers, sink.Close)
+			e.smtp = sink.Addr()
 			say("maildev is not installed (make deps): e-mails go to an in-process SMTP sink")
 		}
 	}
@@ -183,7 +182,7 @@ func (e *environment) background(name string, env []string, cmdName string, args
 // baseline starts one of the baseline servers on a free port and returns
 // its base URL once it accepts connections.
 func (e *environment) baseline(ctx context.Context, name string, env ...string) (string, error) {
-	p, err := freePort()
+	p, err := stack.FreePort()
 	if err != nil {
 		return "", err
 	}
@@ -361,15 +360,6 @@ func dropDatabases(server string, names []string) {
 	}
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 func portOpen(addr string) bool {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
@@ -394,51 +384,4 @@ func randomHex() string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-// startSMTPSink accepts every e-mail and forgets it; used only when maildev
-// is not installed.
-func startSMTPSink() (net.Listener, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(time.Minute))
-				r := bufio.NewReader(c)
-				fmt.Fprint(c, "220 sink\r\n")
-				data := false
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					cmd := strings.ToUpper(strings.TrimSpace(line))
-					switch {
-					case data:
-						if cmd == "." {
-							data = false
-							fmt.Fprint(c, "250 ok\r\n")
-						}
-					case cmd == "DATA":
-						data = true
-						fmt.Fprint(c, "354 go on\r\n")
-					case cmd == "QUIT":
-						fmt.Fprint(c, "221 bye\r\n")
-						return
-					default:
-						fmt.Fprint(c, "250 ok\r\n")
-					}
-				}
-			}()
-		}
-	}()
-	return ln, nil
 }

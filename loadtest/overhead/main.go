@@ -15,7 +15,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -24,7 +23,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -40,6 +38,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/orderflow/orderflow/pkg/postgres"
+	"github.com/orderflow/orderflow/pkg/smtptest"
 	"github.com/orderflow/orderflow/pkg/telemetry/otlptest"
 	"github.com/orderflow/orderflow/test/stack"
 )
@@ -97,7 +96,7 @@ func run() error {
 		defer recv.Close()
 		endpoint = recv.Endpoint()
 	}
-	smtp, err := startSMTPSink()
+	smtp, err := smtptest.NewSink()
 	if err != nil {
 		return err
 	}
@@ -128,7 +127,7 @@ func run() error {
 			return err
 		}
 		m.s, err = stack.Start(stack.Config{
-			BinDir: dir, LogDir: logDir, Databases: urls, SQSEndpoint: *sqsEndpoint, SMTPAddr: smtp.Addr().String(),
+			BinDir: dir, LogDir: logDir, Databases: urls, SQSEndpoint: *sqsEndpoint, SMTPAddr: smtp.Addr(),
 			Env: append([]string{"LOG_LEVEL=warn"}, m.env...),
 			ServiceEnv: map[string][]string{
 				"inventory": {"INVENTORY_RATE_LIMIT=0", "INVENTORY_SEED_PRODUCTS=1000"},
@@ -291,51 +290,4 @@ func randomHex() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-// startSMTPSink accepts every e-mail and forgets it: the notification
-// workers need an SMTP server, the measurement does not need the mail.
-func startSMTPSink() (net.Listener, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(time.Minute))
-				r := bufio.NewReader(c)
-				fmt.Fprint(c, "220 sink\r\n")
-				data := false
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					cmd := strings.ToUpper(strings.TrimSpace(line))
-					switch {
-					case data:
-						if cmd == "." {
-							data = false
-							fmt.Fprint(c, "250 ok\r\n")
-						}
-					case cmd == "DATA":
-						data = true
-						fmt.Fprint(c, "354 go on\r\n")
-					case cmd == "QUIT":
-						fmt.Fprint(c, "221 bye\r\n")
-						return
-					default:
-						fmt.Fprint(c, "250 ok\r\n")
-					}
-				}
-			}()
-		}
-	}()
-	return ln, nil
 }

@@ -7,6 +7,7 @@ package smtptest
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/mail"
@@ -55,6 +56,7 @@ type Server struct {
 	rejected int
 	closed   bool
 	conns    map[net.Conn]struct{}
+	discard  bool // a sink: accept every message, keep none
 }
 
 // Start starts a server and stops it when the test ends.
@@ -69,6 +71,20 @@ func Start(t testing.TB) *Server {
 	go s.serve()
 	t.Cleanup(s.Close)
 	return s
+}
+
+// NewSink starts a server outside a test that accepts every message and
+// keeps none, for load programs whose services need an SMTP peer but whose
+// measurement does not need the mail. Close it when done.
+func NewSink() (*Server, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("smtptest: listen: %w", err)
+	}
+	s := &Server{ln: ln, conns: map[net.Conn]struct{}{}, discard: true}
+	s.wg.Add(1)
+	go s.serve()
+	return s, nil
 }
 
 // Addr is the host:port to send mail to.
@@ -243,7 +259,9 @@ func (s *Server) session(c net.Conn) {
 			}
 			msg := Message{From: from, To: rcpts, Data: bytes.ReplaceAll(data, []byte("\n"), []byte("\r\n"))}
 			s.mu.Lock()
-			s.msgs = append(s.msgs, msg)
+			if !s.discard {
+				s.msgs = append(s.msgs, msg)
+			}
 			s.mu.Unlock()
 			reset()
 			if !reply("250 2.0.0 ok: queued") {

@@ -80,7 +80,7 @@ func Start(cfg Config) (*Stack, error) {
 	suffix := randomSuffix()
 	s.Queues = [2]string{"order-invoices-" + suffix, "order-emails-" + suffix}
 	for _, name := range Services {
-		p, err := freePort()
+		p, err := FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -190,7 +190,8 @@ func (s *Stack) Close() error {
 	return errors.Join(errs...)
 }
 
-func freePort() (int, error) {
+// FreePort returns a TCP port on 127.0.0.1 that nothing listens on right now.
+func FreePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
