@@ -77,10 +77,7 @@ if [ "$REPLICAS" = 1 ]; then
 else
   # N order and N inventory replicas on ports 18081.. and 18181.., behind
   # HAProxy on the usual ports (least connections, health checks on /readyz).
-  if ! command -v haproxy >/dev/null; then
-    say "installing HAProxy (Debian package)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
-  fi
+  need_cmd haproxy haproxy
   stop_pid inventory; stop_pid order
   cfg="$RUN_DIR/haproxy.cfg"
   cp deploy/haproxy/haproxy.cfg "$cfg"

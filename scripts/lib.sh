@@ -9,6 +9,22 @@ mkdir -p "$RUN_DIR/pids" "$RUN_DIR/logs"
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# need_cmd CMD PACKAGE: installs Debian's PACKAGE when CMD is missing (as
+# root, or through sudo without a password), else stops with the command
+# that would install it.
+need_cmd() {
+  command -v "$1" >/dev/null && return 0
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    sudo -n true 2>/dev/null || die "$1 is missing: install Debian's package with sudo apt-get install $2"
+    sudo="sudo -n"
+  fi
+  say "installing $2 (Debian package, for $1)"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$2" >/dev/null ||
+    die "could not install $2 (apt-get install $2)"
+  command -v "$1" >/dev/null || die "$2 installed no $1"
+}
+
 # port_open HOST PORT: true when something accepts TCP connections there.
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # make test: starts the components the tests talk to (PostgreSQL, Redis,
-# fauxqs) when they are not running, then runs every test with the race
-# detector. What it started, it stops again.
+# fauxqs) when they are not running, installs HAProxy when it is missing
+# (its config is checked with haproxy -c), then runs every test with the
+# race detector. What it started, it stops again.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 had_fauxqs=0
 port_open 127.0.0.1 $SQS_PORT && had_fauxqs=1
 "$ROOT/scripts/deps.sh"
+need_cmd haproxy haproxy
 status=0
 go test -race -count=1 -timeout 20m "$@" ./... || status=$?
 [ $had_fauxqs = 1 ] || stop_pid fauxqs

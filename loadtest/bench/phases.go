@@ -89,7 +89,35 @@ func benchReads(ctx context.Context, e *environment, r *report) error {
 		"revalidate": {"product GET, 304 revalidation", "inventory"},
 		"uncached":   {"product GET, uncached (Postgres)", "inventory"},
 	}
-	for _, line := range strings.Split(string(out), "\n") {
+	addReadResults(r, string(out), labels, fmt.Sprintf("readbench, %d workers", conc))
+
+	// Latency is compared at the same load: an open model (requests on a
+	// fixed schedule) at 80% of the uncached peak, for both.
+	uncached, ok := r.get("read_uncached")
+	if !ok || uncached.RPS <= 0 {
+		return fmt.Errorf("readbench measured no uncached rate (log %s)", logPath)
+	}
+	rate := math.Floor(0.8 * uncached.RPS)
+	say("readbench: both at %.0f req/s (80%% of the uncached peak), open model", rate)
+	logPath = filepath.Join(e.logDir, "readbench-same-load.log")
+	err = e.command(rctx, logPath, filepath.Join(e.dir, "readbench"), "-c", fmt.Sprint(2*conc),
+		"-rate", fmt.Sprint(rate), "-d", e.o.readDur.String(), "-slice", "2s", "-skus", "1000",
+		"-t", "same_cached="+cached.inventory, "-t", "same_uncached="+off.inventory)
+	out, _ = os.ReadFile(logPath)
+	fmt.Print(indent(string(out)))
+	if err != nil {
+		return fmt.Errorf("readbench: %w (log %s)", err, logPath)
+	}
+	addReadResults(r, string(out), map[string][2]string{
+		"same_cached":   {fmt.Sprintf("product GET, cached, at %.0f req/s", rate), "inventory"},
+		"same_uncached": {fmt.Sprintf("product GET, uncached, at %.0f req/s", rate), "inventory"},
+	}, fmt.Sprintf("readbench open model, %.0f req/s", rate))
+	return nil
+}
+
+// addReadResults adds readbench's RESULT lines to the report as read_<name>.
+func addReadResults(r *report, out string, labels map[string][2]string, tool string) {
+	for _, line := range strings.Split(out, "\n") {
 		if !strings.HasPrefix(line, "RESULT ") {
 			continue
 		}
@@ -102,17 +130,18 @@ func benchReads(ctx context.Context, e *environment, r *report) error {
 		num := func(k string) float64 { v, _ := strconv.ParseFloat(kv[k], 64); return v }
 		req := num("requests")
 		m := measurement{Key: "read_" + n, Name: labels[n][0], Group: labels[n][1], RPS: num("rps"),
-			P50: num("p50_ms"), P95: num("p95_ms"), P99: num("p99_ms"), Requests: int64(req),
-			Tool: fmt.Sprintf("readbench, %d workers", conc)}
+			P50: num("p50_ms"), P95: num("p95_ms"), P99: num("p99_ms"), Requests: int64(req), Tool: tool}
 		if req > 0 {
 			m.ErrorRate = num("errors") / (req + num("errors"))
 		}
-		if n == "cached" && req > 0 {
+		if (n == "cached" || n == "same_cached") && req > 0 {
 			m.Note = fmt.Sprintf("cache hit ratio %.1f%%", 100*num("hits")/req)
+		}
+		if late := num("late"); late > 0 && req > 0 {
+			m.Note = strings.TrimPrefix(m.Note+fmt.Sprintf("; %.1f%% started late (all workers busy)", 100*late/req), "; ")
 		}
 		r.add(m)
 	}
-	return nil
 }
 
 func deleteKeys(redisURL, prefix string) {

@@ -11,9 +11,17 @@
 //
 // It prints one line per target a script can read:
 //
-//	RESULT name=<n> requests=<n> rps=<f> p50_ms=<f> p95_ms=<f> p99_ms=<f> errors=<n> hits=<n>
+//	RESULT name=<n> requests=<n> rps=<f> p50_ms=<f> p95_ms=<f> p99_ms=<f> errors=<n> hits=<n> late=<n>
 //
 // hits counts responses with X-Cache: HIT.
+//
+// With -rate N the load is open instead of closed: requests start on a
+// fixed schedule, N per second across all workers, whatever the latency, and
+// each latency counts from the request's scheduled start, so a server that
+// falls behind shows its queue in the percentiles (no coordinated omission).
+// That is how two servers are compared at the same load; the closed model
+// (back-to-back requests) measures how much each can serve. late counts
+// requests that started more than 1 ms behind schedule: all workers were busy.
 package main
 
 import (
@@ -47,6 +55,7 @@ type target struct {
 	measured   time.Duration
 	errors     int
 	hits       int
+	late       int
 }
 
 // targets collects the repeatable -t flag.
@@ -74,11 +83,15 @@ func run(args []string, stdout io.Writer) error {
 	slice := fs.Duration("slice", 2*time.Second, "length of one interleaved slice")
 	warm := fs.Duration("warmup", 2*time.Second, "unmeasured warm-up per target (fills caches, opens connections)")
 	hot := fs.Int("skus", 1000, "size of the hot set: SKU-00001 … SKU-n")
+	rate := fs.Float64("rate", 0, "open model: requests per second across all workers (0: closed model, back to back)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
 	if len(ts) == 0 {
 		return errors.New("no target: pass -t name=URL")
+	}
+	if *rate < 0 || *conc < 1 {
+		return errors.New("-rate must not be negative and -c must be at least 1")
 	}
 	transport := &http.Transport{MaxIdleConns: *conc * 2 * len(ts), MaxIdleConnsPerHost: *conc * 2, DisableCompression: true}
 	client := &http.Client{Transport: transport, Timeout: 10 * time.Second}
@@ -109,8 +122,8 @@ func run(args []string, stdout io.Writer) error {
 		ctx, cancel := context.WithTimeout(context.Background(), d)
 		defer cancel()
 		type tally struct {
-			lat          []time.Duration
-			errors, hits int
+			lat                []time.Duration
+			errors, hits, late int
 		}
 		tallies := make([]tally, *conc)
 		want := http.StatusOK
@@ -123,6 +136,14 @@ func run(args []string, stdout io.Writer) error {
 			wg.Go(func() {
 				rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
 				tl := &tallies[w]
+				// Open model: worker w owns every conc-th slot of the
+				// schedule, starting at slot w.
+				var interval time.Duration
+				next := start
+				if *rate > 0 {
+					interval = time.Duration(float64(*conc) / *rate * float64(time.Second))
+					next = start.Add(time.Duration(float64(w) / *rate * float64(time.Second)))
+				}
 				for ctx.Err() == nil {
 					i := 1 + rng.IntN(*hot)
 					req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url(t, i), nil)
@@ -130,6 +151,18 @@ func run(args []string, stdout io.Writer) error {
 						req.Header.Set("If-None-Match", t.etags[i])
 					}
 					begin := time.Now()
+					if interval > 0 {
+						if wait := time.Until(next); wait > 0 {
+							time.Sleep(wait)
+						} else if wait < -time.Millisecond {
+							tl.late++
+						}
+						begin = next // latency counts from the scheduled start
+						next = next.Add(interval)
+						if ctx.Err() != nil {
+							return
+						}
+					}
 					resp, err := client.Do(req)
 					if err != nil {
 						if ctx.Err() == nil {
@@ -163,6 +196,7 @@ func run(args []string, stdout io.Writer) error {
 			t.latencies = append(t.latencies, tl.lat...)
 			t.errors += tl.errors
 			t.hits += tl.hits
+			t.late += tl.late
 		}
 	}
 
@@ -186,8 +220,8 @@ func run(args []string, stdout io.Writer) error {
 		pct := func(p float64) float64 {
 			return float64(all[min(len(all)-1, int(p*float64(len(all))))].Microseconds()) / 1000
 		}
-		fmt.Fprintf(stdout, "RESULT name=%s requests=%d rps=%.0f p50_ms=%.3f p95_ms=%.3f p99_ms=%.3f errors=%d hits=%d\n",
-			t.name, len(all), float64(len(all))/t.measured.Seconds(), pct(0.50), pct(0.95), pct(0.99), t.errors, t.hits)
+		fmt.Fprintf(stdout, "RESULT name=%s requests=%d rps=%.0f p50_ms=%.3f p95_ms=%.3f p99_ms=%.3f errors=%d hits=%d late=%d\n",
+			t.name, len(all), float64(len(all))/t.measured.Seconds(), pct(0.50), pct(0.95), pct(0.99), t.errors, t.hits, t.late)
 	}
 	return nil
 }

@@ -22,16 +22,27 @@ var untraced = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": tr
 //   - and the RED metrics of web.Metrics, labelled with the chi route.
 //
 // otelhttp's own metrics are switched off: web.Metrics records the same
-// with the route label that otelhttp cannot see.
+// with the route label that otelhttp cannot see. With tracing disabled
+// (OTEL_SDK_DISABLED=true) otelhttp is left out altogether.
 func (t *Telemetry) Handler(h http.Handler) http.Handler {
-	traced := otelhttp.NewHandler(web.Metrics(t.MeterFor("orderflow/http"))(h), "http.server",
+	metrics := t.MetricsHandler()
+	measured := web.Metrics(t.MeterFor("orderflow/http"))(h)
+	if !t.tracing {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/metrics" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+				metrics.ServeHTTP(w, r)
+				return
+			}
+			measured.ServeHTTP(w, r)
+		})
+	}
+	traced := otelhttp.NewHandler(measured, "http.server",
 		otelhttp.WithTracerProvider(t.Tracer),
 		otelhttp.WithMeterProvider(noop.NewMeterProvider()),
 		otelhttp.WithPropagators(t.Propagator),
 		otelhttp.WithFilter(func(r *http.Request) bool { return !untraced[r.URL.Path] }),
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }),
 	)
-	metrics := t.MetricsHandler()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/metrics" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 			metrics.ServeHTTP(w, r)
@@ -53,6 +64,9 @@ func (t *Telemetry) Transport(base http.RoundTripper) http.RoundTripper {
 		tr.MaxIdleConns = 200
 		tr.MaxIdleConnsPerHost = 100
 		base = tr
+	}
+	if !t.tracing {
+		return base
 	}
 	return otelhttp.NewTransport(base,
 		otelhttp.WithTracerProvider(t.Tracer),

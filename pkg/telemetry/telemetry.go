@@ -32,6 +32,10 @@ type Telemetry struct {
 	Meter      *sdkmetric.MeterProvider
 	Propagator propagation.TextMapPropagator
 	registry   *prometheus.Registry
+	// tracing is false with OTEL_SDK_DISABLED: then the HTTP and Redis
+	// instrumentation is not installed at all, instead of making
+	// non-recording spans on every request and command.
+	tracing bool
 }
 
 // Config selects where traces go and how many are kept. Read it with
@@ -98,6 +102,7 @@ func Setup(ctx context.Context, c Config) (*Telemetry, error) {
 		Meter:      sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(promExp)),
 		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 		registry:   reg,
+		tracing:    !c.Disabled,
 	}, nil
 }
 

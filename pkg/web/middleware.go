@@ -54,10 +54,16 @@ func Recoverer(log *slog.Logger) func(http.Handler) http.Handler {
 	}
 }
 
-// RequestLogger logs one line per request, after it is served.
+// RequestLogger logs one line per request, after it is served: at info
+// level, or at warn for a 5xx. When the logger is above info, successful
+// requests are not even measured.
 func RequestLogger(log *slog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !log.Enabled(r.Context(), slog.LevelWarn) {
+				next.ServeHTTP(w, r)
+				return
+			}
 			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 			start := time.Now()
 			next.ServeHTTP(ww, r)
@@ -68,6 +74,9 @@ func RequestLogger(log *slog.Logger) func(http.Handler) http.Handler {
 			level := slog.LevelInfo
 			if ww.Status() >= 500 {
 				level = slog.LevelWarn
+			}
+			if !log.Enabled(r.Context(), level) {
+				return
 			}
 			log.Log(r.Context(), level, "request",
 				"method", r.Method, "route", route, "path", r.URL.Path,

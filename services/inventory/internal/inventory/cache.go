@@ -4,11 +4,12 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,26 +128,33 @@ func (c *Cache) valueKey(sku string) string { return c.cfg.Prefix + "product:{" 
 func (c *Cache) genKey(sku string) string   { return c.cfg.Prefix + "product:{" + sku + "}:gen" }
 func (c *Cache) lockKey(sku string) string  { return c.cfg.Prefix + "product:{" + sku + "}:lock" }
 
-// cachedProduct is the stored form of a Product.
-type cachedProduct struct {
-	SKU        string `json:"s"`
-	Name       string `json:"n"`
-	PriceCents int64  `json:"p"`
-	Currency   string `json:"c"`
-	Available  int    `json:"a"`
-}
+// A cached product is its fields joined by NUL bytes behind a version tag:
+// "p1\x00sku\x00name\x00price\x00currency\x00available". Postgres text
+// cannot hold NUL, so no field contains the separator. Decoding it costs a
+// few string cuts where encoding/json cost a cache hit about 5% of its CPU.
+// Anything else under the key (an older format, a foreign value) does not
+// decode and is read as a miss, then overwritten by the fill.
+const cacheFormat = "p1"
 
 func encodeProduct(p Product) string {
-	b, _ := json.Marshal(cachedProduct(p)) // cannot fail: plain fields only
-	return string(b)
+	return strings.Join([]string{cacheFormat, p.SKU, p.Name, strconv.FormatInt(p.PriceCents, 10),
+		p.Currency, strconv.Itoa(p.Available)}, "\x00")
 }
 
 func decodeProduct(s string) (Product, bool) {
-	var cp cachedProduct
-	if err := json.Unmarshal([]byte(s), &cp); err != nil || cp.SKU == "" {
+	f := strings.Split(s, "\x00")
+	if len(f) != 6 || f[0] != cacheFormat || f[1] == "" {
 		return Product{}, false
 	}
-	return Product(cp), true
+	price, err := strconv.ParseInt(f[3], 10, 64)
+	if err != nil {
+		return Product{}, false
+	}
+	available, err := strconv.Atoi(f[5])
+	if err != nil {
+		return Product{}, false
+	}
+	return Product{SKU: f[1], Name: f[2], PriceCents: price, Currency: f[4], Available: available}, true
 }
 
 // fill is the result of one shared load.

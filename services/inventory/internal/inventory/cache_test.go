@@ -486,3 +486,25 @@ func TestHandler_XCacheOnRealStack(t *testing.T) {
 		}
 	}
 }
+
+// FuzzProductCodec checks the cached form: any product Postgres can hold
+// comes back unchanged, and no stored string, however malformed, panics or
+// decodes to a product without a sku.
+func FuzzProductCodec(f *testing.F) {
+	f.Add("SKU-00001", "Product 00001", int64(8019), "USD", 1000000, "")
+	f.Add("A", "", int64(0), "", 0, `{"s":"A","n":"x","p":1,"c":"USD","a":2}`)
+	f.Add("ü|x", "name\twith\x01controls", int64(-1), "EUR", -5, "p1\x00A\x00n\x001\x00USD")
+	f.Fuzz(func(t *testing.T, sku, name string, price int64, currency string, available int, stored string) {
+		if got, ok := decodeProduct(stored); ok && got.SKU == "" {
+			t.Fatalf("decodeProduct(%q) = %+v, true; want no product without a sku", stored, got)
+		}
+		p := Product{SKU: sku, Name: name, PriceCents: price, Currency: currency, Available: available}
+		if !validSKU(sku) || strings.ContainsRune(name, 0) || strings.ContainsRune(currency, 0) {
+			return // Postgres cannot hold it
+		}
+		got, ok := decodeProduct(encodeProduct(p))
+		if !ok || got != p {
+			t.Fatalf("decodeProduct(encodeProduct(%+v)) = %+v, %v; want it back", p, got, ok)
+		}
+	})
+}
