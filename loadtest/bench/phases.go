@@ -187,9 +187,21 @@ func benchPgbench(ctx context.Context, e *environment, r *report) error {
 	}
 	secs := int(math.Max(5, e.o.dur.Seconds()*0.75))
 	logPath := filepath.Join(e.logDir, "pgbench.log")
-	if err := e.command(pctx, logPath, "pgbench", "-n", "-c", fmt.Sprint(e.o.vus), "-j", "2",
-		"-T", fmt.Sprint(secs), "-M", "prepared", "-f", "loadtest/baseline/pgbench/order.sql", db); err != nil {
-		return fmt.Errorf("pgbench: %w (log %s)", err, logPath)
+	txRe := regexp.MustCompile(`number of transactions actually processed: ([0-9]+)`)
+	err = r.profileCPU(e.dir, "pgbench_order_tx", func() (int64, error) {
+		if err := e.command(pctx, logPath, "pgbench", "-n", "-c", fmt.Sprint(e.o.vus), "-j", "2",
+			"-T", fmt.Sprint(secs), "-M", "prepared", "-f", "loadtest/baseline/pgbench/order.sql", db); err != nil {
+			return 0, fmt.Errorf("pgbench: %w (log %s)", err, logPath)
+		}
+		out, _ := os.ReadFile(logPath)
+		m := txRe.FindSubmatch(out)
+		if m == nil {
+			return 0, fmt.Errorf("pgbench printed no transaction count (log %s)", logPath)
+		}
+		return strconv.ParseInt(string(m[1]), 10, 64)
+	})
+	if err != nil {
+		return err
 	}
 	out, _ := os.ReadFile(logPath)
 	fmt.Print(indent(string(out)))
@@ -245,8 +257,13 @@ func benchOrders(ctx context.Context, e *environment, r *report) error {
 		return v
 	}
 	limit := e.o.dur + 90*time.Second
-	s, err := e.runK6(ctx, "orders-closed", filepath.Join(k6Dir, "bench.js"),
-		vars(map[string]string{"MODE": "closed", "VUS": fmt.Sprint(e.o.vus)}), limit)
+	var s k6Summary
+	err = r.profileCPU(e.dir, "orders_peak", func() (int64, error) {
+		var err error
+		s, err = e.runK6(ctx, "orders-closed", filepath.Join(k6Dir, "bench.js"),
+			vars(map[string]string{"MODE": "closed", "VUS": fmt.Sprint(e.o.vus)}), limit)
+		return int64(s.value("orders_created", "count")), err
+	})
 	if err != nil {
 		return err
 	}

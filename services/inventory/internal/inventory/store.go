@@ -202,30 +202,33 @@ func (s *Store) Reservation(ctx context.Context, orderID uuid.UUID) (Reservation
 // Commit marks a reserved reservation committed: its stock stays taken for
 // good. Committing twice is harmless; a released or expired reservation
 // yields ErrReservationNotActive.
+//
+// The commit is one conditional UPDATE: it takes the row lock, so a release
+// or the sweeper running at the same moment either goes first (and the
+// UPDATE then matches nothing) or waits for it. Only when it matched
+// nothing does a second read tell a missing reservation from an inactive one.
 func (s *Store) Commit(ctx context.Context, orderID uuid.UUID) (Reservation, error) {
-	var r Reservation
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		status, err := lockReservation(ctx, tx, orderID)
+	const q = `UPDATE reservations SET status = 'committed',
+			updated_at = CASE WHEN status = 'committed' THEN updated_at ELSE now() END
+		WHERE order_id = $1 AND status IN ('reserved', 'committed')
+		RETURNING expires_at`
+	var expiresAt time.Time
+	err := s.pool.QueryRow(ctx, q, orderID).Scan(&expiresAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		r, err := loadReservation(ctx, s.pool, orderID)
 		if err != nil {
-			return err
+			return Reservation{}, fmt.Errorf("commit: %w", err)
 		}
-		switch status {
-		case StatusCommitted:
-		case StatusReserved:
-			const q = `UPDATE reservations SET status = 'committed', updated_at = now() WHERE order_id = $1`
-			if _, err := tx.Exec(ctx, q, orderID); err != nil {
-				return fmt.Errorf("commit reservation: %w", err)
-			}
-		default:
-			return fmt.Errorf("reservation is %s: %w", status, ErrReservationNotActive)
-		}
-		r, err = loadReservation(ctx, tx, orderID)
-		return err
-	})
+		return Reservation{}, fmt.Errorf("commit: reservation is %s: %w", r.Status, ErrReservationNotActive)
+	}
+	if err != nil {
+		return Reservation{}, fmt.Errorf("commit reservation: %w", err)
+	}
+	items, err := loadItems(ctx, s.pool, orderID)
 	if err != nil {
 		return Reservation{}, fmt.Errorf("commit: %w", err)
 	}
-	return r, nil
+	return Reservation{OrderID: orderID, Status: StatusCommitted, ExpiresAt: expiresAt.UTC(), Items: items}, nil
 }
 
 // Release returns a reserved or committed reservation's stock and marks it
@@ -376,6 +379,16 @@ func loadReservation(ctx context.Context, q querier, orderID uuid.UUID) (Reserva
 		return Reservation{}, fmt.Errorf("select reservation: %w", err)
 	}
 	r.ExpiresAt = r.ExpiresAt.UTC()
+	items, err := loadItems(ctx, q, orderID)
+	if err != nil {
+		return Reservation{}, err
+	}
+	r.Items = items
+	return r, nil
+}
+
+// loadItems reads a reservation's items in sku order; never nil.
+func loadItems(ctx context.Context, q querier, orderID uuid.UUID) ([]ReservedItem, error) {
 	const lines = `
 SELECT sku, quantity, unit_price_cents
 FROM reservation_items
@@ -383,7 +396,7 @@ WHERE order_id = $1
 ORDER BY sku`
 	rows, err := q.Query(ctx, lines, orderID)
 	if err != nil {
-		return Reservation{}, fmt.Errorf("select reservation items: %w", err)
+		return nil, fmt.Errorf("select reservation items: %w", err)
 	}
 	items, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (ReservedItem, error) {
 		var it ReservedItem
@@ -391,10 +404,10 @@ ORDER BY sku`
 		return it, err
 	})
 	if err != nil {
-		return Reservation{}, fmt.Errorf("select reservation items: %w", err)
+		return nil, fmt.Errorf("select reservation items: %w", err)
 	}
-	if len(items) > 0 {
-		r.Items = items
+	if items == nil {
+		items = []ReservedItem{}
 	}
-	return r, nil
+	return items, nil
 }

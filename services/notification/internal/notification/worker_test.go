@@ -292,3 +292,42 @@ func TestService_HandleEmail(t *testing.T) {
 		t.Errorf("invoices = %d; want 0", n)
 	}
 }
+
+// TestConsumer_BatchedDeletes checks the batched deletes: 25 messages, each
+// handled once, all deleted (none comes back after its visibility timeout),
+// including the last, partial batch, and the one still lingering when Run
+// is stopped.
+func TestConsumer_BatchedDeletes(t *testing.T) {
+	t.Parallel()
+	c := newSQS(t)
+	q := newQueue(t, c, testVisibility, 5)
+	const n = 25
+	for range n {
+		sendEvent(t, c, q.URL, newEvent(events.OrderConfirmed, "buyer@example.com"))
+	}
+	var mu sync.Mutex
+	handled := map[string]int{}
+	_, stop := startConsumer(t, c, q, testVisibility, func(_ context.Context, e events.Order) error {
+		mu.Lock()
+		defer mu.Unlock()
+		handled[e.ID]++
+		return nil
+	})
+	waitFor(t, 20*time.Second, "all 25 handled", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(handled) == n
+	})
+	stop() // flushes whatever batch is still waiting
+	waitFor(t, 10*time.Second, "queue empty", func() bool { return queueEmpty(t, c, q.URL) })
+	// Past the visibility timeout: an undeleted message would be back.
+	time.Sleep(testVisibility + 500*time.Millisecond)
+	if !queueEmpty(t, c, q.URL) {
+		t.Fatalf("queue not empty %v after the handlers finished: a delete was lost", testVisibility)
+	}
+	for id, times := range handled {
+		if times != 1 {
+			t.Errorf("event %s handled %d times; want 1", id, times)
+		}
+	}
+}

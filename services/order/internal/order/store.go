@@ -170,7 +170,46 @@ type claim struct {
 // in one transaction. A key whose stored response is a 503 is claimed again
 // (with o as its new order), so a client may retry an order that failed
 // because a dependency was down.
+//
+// A new key, by far the common case, costs one statement: the key, the
+// order and its items are inserted together, and nothing at all when the
+// key exists. Only then does the transaction below sort out what the key
+// holds.
 func (s *Store) begin(ctx context.Context, key string, hash []byte, o Order) (claim, error) {
+	skus := make([]string, len(o.Items))
+	qty := make([]int32, len(o.Items))
+	for i, it := range o.Items {
+		skus[i], qty[i] = it.SKU, int32(it.Quantity)
+	}
+	// One statement is one transaction. The order_items foreign key is
+	// checked at its end, when the order row exists.
+	const insertAll = `WITH k AS (
+			INSERT INTO idempotency_keys (key, request_hash, order_id)
+			VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING
+			RETURNING order_id),
+		o AS (
+			INSERT INTO orders (id, customer_id, email, status, payment_method,
+				total_cents, currency, created_at, updated_at)
+			SELECT k.order_id, $4, $5, 'pending', $6, 0, $7, $8, $8 FROM k
+			RETURNING id),
+		i AS (
+			INSERT INTO order_items (order_id, sku, quantity)
+			SELECT o.id, t.sku, t.quantity FROM o, unnest($9::text[], $10::int[]) AS t(sku, quantity))
+		SELECT count(*) FROM k`
+	var inserted int
+	if err := s.pool.QueryRow(ctx, insertAll, key, hash, o.ID, o.CustomerID, nullable(o.Email),
+		o.PaymentMethod, o.Currency, o.CreatedAt, skus, qty).Scan(&inserted); err != nil {
+		return claim{}, fmt.Errorf("begin order: %w", err)
+	}
+	if inserted == 1 {
+		return claim{state: claimStarted, orderID: o.ID}, nil
+	}
+	return s.claimExisting(ctx, key, hash, o, skus, qty)
+}
+
+// claimExisting is begin for a key that already exists: a replay, a reuse
+// with another body, a request still running, or a 503 to retry.
+func (s *Store) claimExisting(ctx context.Context, key string, hash []byte, o Order, skus []string, qty []int32) (claim, error) {
 	var c claim
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		c = claim{}
@@ -219,11 +258,6 @@ func (s *Store) begin(ctx context.Context, key string, hash []byte, o Order) (cl
 			o.Currency, o.CreatedAt); err != nil {
 			return fmt.Errorf("insert order: %w", err)
 		}
-		skus := make([]string, len(o.Items))
-		qty := make([]int32, len(o.Items))
-		for i, it := range o.Items {
-			skus[i], qty[i] = it.SKU, int32(it.Quantity)
-		}
 		const insertItems = `INSERT INTO order_items (order_id, sku, quantity)
 			SELECT $1, sku, quantity FROM unnest($2::text[], $3::int[]) AS t(sku, quantity)`
 		if _, err := tx.Exec(ctx, insertItems, o.ID, skus, qty); err != nil {
@@ -254,29 +288,27 @@ func (s *Store) lookupKey(ctx context.Context, key string) (claim, error) {
 	return c, nil
 }
 
-// setPrices stores inventory's prices and the order total on a pending order.
+// setPrices stores inventory's prices and the order total on a pending
+// order, in one statement (so one transaction). errLostRace: the order is
+// no longer pending.
 func (s *Store) setPrices(ctx context.Context, o Order) error {
 	skus := make([]string, len(o.Items))
 	prices := make([]int64, len(o.Items))
 	for i, it := range o.Items {
 		skus[i], prices[i] = it.SKU, it.UnitPriceCents
 	}
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		const updateOrder = `UPDATE orders SET total_cents = $2, currency = $3, updated_at = now()
-			WHERE id = $1 AND status = 'pending'`
-		tag, err := tx.Exec(ctx, updateOrder, o.ID, o.TotalCents, o.Currency)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			return errLostRace
-		}
-		const updateItems = `UPDATE order_items AS oi SET unit_price_cents = p.price
-			FROM unnest($2::text[], $3::bigint[]) AS p(sku, price)
-			WHERE oi.order_id = $1 AND oi.sku = p.sku`
-		_, err = tx.Exec(ctx, updateItems, o.ID, skus, prices)
-		return err
-	})
+	const q = `WITH o AS (
+			UPDATE orders SET total_cents = $2, currency = $3, updated_at = now()
+			WHERE id = $1 AND status = 'pending'
+			RETURNING id)
+		UPDATE order_items AS oi SET unit_price_cents = p.price
+		FROM o, unnest($4::text[], $5::bigint[]) AS p(sku, price)
+		WHERE oi.order_id = o.id AND oi.sku = p.sku`
+	tag, err := s.pool.Exec(ctx, q, o.ID, o.TotalCents, o.Currency, skus, prices)
+	if err == nil && tag.RowsAffected() == 0 {
+		// Every order has items, so no row means no pending order.
+		err = errLostRace
+	}
 	if err != nil {
 		return fmt.Errorf("set prices of order %s: %w", o.ID, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -90,32 +91,40 @@ func (s *Store) Claim(ctx context.Context, key string, hash []byte, staleAfter t
 }
 
 // Complete stores the outcome of a claimed key and, when p is not nil, the
-// payment, in one transaction: a payment never exists without its key's
-// response, nor the response without the payment.
+// payment, in one statement (so one transaction): a payment never exists
+// without its key's response, nor the response without the payment. The
+// payment is inserted only when the claim still holds.
 func (s *Store) Complete(ctx context.Context, key string, token time.Time, p *Payment, status int, body []byte) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	var completed int
+	var err error
+	if p == nil {
 		const complete = `
 			UPDATE idempotency_keys SET status_code = $3, response = $4
 			WHERE key = $1 AND created_at = $2 AND status_code IS NULL`
-		tag, err := tx.Exec(ctx, complete, key, token, status, string(body))
-		if err != nil {
-			return fmt.Errorf("complete idempotency key: %w", err)
-		}
-		if tag.RowsAffected() == 0 {
-			return errClaimLost
-		}
-		if p == nil {
-			return nil
-		}
-		const insert = `
-			INSERT INTO payments (id, order_id, provider_charge_id, amount_cents, currency, method, status, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`
-		if _, err := tx.Exec(ctx, insert, p.ID, p.OrderID, p.ProviderChargeID, p.AmountCents,
-			p.Currency, p.Method, p.Status, p.CreatedAt, p.UpdatedAt); err != nil {
-			return fmt.Errorf("insert payment: %w", err)
-		}
-		return nil
-	})
+		var tag pgconn.CommandTag
+		tag, err = s.pool.Exec(ctx, complete, key, token, status, string(body))
+		completed = int(tag.RowsAffected())
+	} else {
+		const completeWithPayment = `
+			WITH k AS (
+				UPDATE idempotency_keys SET status_code = $3, response = $4
+				WHERE key = $1 AND created_at = $2 AND status_code IS NULL
+				RETURNING key),
+			p AS (
+				INSERT INTO payments (id, order_id, provider_charge_id, amount_cents, currency, method, status, created_at, updated_at)
+				SELECT $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM k)
+			SELECT count(*) FROM k`
+		err = s.pool.QueryRow(ctx, completeWithPayment, key, token, status, string(body),
+			p.ID, p.OrderID, p.ProviderChargeID, p.AmountCents, p.Currency, p.Method, p.Status,
+			p.CreatedAt, p.UpdatedAt).Scan(&completed)
+	}
+	if err != nil {
+		return fmt.Errorf("complete idempotency key: %w", err)
+	}
+	if completed == 0 {
+		return errClaimLost
+	}
+	return nil
 }
 
 // Release deletes an unfinished claim, so the same key may be retried after

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// cpuSample is the CPU time (user + system) every process on the machine
+// has used so far, by pid, with the role each one plays, and the CPU time
+// of this process's finished children (k6, pgbench).
+type cpuSample struct {
+	procs    map[int]procCPU
+	children time.Duration
+}
+
+type procCPU struct {
+	role string
+	used time.Duration
+}
+
+// clockTick is USER_HZ, the unit of /proc/<pid>/stat's times: 100 on
+// every Linux architecture Go supports.
+const clockTick = 10 * time.Millisecond
+
+// sampleCPU reads /proc. binDir is where the bench's binaries live: a
+// process started from there is named by its binary (order, inventory, …).
+func sampleCPU(binDir string) cpuSample {
+	s := cpuSample{procs: map[int]procCPU{}}
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru); err == nil {
+		s.children = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, d := range entries {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// The command name is in parentheses and may hold spaces: the
+		// fields after it start behind the last ')'.
+		i := strings.LastIndexByte(string(stat), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat)[i+1:])
+		if len(f) < 13 {
+			continue
+		}
+		utime, _ := strconv.ParseInt(f[11], 10, 64)
+		stime, _ := strconv.ParseInt(f[12], 10, 64)
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		comm := string(stat)[strings.IndexByte(string(stat), '(')+1 : i]
+		s.procs[pid] = procCPU{role: role(binDir, comm, strings.Split(string(cmdline), "\x00")), used: time.Duration(utime+stime) * clockTick}
+	}
+	return s
+}
+
+// role names what a process is to the benchmark.
+func role(binDir, comm string, argv []string) string {
+	exe := ""
+	if len(argv) > 0 {
+		exe = argv[0]
+	}
+	switch {
+	case binDir != "" && strings.HasPrefix(exe, binDir):
+		return filepath.Base(exe)
+	case comm == "postgres" || strings.HasPrefix(comm, "postgres"):
+		return "postgres"
+	case strings.HasPrefix(comm, "redis-server"):
+		return "redis"
+	case comm == "node" || comm == "MainThread":
+		for _, a := range argv {
+			switch {
+			case strings.Contains(a, "fauxqs"):
+				return "fauxqs (SQS)"
+			case strings.Contains(a, "maildev"):
+				return "maildev (SMTP)"
+			}
+		}
+	}
+	return "other"
+}
+
+// cpuShare is one role's CPU time per operation in a measurement window.
+type cpuShare struct {
+	Role  string  `json:"role"`
+	MsPer float64 `json:"ms_per_op"`
+	Share float64 `json:"share"`
+}
+
+// cpuPerOp divides the CPU each role used between before and after by ops.
+// A process that started in between counts from zero; one that ended in
+// between is lost, except this process's children (k6, pgbench), which
+// count as "load generator". The total is the CPU of the whole machine.
+func cpuPerOp(before, after cpuSample, ops int64) (shares []cpuShare, total float64) {
+	if ops <= 0 {
+		return nil, 0
+	}
+	by := map[string]time.Duration{}
+	for pid, p := range after.procs {
+		d := p.used
+		if b, ok := before.procs[pid]; ok {
+			d -= b.used
+		}
+		if d > 0 {
+			by[p.role] += d
+		}
+	}
+	if d := after.children - before.children; d > 0 {
+		by["load generator"] += d
+	}
+	var sum time.Duration
+	for _, d := range by {
+		sum += d
+	}
+	for r, d := range by {
+		shares = append(shares, cpuShare{Role: r, MsPer: float64(d) / float64(time.Millisecond) / float64(ops),
+			Share: float64(d) / float64(sum)})
+	}
+	sort.Slice(shares, func(i, j int) bool { return shares[i].MsPer > shares[j].MsPer })
+	return shares, float64(sum) / float64(time.Millisecond) / float64(ops)
+}
+
+// cpuProfile is where the machine's CPU went during one measurement.
+type cpuProfile struct {
+	Ops     int64      `json:"ops"`
+	TotalMs float64    `json:"total_ms_per_op"`
+	Shares  []cpuShare `json:"by_process"`
+}
+
+// profileCPU runs measure between two samples and records the CPU per
+// operation under key; measure returns how many operations it completed.
+func (r *report) profileCPU(binDir, key string, measure func() (int64, error)) error {
+	before := sampleCPU(binDir)
+	ops, err := measure()
+	if err != nil {
+		return err
+	}
+	shares, total := cpuPerOp(before, sampleCPU(binDir), ops)
+	if r.CPU == nil {
+		r.CPU = map[string]cpuProfile{}
+	}
+	r.CPU[key] = cpuProfile{Ops: ops, TotalMs: total, Shares: shares}
+	return nil
+}
