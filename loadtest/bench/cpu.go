@@ -98,9 +98,9 @@ type cpuShare struct {
 }
 
 // cpuPerOp divides the CPU each role used between before and after by ops.
-// A process that started in between counts from zero; one that ended in
-// between is lost, except this process's children (k6, pgbench), which
-// count as "load generator". The total is the CPU of the whole machine.
+// A process that started in between counts from zero. This process's
+// children (k6, pgbench) count as "load generator". The total is the CPU of
+// the whole machine.
 func cpuPerOp(before, after cpuSample, ops int64) (shares []cpuShare, total float64) {
 	if ops <= 0 {
 		return nil, 0
@@ -137,15 +137,44 @@ type cpuProfile struct {
 	Shares  []cpuShare `json:"by_process"`
 }
 
-// profileCPU runs measure between two samples and records the CPU per
-// operation under key; measure returns how many operations it completed.
+// profileCPU runs measure while sampling every process's CPU time four
+// times a second, and records the CPU per operation under key; measure
+// returns how many operations it completed. The sampling keeps processes
+// that end before measure returns (pgbench's PostgreSQL backends): each
+// counts up to its last sample.
 func (r *report) profileCPU(binDir, key string, measure func() (int64, error)) error {
 	before := sampleCPU(binDir)
+	last := cpuSample{procs: map[int]procCPU{}}
+	merge := func(s cpuSample) {
+		for pid, p := range s.procs {
+			last.procs[pid] = p
+		}
+		last.children = s.children
+	}
+	merge(before)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // merges only until done is closed: no lock needed
+		defer close(done)
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				merge(sampleCPU(binDir))
+			}
+		}
+	}()
 	ops, err := measure()
+	close(stop)
+	<-done
 	if err != nil {
 		return err
 	}
-	shares, total := cpuPerOp(before, sampleCPU(binDir), ops)
+	merge(sampleCPU(binDir))
+	shares, total := cpuPerOp(before, last, ops)
 	if r.CPU == nil {
 		r.CPU = map[string]cpuProfile{}
 	}
