@@ -196,23 +196,38 @@ FROM generate_series(1, 200000) AS i`
 		{"Store.List after cursor", `SELECT ` + orderColumns + ` FROM orders WHERE customer_id = $1
 			AND (created_at, id) < ($2, $3::uuid)
 			ORDER BY created_at DESC, id DESC LIMIT $4`, []any{customer, created, orderID, 101}},
-		{"Store.begin insertKey", `INSERT INTO idempotency_keys (key, request_hash, order_id)
+		{"Store.begin insertAll", `WITH k AS (
+			INSERT INTO idempotency_keys (key, request_hash, order_id)
+			VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING
+			RETURNING order_id),
+		o AS (
+			INSERT INTO orders (id, customer_id, email, status, payment_method,
+				total_cents, currency, created_at, updated_at)
+			SELECT k.order_id, $4, $5, 'pending', $6, 0, $7, $8, $8 FROM k
+			RETURNING id),
+		i AS (
+			INSERT INTO order_items (order_id, sku, quantity)
+			SELECT o.id, t.sku, t.quantity FROM o, unnest($9::text[], $10::int[]) AS t(sku, quantity))
+		SELECT count(*) FROM k`, []any{"key-43", hash, id, "cus_1", "a@example.com", "pm_card_ok", "USD", created, skus, []int32{1, 2}}},
+		{"Store.claimExisting insertKey", `INSERT INTO idempotency_keys (key, request_hash, order_id)
 			VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING`, []any{"key-42", hash, orderID}},
-		{"Store.begin get", `SELECT request_hash, order_id, status_code, response FROM idempotency_keys WHERE key = $1`, []any{"key-42"}},
-		{"Store.begin retake", `UPDATE idempotency_keys
+		{"Store.claimExisting get", `SELECT request_hash, order_id, status_code, response FROM idempotency_keys WHERE key = $1`, []any{"key-42"}},
+		{"Store.claimExisting retake", `UPDATE idempotency_keys
 				SET order_id = $2, status_code = NULL, response = NULL, updated_at = now()
 				WHERE key = $1 AND status_code = 503`, []any{"key-42", orderID}},
-		{"Store.begin insertOrder", `INSERT INTO orders (id, customer_id, email, status, payment_method,
+		{"Store.claimExisting insertOrder", `INSERT INTO orders (id, customer_id, email, status, payment_method,
 			total_cents, currency, created_at, updated_at)
 			VALUES ($1, $2, $3, 'pending', $4, 0, $5, $6, $6)`, []any{id, "cus_1", "a@example.com", "pm_card_ok", "USD", created}},
-		{"Store.begin insertItems", `INSERT INTO order_items (order_id, sku, quantity)
+		{"Store.claimExisting insertItems", `INSERT INTO order_items (order_id, sku, quantity)
 			SELECT $1, sku, quantity FROM unnest($2::text[], $3::int[]) AS t(sku, quantity)`, []any{id, skus, []int32{1, 2}}},
 		{"Store.lookupKey", `SELECT order_id, status_code, response FROM idempotency_keys WHERE key = $1`, []any{"key-42"}},
-		{"Store.setPrices updateOrder", `UPDATE orders SET total_cents = $2, currency = $3, updated_at = now()
-			WHERE id = $1 AND status = 'pending'`, []any{orderID, int64(100), "USD"}},
-		{"Store.setPrices updateItems", `UPDATE order_items AS oi SET unit_price_cents = p.price
-			FROM unnest($2::text[], $3::bigint[]) AS p(sku, price)
-			WHERE oi.order_id = $1 AND oi.sku = p.sku`, []any{orderID, skus, []int64{100, 200}}},
+		{"Store.setPrices", `WITH o AS (
+			UPDATE orders SET total_cents = $2, currency = $3, updated_at = now()
+			WHERE id = $1 AND status = 'pending'
+			RETURNING id)
+		UPDATE order_items AS oi SET unit_price_cents = p.price
+		FROM o, unnest($4::text[], $5::bigint[]) AS p(sku, price)
+		WHERE oi.order_id = o.id AND oi.sku = p.sku`, []any{orderID, int64(100), "USD", skus, []int64{100, 200}}},
 		{"Store.apply", `UPDATE orders SET status = $3,
 				payment_id = COALESCE($4, payment_id),
 				failure_reason = COALESCE($5, failure_reason),
@@ -220,7 +235,11 @@ FROM generate_series(1, 200000) AS i`
 					ELSE now() + make_interval(secs => $6::float8) END,
 				updated_at = now()
 			WHERE id = $1 AND status = $2
-			RETURNING ` + orderColumns, []any{orderID, "pending", "confirmed", "pay_1", nil, &secs}},
+			RETURNING ` + orderColumns + `,
+				ARRAY(SELECT sku FROM order_items i WHERE i.order_id = orders.id ORDER BY sku),
+				ARRAY(SELECT quantity FROM order_items i WHERE i.order_id = orders.id ORDER BY sku),
+				ARRAY(SELECT unit_price_cents FROM order_items i WHERE i.order_id = orders.id ORDER BY sku)`,
+			[]any{orderID, "pending", "confirmed", "pay_1", nil, &secs}},
 		{"Store.apply storeResponse", `UPDATE idempotency_keys SET status_code = $3, response = $4, updated_at = now()
 				WHERE key = $1 AND order_id = $2`, []any{"key-42", orderID, 201, []byte(`{}`)}},
 		{"Store.clearCompensation", `UPDATE orders SET compensate_after = NULL WHERE id = $1`, []any{orderID}},
@@ -298,10 +317,16 @@ FROM generate_series(1, 200000) AS i`
 		{"Store.Complete complete", `
 			UPDATE idempotency_keys SET status_code = $3, response = $4
 			WHERE key = $1 AND created_at = $2 AND status_code IS NULL`, []any{"pay-key-42", token, 201, `{}`}},
-		{"Store.Complete insert", `
-			INSERT INTO payments (id, order_id, provider_charge_id, amount_cents, currency, method, status, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			[]any{"c4ca4238-a0b9-2382-0dcc-509a6f75849b", orderID, "ch_new", int64(100), "USD", "pm_card_ok", "captured", token, token}},
+		{"Store.Complete completeWithPayment", `
+			WITH k AS (
+				UPDATE idempotency_keys SET status_code = $3, response = $4
+				WHERE key = $1 AND created_at = $2 AND status_code IS NULL
+				RETURNING key),
+			p AS (
+				INSERT INTO payments (id, order_id, provider_charge_id, amount_cents, currency, method, status, created_at, updated_at)
+				SELECT $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM k)
+			SELECT count(*) FROM k`,
+			[]any{"pay-key-42", token, 201, `{}`, "c4ca4238-a0b9-2382-0dcc-509a6f75849b", orderID, "ch_new", int64(100), "USD", "pm_card_ok", "captured", token, token}},
 		{"Store.Release", `DELETE FROM idempotency_keys WHERE key = $1 AND created_at = $2 AND status_code IS NULL`, []any{"pay-key-42", token}},
 		{"Store.Get", `SELECT ` + paymentColumns + ` FROM payments WHERE id = $1`, []any{payID}},
 		{"Store.ListByOrder", `SELECT ` + paymentColumns + ` FROM payments WHERE order_id = $1
@@ -342,11 +367,17 @@ FROM generate_series(1, 200000) AS i`
 	eventID := "c4ca4238-a0b9-2382-0dcc-509a6f75849b"
 
 	check(t, pool, `SELECT id FROM emails WHERE "to" = 'x@example.com'`, []query{
-		{"Store.CreateInvoice record", `INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)
-		ON CONFLICT (consumer, event_id) DO NOTHING`, []any{"invoice", eventID}},
-		{"Store.CreateInvoice next", `UPDATE invoice_counter SET last = last + 1 RETURNING last`, nil},
-		{"Store.CreateInvoice insert", `INSERT INTO invoices (number, order_id, event_id, total_cents, currency, lines)
-		VALUES ($1, $2, $3, $4, $5, $6) RETURNING created_at`, []any{int64(200001), orderID, eventID, int64(1500), "USD", `[]`}},
+		{"Store.CreateInvoice", `WITH recorded AS (
+			INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)
+			ON CONFLICT (consumer, event_id) DO NOTHING
+			RETURNING event_id),
+		numbered AS (
+			UPDATE invoice_counter SET last = last + 1
+			WHERE EXISTS (SELECT 1 FROM recorded)
+			RETURNING last)
+		INSERT INTO invoices (number, order_id, event_id, total_cents, currency, lines)
+		SELECT numbered.last, $3, $2, $4, $5, $6 FROM numbered
+		RETURNING number, created_at`, []any{"invoice", eventID, orderID, int64(1500), "USD", `[]`}},
 		{"Store.SendEmailOnce insert", `INSERT INTO emails (id, event_id, order_id, "to", subject, kind, body)
 		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING`,
 			[]any{eventID, eventID, orderID, "a@example.com", "s", "order_confirmed", "b"}},

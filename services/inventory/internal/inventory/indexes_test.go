@@ -175,7 +175,10 @@ WHERE p.sku = x.sku`, []any{skus, qtys}},
 INSERT INTO reservation_items (order_id, sku, quantity, unit_price_cents)
 SELECT $1, x.sku, x.qty, x.price
 FROM unnest($2::text[], $3::int[], $4::bigint[]) AS x(sku, qty, price)`, []any{orderID, skus, qtys, prices}},
-		{"Commit", `UPDATE reservations SET status = 'committed', updated_at = now() WHERE order_id = $1`, []any{orderID}},
+		{"Commit", `UPDATE reservations SET status = 'committed',
+			updated_at = CASE WHEN status = 'committed' THEN updated_at ELSE now() END
+		WHERE order_id = $1 AND status IN ('reserved', 'committed')
+		RETURNING expires_at`, []any{orderID}},
 		{"Release tomb", `
 INSERT INTO reservations (order_id, status, expires_at)
 VALUES ($1, 'released', now())

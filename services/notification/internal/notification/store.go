@@ -2,6 +2,7 @@ package notification
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -33,38 +34,33 @@ type lineJSON struct {
 // row. The number comes from invoice_counter, whose row lock serialises
 // invoices and whose increment a rollback undoes, so numbers have no gaps.
 func (s *Store) CreateInvoice(ctx context.Context, inv Invoice) (Invoice, bool, error) {
-	const record = `INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)
-		ON CONFLICT (consumer, event_id) DO NOTHING`
-	const next = `UPDATE invoice_counter SET last = last + 1 RETURNING last`
-	const insert = `INSERT INTO invoices (number, order_id, event_id, total_cents, currency, lines)
-		VALUES ($1, $2, $3, $4, $5, $6) RETURNING created_at`
+	// One statement, so one transaction and one round trip: the counter's
+	// row lock, which every invoice queues for, is held for that statement
+	// only. Each step runs only when the one before it wrote a row.
+	const create = `WITH recorded AS (
+			INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)
+			ON CONFLICT (consumer, event_id) DO NOTHING
+			RETURNING event_id),
+		numbered AS (
+			UPDATE invoice_counter SET last = last + 1
+			WHERE EXISTS (SELECT 1 FROM recorded)
+			RETURNING last)
+		INSERT INTO invoices (number, order_id, event_id, total_cents, currency, lines)
+		SELECT numbered.last, $3, $2, $4, $5, $6 FROM numbered
+		RETURNING number, created_at`
 	lines := make([]lineJSON, 0, len(inv.Lines))
 	for _, l := range inv.Lines {
 		lines = append(lines, lineJSON(l))
 	}
-	created := false
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, record, ConsumerInvoice, inv.EventID)
-		if err != nil {
-			return fmt.Errorf("record event: %w", err)
-		}
-		if tag.RowsAffected() == 0 {
-			return nil
-		}
-		if err := tx.QueryRow(ctx, next).Scan(&inv.Number); err != nil {
-			return fmt.Errorf("next invoice number: %w", err)
-		}
-		if err := tx.QueryRow(ctx, insert, inv.Number, inv.OrderID, inv.EventID,
-			inv.TotalCents, inv.Currency, lines).Scan(&inv.CreatedAt); err != nil {
-			return fmt.Errorf("insert invoice: %w", err)
-		}
-		created = true
-		return nil
-	})
+	err := s.pool.QueryRow(ctx, create, ConsumerInvoice, inv.EventID, inv.OrderID,
+		inv.TotalCents, inv.Currency, lines).Scan(&inv.Number, &inv.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return inv, false, nil // an earlier delivery recorded the event
+	}
 	if err != nil {
 		return Invoice{}, false, fmt.Errorf("create invoice: %w", err)
 	}
-	return inv, created, nil
+	return inv, true, nil
 }
 
 // SendEmailOnce sends em at most once per event id, as far as SMTP allows.
@@ -92,13 +88,15 @@ func (s *Store) SendEmailOnce(ctx context.Context, em Email, send func(context.C
 	const record = `INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)
 		ON CONFLICT (consumer, event_id) DO NOTHING`
 	sent := false
+	// The statements before the send and those after it each go out as
+	// one batch: two round trips inside the transaction instead of four.
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, insert, em.ID, em.EventID, em.OrderID, em.To, em.Subject, em.Kind, em.Body); err != nil {
-			return fmt.Errorf("insert email: %w", err)
-		}
+		var b pgx.Batch
+		b.Queue(insert, em.ID, em.EventID, em.OrderID, em.To, em.Subject, em.Kind, em.Body)
 		var sentAt *time.Time
-		if err := tx.QueryRow(ctx, lock, em.EventID).Scan(&sentAt); err != nil {
-			return fmt.Errorf("lock email: %w", err)
+		b.Queue(lock, em.EventID).QueryRow(func(row pgx.Row) error { return row.Scan(&sentAt) })
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+			return fmt.Errorf("insert and lock email: %w", err)
 		}
 		if sentAt != nil {
 			return nil
@@ -106,11 +104,11 @@ func (s *Store) SendEmailOnce(ctx context.Context, em Email, send func(context.C
 		if err := send(ctx, em); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, markSent, em.EventID); err != nil {
+		var done pgx.Batch
+		done.Queue(markSent, em.EventID)
+		done.Queue(record, ConsumerEmail, em.EventID)
+		if err := tx.SendBatch(ctx, &done).Close(); err != nil {
 			return fmt.Errorf("mark email sent: %w", err)
-		}
-		if _, err := tx.Exec(ctx, record, ConsumerEmail, em.EventID); err != nil {
-			return fmt.Errorf("record event: %w", err)
 		}
 		sent = true
 		return nil

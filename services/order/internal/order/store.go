@@ -32,11 +32,13 @@ type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-func scanOrder(row pgx.Row) (Order, error) {
+// scanOrder scans orderColumns, then whatever extra columns the query
+// returns after them into extra.
+func scanOrder(row pgx.Row, extra ...any) (Order, error) {
 	var o Order
 	var email, paymentID, reason *string
-	err := row.Scan(&o.ID, &o.CustomerID, &email, &o.Status, &o.PaymentMethod, &o.TotalCents, &o.Currency,
-		&paymentID, &reason, &o.CreatedAt, &o.UpdatedAt)
+	err := row.Scan(append([]any{&o.ID, &o.CustomerID, &email, &o.Status, &o.PaymentMethod, &o.TotalCents, &o.Currency,
+		&paymentID, &reason, &o.CreatedAt, &o.UpdatedAt}, extra...)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Order{}, ErrNotFound
 	}
@@ -344,6 +346,9 @@ func (s *Store) apply(ctx context.Context, t transition, respond func(Order) Out
 		v := t.compensateIn.Seconds()
 		secs = &v
 	}
+	// Three round trips inside the transaction: the UPDATE returns the
+	// order with its items (so the event and the response can be built),
+	// then the outbox row and the stored response go out as one batch.
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		const q = `UPDATE orders SET status = $3,
 				payment_id = COALESCE($4, payment_id),
@@ -352,25 +357,34 @@ func (s *Store) apply(ctx context.Context, t transition, respond func(Order) Out
 					ELSE now() + make_interval(secs => $6::float8) END,
 				updated_at = now()
 			WHERE id = $1 AND status = $2
-			RETURNING ` + orderColumns
+			RETURNING ` + orderColumns + `,
+				ARRAY(SELECT sku FROM order_items i WHERE i.order_id = orders.id ORDER BY sku),
+				ARRAY(SELECT quantity FROM order_items i WHERE i.order_id = orders.id ORDER BY sku),
+				ARRAY(SELECT unit_price_cents FROM order_items i WHERE i.order_id = orders.id ORDER BY sku)`
+		var skus []string
+		var qtys []int32
+		var prices []int64
 		var err error
 		o, err = scanOrder(tx.QueryRow(ctx, q, t.orderID, t.from, t.to, nullable(t.paymentID),
-			nullable(t.failureReason), secs))
+			nullable(t.failureReason), secs), &skus, &qtys, &prices)
 		if errors.Is(err, ErrNotFound) {
 			return errLostRace
 		}
 		if err != nil {
 			return err
 		}
-		orders := []Order{o}
-		if err := loadItems(ctx, tx, orders); err != nil {
-			return err
+		if len(qtys) != len(skus) || len(prices) != len(skus) {
+			return fmt.Errorf("order %s: %d skus, %d quantities, %d prices", o.ID, len(skus), len(qtys), len(prices))
 		}
-		o = orders[0]
+		o.Items = make([]Item, len(skus))
+		for i := range skus {
+			o.Items[i] = Item{SKU: skus[i], Quantity: int(qtys[i]), UnitPriceCents: prices[i]}
+		}
+		var b pgx.Batch
 		event = nil
 		if t.event != "" {
 			e := newEvent(t.event, o)
-			if err := outbox.Add(ctx, tx, e); err != nil {
+			if err := outbox.Queue(ctx, &b, e); err != nil {
 				return err
 			}
 			event = &e
@@ -379,9 +393,13 @@ func (s *Store) apply(ctx context.Context, t transition, respond func(Order) Out
 			out = respond(o)
 			const storeResponse = `UPDATE idempotency_keys SET status_code = $3, response = $4, updated_at = now()
 				WHERE key = $1 AND order_id = $2`
-			if _, err := tx.Exec(ctx, storeResponse, t.key, o.ID, out.Status, out.Body); err != nil {
-				return fmt.Errorf("store response: %w", err)
-			}
+			b.Queue(storeResponse, t.key, o.ID, out.Status, out.Body)
+		}
+		if b.Len() == 0 {
+			return nil
+		}
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+			return fmt.Errorf("outbox event and response: %w", err)
 		}
 		return nil
 	})

@@ -17,21 +17,42 @@ import (
 // Add writes e to the outbox inside tx. Call it in the same transaction as
 // the status change the event announces.
 func Add(ctx context.Context, tx pgx.Tx, e events.Order) error {
+	q, args, err := insert(ctx, e)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, q, args...); err != nil {
+		return fmt.Errorf("insert outbox event: %w", err)
+	}
+	return nil
+}
+
+// Queue is Add for a batch: the insert goes out with the batch's other
+// statements, in one round trip. Send the batch inside the transaction of
+// the status change.
+func Queue(ctx context.Context, b *pgx.Batch, e events.Order) error {
+	q, args, err := insert(ctx, e)
+	if err != nil {
+		return err
+	}
+	b.Queue(q, args...)
+	return nil
+}
+
+// insert is the statement that stores e, with the trace context of ctx.
+func insert(ctx context.Context, e events.Order) (string, []any, error) {
 	payload, err := json.Marshal(e)
 	if err != nil {
-		return fmt.Errorf("encode event: %w", err)
+		return "", nil, fmt.Errorf("encode event: %w", err)
 	}
 	// The trace context of the request is kept with the event, so the
 	// relay's publish continues the order's trace (nil: untraced).
 	var traceContext []byte
 	if c := queue.TraceCarrier(ctx); c != nil {
 		if traceContext, err = json.Marshal(c); err != nil {
-			return fmt.Errorf("encode trace context: %w", err)
+			return "", nil, fmt.Errorf("encode trace context: %w", err)
 		}
 	}
 	const q = `INSERT INTO outbox (event_id, event_type, order_id, payload, trace_context) VALUES ($1, $2, $3, $4, $5)`
-	if _, err := tx.Exec(ctx, q, e.ID, e.Type, e.OrderID, payload, traceContext); err != nil {
-		return fmt.Errorf("insert outbox event: %w", err)
-	}
-	return nil
+	return q, []any{e.ID, e.Type, e.OrderID, payload, traceContext}, nil
 }
