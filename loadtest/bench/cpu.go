@@ -137,11 +137,11 @@ type cpuProfile struct {
 	Shares  []cpuShare `json:"by_process"`
 }
 
-// profileCPU runs measure while sampling every process's CPU time four
-// times a second, and records the CPU per operation under key; measure
+// profileCPU runs measure while sampling every process's CPU time once a
+// second, and records the CPU per operation under key; measure
 // returns how many operations it completed. The sampling keeps processes
 // that end before measure returns (pgbench's PostgreSQL backends): each
-// counts up to its last sample.
+// counts up to its last sample, so at most a second of theirs is lost.
 func (r *report) profileCPU(binDir, key string, measure func() (int64, error)) error {
 	before := sampleCPU(binDir)
 	last := cpuSample{procs: map[int]procCPU{}}
@@ -156,7 +156,7 @@ func (r *report) profileCPU(binDir, key string, measure func() (int64, error)) e
 	done := make(chan struct{})
 	go func() { // merges only until done is closed: no lock needed
 		defer close(done)
-		t := time.NewTicker(250 * time.Millisecond)
+		t := time.NewTicker(time.Second)
 		defer t.Stop()
 		for {
 			select {
