@@ -71,9 +71,11 @@ func role(binDir, comm string, argv []string) string {
 		exe = argv[0]
 	}
 	switch {
+	case exe == "":
+		return "kernel threads" // no command line: softirq, kworker, …
 	case binDir != "" && strings.HasPrefix(exe, binDir):
 		return filepath.Base(exe)
-	case comm == "postgres" || strings.HasPrefix(comm, "postgres"):
+	case strings.HasPrefix(comm, "postgres"):
 		return "postgres"
 	case strings.HasPrefix(comm, "redis-server"):
 		return "redis"
@@ -86,6 +88,8 @@ func role(binDir, comm string, argv []string) string {
 				return "maildev (SMTP)"
 			}
 		}
+	case strings.Contains(exe, "go-build") && strings.HasSuffix(exe, "/bench"):
+		return "bench (this program)"
 	}
 	return "other"
 }
