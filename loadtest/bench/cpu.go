@@ -91,7 +91,7 @@ func role(binDir, comm string, argv []string) string {
 	case strings.Contains(exe, "go-build") && strings.HasSuffix(exe, "/bench"):
 		return "bench (this program)"
 	}
-	return "other"
+	return "other: " + comm
 }
 
 // cpuShare is one role's CPU time per operation in a measurement window.
@@ -125,6 +125,13 @@ func cpuPerOp(before, after cpuSample, ops int64) (shares []cpuShare, total floa
 	var sum time.Duration
 	for _, d := range by {
 		sum += d
+	}
+	// Unnamed processes under 1% of the total share one row.
+	for r, d := range by {
+		if strings.HasPrefix(r, "other: ") && d < sum/100 {
+			by["other"] += d
+			delete(by, r)
+		}
 	}
 	for r, d := range by {
 		shares = append(shares, cpuShare{Role: r, MsPer: float64(d) / float64(time.Millisecond) / float64(ops),
