@@ -59,18 +59,26 @@ func sampleCPU(binDir string) cpuSample {
 		stime, _ := strconv.ParseInt(f[12], 10, 64)
 		cmdline, _ := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
 		comm := string(stat)[strings.IndexByte(string(stat), '(')+1 : i]
-		s.procs[pid] = procCPU{role: role(binDir, comm, strings.Split(string(cmdline), "\x00")), used: time.Duration(utime+stime) * clockTick}
+		r := role(binDir, comm, strings.Split(string(cmdline), "\x00"))
+		if r == "" {
+			continue
+		}
+		s.procs[pid] = procCPU{role: r, used: time.Duration(utime+stime) * clockTick}
 	}
 	return s
 }
 
-// role names what a process is to the benchmark.
+// role names what a process is to the benchmark; "" for the load
+// generators, which this program starts and waits for, so their CPU time
+// comes exactly from its children's rusage instead.
 func role(binDir, comm string, argv []string) string {
 	exe := ""
 	if len(argv) > 0 {
 		exe = argv[0]
 	}
 	switch {
+	case comm == "k6" || comm == "pgbench":
+		return ""
 	case exe == "":
 		return "kernel threads" // no command line: softirq, kworker, …
 	case binDir != "" && strings.HasPrefix(exe, binDir):
