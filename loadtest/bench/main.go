@@ -63,6 +63,7 @@ type options struct {
 	dbConns     int
 	deadline    time.Duration
 	serve       bool
+	render      bool
 	keepLogs    string
 	loadAverage string
 }
@@ -82,9 +83,13 @@ func run() error {
 	flag.IntVar(&o.dbConns, "db-conns", 6, "connection pool size of each service (and of the pgx baseline)")
 	flag.DurationVar(&o.deadline, "deadline", 14*time.Minute, "the whole run stops after this")
 	flag.BoolVar(&o.serve, "serve", false, "start one patterns-on stack, print its URLs, wait for Ctrl-C")
+	flag.BoolVar(&o.render, "render", false, "measure nothing: rewrite the report, ratios, targets and charts from the -json file")
 	flag.StringVar(&o.keepLogs, "logs", "", "keep the services' logs in this directory")
 	flag.Parse()
 
+	if o.render {
+		return render(o)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if !o.serve {
@@ -151,6 +156,26 @@ func run() error {
 	for _, t := range r.Targets {
 		fmt.Printf("  %-60s %-22s %s\n", t.Name, t.Measured, t.Verdict)
 	}
+	return nil
+}
+
+// render rebuilds the report from the figures of an earlier run: the
+// measurements are kept, everything derived from them is computed again.
+func render(o options) error {
+	b, err := os.ReadFile(o.jsonOut)
+	if err != nil {
+		return err
+	}
+	var r report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s: %w", o.jsonOut, err)
+	}
+	r.Ratios, r.Targets, r.Findings = nil, nil, nil
+	r.evaluate()
+	if err := r.write(o); err != nil {
+		return err
+	}
+	say("rewrote %s, %s and %s/ from the figures of %s", o.mdOut, o.jsonOut, o.imgDir, o.jsonOut)
 	return nil
 }
 

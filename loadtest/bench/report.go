@@ -165,7 +165,7 @@ func (r *report) evaluate() {
 	open, okOpen := r.get("breaker_open")
 
 	if okCached && okRedis {
-		addRatio("cached product GET / bare go-redis handler (throughput)", cached.RPS/redisget.RPS, "%.2f")
+		addRatio("cached product GET / bare go-redis handler (throughput)", cached.RPS/redisget.RPS, "%.3f")
 	}
 	if okCached && okBare {
 		addRatio("cached product GET / bare net/http JSON handler (throughput)", cached.RPS/bare.RPS, "%.2f")
@@ -216,7 +216,7 @@ func (r *report) evaluate() {
 	if okCached && okRedis {
 		v := cached.RPS / redisget.RPS
 		addTarget("cached product reads vs the bare go-redis handler", "≥ 0.70",
-			fmt.Sprintf("%.2f (%.0f vs %.0f req/s)", v, cached.RPS, redisget.RPS), v >= 0.7, cached, redisget)
+			fmt.Sprintf("%.3f (%.0f vs %.0f req/s)", v, cached.RPS, redisget.RPS), v >= 0.7, cached, redisget)
 	}
 	if okCached && okUncached {
 		v := cached.RPS / uncached.RPS
@@ -547,6 +547,8 @@ func (r *report) markdown(img string) []byte {
 	w("(`OTEL_SDK_DISABLED=true`) in every configuration alike; `make overhead` measures tracing's cost.\n")
 	w("E-mails go to a maildev started for the run (real SMTP). The k6 scenarios themselves are in\n")
 	w("loadtest/k6/ (`make loadtest SCENARIO=…`); the bench uses `bench.js` and `breaker.js`.\n")
+	w("`go run ./loadtest/bench -render` rebuilds this page, the ratios, targets, findings and charts\n")
+	w("from benchmarks.json without measuring again.\n")
 	return b.Bytes()
 }
 
