@@ -233,10 +233,11 @@ func release(slots chan struct{}, n int) {
 	}
 }
 
-// process runs the handler for one message. The handler's context is
-// detached from ctx's cancellation, so a shutdown lets it finish (commit
-// and delete) instead of abandoning a half-done message, but it carries its
-// own deadline shorter than the visibility timeout.
+// process runs the handler for one message and, when it succeeded, hands
+// the message to the deleter. The handler's context is detached from ctx's
+// cancellation, so a shutdown lets it finish (commit and delete) instead of
+// abandoning a half-done message, but it carries its own deadline shorter
+// than the visibility timeout.
 func (c *Consumer) process(ctx context.Context, m types.Message, deletes chan<- finished) {
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
 	defer cancel()

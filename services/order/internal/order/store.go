@@ -346,9 +346,9 @@ func (s *Store) apply(ctx context.Context, t transition, respond func(Order) Out
 		v := t.compensateIn.Seconds()
 		secs = &v
 	}
-	// Three round trips inside the transaction: the UPDATE returns the
-	// order with its items (so the event and the response can be built),
-	// then the outbox row and the stored response go out as one batch.
+	// Four round trips with BEGIN and COMMIT: the UPDATE returns the order
+	// with its items (so the event and the response can be built), then the
+	// outbox row and the stored response go out as one batch.
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		const q = `UPDATE orders SET status = $3,
 				payment_id = COALESCE($4, payment_id),
