@@ -41,25 +41,25 @@ func sampleCPU(binDir string) cpuSample {
 		if err != nil {
 			continue
 		}
-		stat, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
+		b, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
 		if err != nil {
 			continue
 		}
+		stat := string(b)
 		// The command name is in parentheses and may hold spaces: the
 		// fields after it start behind the last ')'.
-		i := strings.LastIndexByte(string(stat), ')')
-		if i < 0 {
+		open, end := strings.IndexByte(stat, '('), strings.LastIndexByte(stat, ')')
+		if open < 0 || end < open {
 			continue
 		}
-		f := strings.Fields(string(stat)[i+1:])
+		f := strings.Fields(stat[end+1:])
 		if len(f) < 13 {
 			continue
 		}
 		utime, _ := strconv.ParseInt(f[11], 10, 64)
 		stime, _ := strconv.ParseInt(f[12], 10, 64)
 		cmdline, _ := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
-		comm := string(stat)[strings.IndexByte(string(stat), '(')+1 : i]
-		r := role(binDir, comm, strings.Split(string(cmdline), "\x00"))
+		r := role(binDir, stat[open+1:end], strings.Split(string(cmdline), "\x00"))
 		if r == "" {
 			continue
 		}
@@ -154,6 +154,16 @@ type cpuProfile struct {
 	Ops     int64      `json:"ops"`
 	TotalMs float64    `json:"total_ms_per_op"`
 	Shares  []cpuShare `json:"by_process"`
+}
+
+// share returns role's share of the profile.
+func (p cpuProfile) share(role string) (cpuShare, bool) {
+	for _, sh := range p.Shares {
+		if sh.Role == role {
+			return sh, true
+		}
+	}
+	return cpuShare{}, false
 }
 
 // profileCPU runs measure while sampling every process's CPU time once a

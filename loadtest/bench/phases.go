@@ -170,6 +170,7 @@ func deleteKeys(redisURL, prefix string) {
 var (
 	tpsRe = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
 	latRe = regexp.MustCompile(`latency average = ([0-9.]+) ms`)
+	txRe  = regexp.MustCompile(`number of transactions actually processed: ([0-9]+)`)
 )
 
 // benchPgbench runs the minimal order transaction with pgbench on a scratch
@@ -187,7 +188,6 @@ func benchPgbench(ctx context.Context, e *environment, r *report) error {
 	}
 	secs := int(math.Max(5, e.o.dur.Seconds()*0.75))
 	logPath := filepath.Join(e.logDir, "pgbench.log")
-	txRe := regexp.MustCompile(`number of transactions actually processed: ([0-9]+)`)
 	err = r.profileCPU(e.dir, "pgbench_order_tx", func() (int64, error) {
 		if err := e.command(pctx, logPath, "pgbench", "-n", "-c", fmt.Sprint(e.o.vus), "-j", "2",
 			"-T", fmt.Sprint(secs), "-M", "prepared", "-f", "loadtest/baseline/pgbench/order.sql", db); err != nil {

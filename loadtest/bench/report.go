@@ -271,23 +271,14 @@ func (r *report) findings() {
 		pg, okA := r.CPU["pgbench_order_tx"]
 		ord, okB := r.CPU["orders_peak"]
 		if okA && okB {
-			var pgPostgres, ordPostgres float64
-			for _, sh := range pg.Shares {
-				if sh.Role == "postgres" {
-					pgPostgres = sh.MsPer
-				}
-			}
-			for _, sh := range ord.Shares {
-				if sh.Role == "postgres" {
-					ordPostgres = sh.MsPer
-				}
-			}
+			pgPostgres, _ := pg.share("postgres")
+			ordPostgres, _ := ord.share("postgres")
 			f += fmt.Sprintf(" The CPU table above is the profile: an order costs %.2f ms of CPU on the whole "+
 				"machine against %.3f ms for a pgbench transaction (%.0f×), and PostgreSQL alone spends %.2f ms "+
 				"per order against %.3f ms per pgbench transaction. 1/8 of the pgbench rate would need an order "+
 				"to cost at most %.2f ms of CPU in all: less than its database work alone. The target cannot be "+
 				"met on this machine by tuning; it would take fewer hops and transactions than the brief's "+
-				"architecture has.", ord.TotalMs, pg.TotalMs, ord.TotalMs/pg.TotalMs, ordPostgres, pgPostgres,
+				"architecture has.", ord.TotalMs, pg.TotalMs, ord.TotalMs/pg.TotalMs, ordPostgres.MsPer, pgPostgres.MsPer,
 				8*pg.TotalMs)
 		}
 		add("%s", f)
@@ -358,11 +349,6 @@ func breakerBeforeP95(r *report) string {
 		return ms(m.P95)
 	}
 	return "–"
-}
-
-func atof(s string) float64 {
-	v, _ := strconv.ParseFloat(s, 64)
-	return v
 }
 
 func (r *report) write(o options) error {
@@ -502,14 +488,6 @@ func (r *report) markdown(img string) []byte {
 					order = append(order, sh.Role)
 				}
 			}
-			find := func(p cpuProfile, role string) (cpuShare, bool) {
-				for _, sh := range p.Shares {
-					if sh.Role == role {
-						return sh, true
-					}
-				}
-				return cpuShare{}, false
-			}
 			cell := func(sh cpuShare, ok bool) string {
 				if !ok {
 					return "– | –"
@@ -517,8 +495,8 @@ func (r *report) markdown(img string) []byte {
 				return fmt.Sprintf("%.3f | %.0f%%", sh.MsPer, 100*sh.Share)
 			}
 			for _, role := range order {
-				a, okA := find(pg, role)
-				b, okB := find(ord, role)
+				a, okA := pg.share(role)
+				b, okB := ord.share(role)
 				w("| %s | %s | %s |\n", role, cell(a, okA), cell(b, okB))
 			}
 			w("| **total** | **%.3f** | | **%.3f** | |\n", pg.TotalMs, ord.TotalMs)

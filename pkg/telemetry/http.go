@@ -26,29 +26,22 @@ var untraced = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": tr
 // (OTEL_SDK_DISABLED=true) otelhttp is left out altogether.
 func (t *Telemetry) Handler(h http.Handler) http.Handler {
 	metrics := t.MetricsHandler()
-	measured := web.Metrics(t.MeterFor("orderflow/http"))(h)
-	if !t.tracing {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/metrics" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-				metrics.ServeHTTP(w, r)
-				return
-			}
-			measured.ServeHTTP(w, r)
-		})
+	serve := web.Metrics(t.MeterFor("orderflow/http"))(h)
+	if t.tracing {
+		serve = otelhttp.NewHandler(serve, "http.server",
+			otelhttp.WithTracerProvider(t.Tracer),
+			otelhttp.WithMeterProvider(noop.NewMeterProvider()),
+			otelhttp.WithPropagators(t.Propagator),
+			otelhttp.WithFilter(func(r *http.Request) bool { return !untraced[r.URL.Path] }),
+			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }),
+		)
 	}
-	traced := otelhttp.NewHandler(measured, "http.server",
-		otelhttp.WithTracerProvider(t.Tracer),
-		otelhttp.WithMeterProvider(noop.NewMeterProvider()),
-		otelhttp.WithPropagators(t.Propagator),
-		otelhttp.WithFilter(func(r *http.Request) bool { return !untraced[r.URL.Path] }),
-		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }),
-	)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/metrics" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 			metrics.ServeHTTP(w, r)
 			return
 		}
-		traced.ServeHTTP(w, r)
+		serve.ServeHTTP(w, r)
 	})
 }
 

@@ -54,13 +54,13 @@ func Metrics(meter metric.Meter) func(http.Handler) http.Handler {
 			attribute.String("status", strconv.Itoa(status)))))
 		return v.(metric.MeasurementOption)
 	}
-	var methodSets sync.Map // method -> metric.MeasurementOption
-	methodAttrs := func(method string) metric.MeasurementOption {
-		if v, ok := methodSets.Load(method); ok {
-			return v.(metric.MeasurementOption)
-		}
-		v, _ := methodSets.LoadOrStore(method, metric.WithAttributeSet(attribute.NewSet(attribute.String("method", method))))
-		return v.(metric.MeasurementOption)
+	// Methods are a bounded label: one a client invents counts as OTHER, so
+	// it cannot become a time series of its own. The in-flight gauge is
+	// labelled by method alone; its sets are built here, once.
+	methodAttrs := map[string]metric.MeasurementOption{}
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace, "OTHER"} {
+		methodAttrs[m] = metric.WithAttributeSet(attribute.NewSet(attribute.String("method", m)))
 	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -70,8 +70,11 @@ func Metrics(meter metric.Meter) func(http.Handler) http.Handler {
 				rctx = chi.NewRouteContext()
 				r = r.WithContext(context.WithValue(ctx, chi.RouteCtxKey, rctx))
 			}
-			method := metricMethod(r.Method)
-			inFlight.Add(ctx, 1, methodAttrs(method))
+			method := r.Method
+			if _, known := methodAttrs[method]; !known {
+				method = "OTHER"
+			}
+			inFlight.Add(ctx, 1, methodAttrs[method])
 			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 			start := time.Now()
 			defer func() {
@@ -87,7 +90,7 @@ func Metrics(meter metric.Meter) func(http.Handler) http.Handler {
 				attrs := attrsFor(route, method, status)
 				duration.Record(ctx, time.Since(start).Seconds(), attrs)
 				requests.Add(ctx, 1, attrs)
-				inFlight.Add(ctx, -1, methodAttrs(method))
+				inFlight.Add(ctx, -1, methodAttrs[method])
 				if status == http.StatusTooManyRequests {
 					rejected.Add(ctx, 1, metric.WithAttributes(attribute.String("route", route)))
 				}
@@ -104,15 +107,4 @@ func Metrics(meter metric.Meter) func(http.Handler) http.Handler {
 type attrKey struct {
 	route, method string
 	status        int
-}
-
-// metricMethod bounds the method label: any method a client invents would
-// otherwise become a time series of its own.
-func metricMethod(m string) string {
-	switch m {
-	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
-		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
-		return m
-	}
-	return "OTHER"
 }

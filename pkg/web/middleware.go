@@ -55,15 +55,11 @@ func Recoverer(log *slog.Logger) func(http.Handler) http.Handler {
 }
 
 // RequestLogger logs one line per request, after it is served: at info
-// level, or at warn for a 5xx. When the logger is above info, successful
-// requests are not even measured.
+// level, or at warn for a 5xx. A line below the logger's level is not even
+// built.
 func RequestLogger(log *slog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if !log.Enabled(r.Context(), slog.LevelWarn) {
-				next.ServeHTTP(w, r)
-				return
-			}
 			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 			start := time.Now()
 			next.ServeHTTP(ww, r)

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -95,31 +94,33 @@ func (s *Store) Claim(ctx context.Context, key string, hash []byte, staleAfter t
 // without its key's response, nor the response without the payment. The
 // payment is inserted only when the claim still holds.
 func (s *Store) Complete(ctx context.Context, key string, token time.Time, p *Payment, status int, body []byte) error {
-	var completed int
-	var err error
 	if p == nil {
 		const complete = `
 			UPDATE idempotency_keys SET status_code = $3, response = $4
 			WHERE key = $1 AND created_at = $2 AND status_code IS NULL`
-		var tag pgconn.CommandTag
-		tag, err = s.pool.Exec(ctx, complete, key, token, status, string(body))
-		completed = int(tag.RowsAffected())
-	} else {
-		const completeWithPayment = `
-			WITH k AS (
-				UPDATE idempotency_keys SET status_code = $3, response = $4
-				WHERE key = $1 AND created_at = $2 AND status_code IS NULL
-				RETURNING key),
-			p AS (
-				INSERT INTO payments (id, order_id, provider_charge_id, amount_cents, currency, method, status, created_at, updated_at)
-				SELECT $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM k)
-			SELECT count(*) FROM k`
-		err = s.pool.QueryRow(ctx, completeWithPayment, key, token, status, string(body),
-			p.ID, p.OrderID, p.ProviderChargeID, p.AmountCents, p.Currency, p.Method, p.Status,
-			p.CreatedAt, p.UpdatedAt).Scan(&completed)
+		tag, err := s.pool.Exec(ctx, complete, key, token, status, string(body))
+		if err != nil {
+			return fmt.Errorf("complete idempotency key: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return errClaimLost
+		}
+		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("complete idempotency key: %w", err)
+	const completeWithPayment = `
+		WITH k AS (
+			UPDATE idempotency_keys SET status_code = $3, response = $4
+			WHERE key = $1 AND created_at = $2 AND status_code IS NULL
+			RETURNING key),
+		p AS (
+			INSERT INTO payments (id, order_id, provider_charge_id, amount_cents, currency, method, status, created_at, updated_at)
+			SELECT $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM k)
+		SELECT count(*) FROM k`
+	var completed int
+	if err := s.pool.QueryRow(ctx, completeWithPayment, key, token, status, string(body),
+		p.ID, p.OrderID, p.ProviderChargeID, p.AmountCents, p.Currency, p.Method, p.Status,
+		p.CreatedAt, p.UpdatedAt).Scan(&completed); err != nil {
+		return fmt.Errorf("complete idempotency key with payment: %w", err)
 	}
 	if completed == 0 {
 		return errClaimLost
