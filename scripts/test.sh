@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make test: starts the components the tests talk to (PostgreSQL, Redis,
 # fauxqs) when they are not running, installs HAProxy when it is missing
-# (its config is checked with haproxy -c), then runs every test with the
+# (its config is checked with haproxy -c), builds Ory Hydra once, then runs every test with the
 # race detector. What it started, it stops again.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -9,6 +9,9 @@ had_fauxqs=0
 port_open 127.0.0.1 $SQS_PORT && had_fauxqs=1
 "$ROOT/scripts/deps.sh"
 need_cmd haproxy haproxy
+# Ory Hydra, the OpenID Connect provider the auth tests start (built once).
+if [ -z "${HYDRA_BIN:-}" ]; then HYDRA_BIN=$(hydra_bin) || exit 1; fi
+export HYDRA_BIN
 status=0
 go test -race -count=1 -timeout 20m "$@" ./... || status=$?
 [ $had_fauxqs = 1 ] || stop_pid fauxqs

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Ory Hydra v2.3.0, the OpenID Connect provider, natively.
+#   scripts/hydra.sh build   build the pinned binary into bin/ (cached; 1-4 min the first time)
+#   scripts/hydra.sh start   create and migrate the hydra database, start Hydra on
+#                            127.0.0.1:4444 (public, the issuer) and :4445 (admin),
+#                            register Orderflow's OAuth 2.0 clients
+# The secrets come from the environment (make dev keeps them in .dev/secrets.env).
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+case "${1:-}" in
+build)
+  hydra_bin >/dev/null
+  ;;
+start)
+  bin=$(hydra_bin)
+  : "${HYDRA_SECRETS_SYSTEM:?set HYDRA_SECRETS_SYSTEM (32+ random characters)}"
+  : "${ADMIN_CLIENT_SECRET:?set ADMIN_CLIENT_SECRET}" "${ORDER_CLIENT_SECRET:?set ORDER_CLIENT_SECRET}"
+  create_db hydra
+  stop_pid hydra
+  port_open 127.0.0.1 "$HYDRA_PUBLIC_PORT" && die "port $HYDRA_PUBLIC_PORT is taken by another process (set HYDRA_PUBLIC_PORT)"
+  dsn="$PG_URL/hydra?sslmode=disable"
+  DSN="$dsn" "$bin" migrate sql up -e --yes >>"$RUN_DIR/logs/hydra.log" 2>&1 ||
+    die "hydra migrate failed (log: $RUN_DIR/logs/hydra.log)"
+  say "starting Ory Hydra (issuer http://127.0.0.1:$HYDRA_PUBLIC_PORT/, admin :$HYDRA_ADMIN_PORT)"
+  # --dev: plain HTTP on loopback (the gateway terminates TLS in front of it).
+  DSN="$dsn" SECRETS_SYSTEM="$HYDRA_SECRETS_SYSTEM" \
+    SERVE_PUBLIC_PORT=$HYDRA_PUBLIC_PORT SERVE_ADMIN_PORT=$HYDRA_ADMIN_PORT \
+    URLS_SELF_ISSUER="http://127.0.0.1:$HYDRA_PUBLIC_PORT/" \
+    URLS_LOGIN="http://127.0.0.1:${IDENTITY_PORT:-8084}/login" URLS_CONSENT="http://127.0.0.1:${IDENTITY_PORT:-8084}/consent" \
+    start_bg hydra "$bin" serve all --dev -c "$ROOT/deploy/hydra/hydra.yml"
+  wait_http hydra "http://127.0.0.1:$HYDRA_ADMIN_PORT/health/ready" 60
+  admin="http://127.0.0.1:$HYDRA_ADMIN_PORT"
+  hydra_client "$admin" orderflow-cli "$(cat deploy/hydra/clients/orderflow-cli.json)"
+  hydra_client "$admin" orderflow-admin "$(sed "s|\${SECRET}|$ADMIN_CLIENT_SECRET|" deploy/hydra/clients/orderflow-admin.json)"
+  hydra_client "$admin" orderflow-order "$(sed "s|\${SECRET}|$ORDER_CLIENT_SECRET|" deploy/hydra/clients/orderflow-order.json)"
+  ;;
+*)
+  die "usage: scripts/hydra.sh build|start"
+  ;;
+esac
