@@ -36,8 +36,10 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/dbtest"
 	"github.com/orderflow/orderflow/pkg/postgres"
+	"github.com/orderflow/orderflow/pkg/web"
 )
 
 // The client secrets Start registers (test-only values).
@@ -435,4 +437,28 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// Tokens is a stand-in for auth.Verifier.Authenticate in handler tests: a
+// bearer token that is a key of tokens authenticates as its Principal, any
+// other token is refused with 401 as the real verifier refuses it, and a
+// request without one passes on anonymous. Real tokens are verified against
+// a real Hydra in pkg/auth's tests and end to end in e2e/.
+func Tokens(tokens map[string]auth.Principal) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := r.Header.Get("Authorization")
+			if h == "" {
+				next.ServeHTTP(w, r)
+				return
+			}
+			p, ok := tokens[strings.TrimPrefix(h, "Bearer ")]
+			if !ok || !strings.HasPrefix(h, "Bearer ") {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="orderflow", error="invalid_token"`)
+				web.WriteProblem(w, web.NewProblem(http.StatusUnauthorized, "unauthorized", "the access token is not valid"))
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), p)))
+		})
+	}
 }

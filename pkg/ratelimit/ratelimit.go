@@ -7,8 +7,9 @@
 //	limit := ratelimit.New(rdb, "order", ratelimit.PerSecond(100, 200), log, onFailOpen)
 //	r.With(limit).Get("/v1/things", ...)
 //
-// A client is its X-API-Key header when present, else its IP address
-// (r.RemoteAddr, which chi's RealIP middleware has already rewritten).
+// A client is the subject of its verified access token (auth.Authenticate
+// runs first), else its IP address (r.RemoteAddr, which web.ClientAddr has
+// set from a trusted proxy's X-Forwarded-For).
 // Every limited response carries the IETF draft headers RateLimit-Limit,
 // RateLimit-Remaining and RateLimit-Reset; a refused one is a 429 problem
 // with code "rate_limited" and Retry-After. When Redis fails the request is
@@ -19,8 +20,6 @@ package ratelimit
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,11 +33,9 @@ import (
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/web"
 )
-
-// APIKeyHeader names the header that identifies a client by key.
-const APIKeyHeader = "X-API-Key"
 
 // PerSecond returns a limit of rate requests per second with bursts of up
 // to burst requests. A rate of 0 returns the zero Limit, which disables
@@ -134,16 +131,17 @@ func (l *limiter) failOpen(ctx context.Context, err error) {
 	}
 }
 
-// ClientKey is the Redis key suffix of the client that sent r: a hash of
-// its API key (the key itself never reaches Redis), else its IP address.
+// ClientKey is the Redis key suffix of the client that sent r: the
+// subject of its verified access token (a customer or a client id), else
+// its IP address as web.ClientAddr set it. Nothing a client can pick
+// freely (a header, a new random key per request) is a new allowance.
 func ClientKey(r *http.Request) string {
-	if k := r.Header.Get(APIKeyHeader); k != "" {
-		sum := sha256.Sum256([]byte(k))
-		return "key:" + hex.EncodeToString(sum[:16])
+	if p, ok := auth.FromContext(r.Context()); ok {
+		return "sub:" + p.Subject
 	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		host = r.RemoteAddr // RealIP leaves a bare IP without a port
+		host = r.RemoteAddr
 	}
 	return "ip:" + host
 }

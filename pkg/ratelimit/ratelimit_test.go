@@ -20,6 +20,7 @@ import (
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/tcpproxy"
 )
 
@@ -61,13 +62,15 @@ func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, ni
 
 var okHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
 
-func send(h http.Handler, header map[string]string, remote string) *httptest.ResponseRecorder {
+// send sends a request from remote (empty: httptest's), authenticated as
+// subject when it is not empty.
+func send(h http.Handler, subject string, remote string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest("GET", "/v1/things", nil)
 	if remote != "" {
 		req.RemoteAddr = remote
 	}
-	for k, v := range header {
-		req.Header.Set(k, v)
+	if subject != "" {
+		req = req.WithContext(auth.WithPrincipal(req.Context(), auth.Principal{Subject: subject}))
 	}
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
@@ -84,7 +87,7 @@ func TestNew_LimitsAndHeaders(t *testing.T) {
 	t.Parallel()
 	rdb, scope := newTestRedis(t)
 	h := New(rdb, scope, perMinute(3), discard(), nil)(okHandler)
-	key := map[string]string{APIKeyHeader: "k1"}
+	key := "cus_k1"
 
 	for i := range 3 {
 		rec := send(h, key, "")
@@ -120,7 +123,7 @@ func TestNew_LimitsAndHeaders(t *testing.T) {
 	}
 
 	// Another client has its own allowance; an IP is a client too.
-	if rec := send(h, map[string]string{APIKeyHeader: "k2"}, ""); rec.Code != http.StatusNoContent {
+	if rec := send(h, "cus_k2", ""); rec.Code != http.StatusNoContent {
 		t.Errorf("other key = %d; want 204", rec.Code)
 	}
 	for i := range 4 {
@@ -128,12 +131,12 @@ func TestNew_LimitsAndHeaders(t *testing.T) {
 		if i == 3 {
 			want = http.StatusTooManyRequests
 		}
-		if rec := send(h, nil, "10.1.2.3:5555"); rec.Code != want {
+		if rec := send(h, "", "10.1.2.3:5555"); rec.Code != want {
 			t.Errorf("ip request %d = %d; want %d", i+1, rec.Code, want)
 		}
 	}
-	// The port does not matter, and a bare IP (after RealIP) is the same client.
-	if rec := send(h, nil, "10.1.2.3"); rec.Code != http.StatusTooManyRequests {
+	// The port does not matter, and a bare IP is the same client.
+	if rec := send(h, "", "10.1.2.3"); rec.Code != http.StatusTooManyRequests {
 		t.Errorf("same IP without port = %d; want 429", rec.Code)
 	}
 }
@@ -148,7 +151,7 @@ func TestClientKey(t *testing.T) {
 	}{
 		{name: "ipv4 with port", remote: "192.0.2.1:1234", want: "ip:192.0.2.1"},
 		{name: "ipv6 with port", remote: "[2001:db8::1]:80", want: "ip:2001:db8::1"},
-		{name: "bare ip from RealIP", remote: "192.0.2.9", want: "ip:192.0.2.9"},
+		{name: "bare ip", remote: "192.0.2.9", want: "ip:192.0.2.9"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -160,9 +163,19 @@ func TestClientKey(t *testing.T) {
 		})
 	}
 	r := httptest.NewRequest("GET", "/", nil)
-	r.Header.Set(APIKeyHeader, "secret-key")
-	if got := ClientKey(r); !strings.HasPrefix(got, "key:") || strings.Contains(got, "secret") {
-		t.Errorf("ClientKey(api key) = %q; want a hash, not the key", got)
+	r.RemoteAddr = "192.0.2.7:999"
+	r = r.WithContext(auth.WithPrincipal(r.Context(), auth.Principal{Subject: "cus_abc"}))
+	if got := ClientKey(r); got != "sub:cus_abc" {
+		t.Errorf("ClientKey(token of cus_abc) = %q; want sub:cus_abc", got)
+	}
+	// Headers a client chooses are no identity: a new X-API-Key or
+	// X-Forwarded-For per request is still the same client.
+	r = httptest.NewRequest("GET", "/", nil)
+	r.RemoteAddr = "192.0.2.7:999"
+	r.Header.Set("X-API-Key", "random-1")
+	r.Header.Set("X-Forwarded-For", "6.6.6.6")
+	if got := ClientKey(r); got != "ip:192.0.2.7" {
+		t.Errorf("ClientKey(X-API-Key, X-Forwarded-For) = %q; want ip:192.0.2.7", got)
 	}
 }
 
@@ -170,7 +183,7 @@ func TestNew_ZeroLimitDisables(t *testing.T) {
 	t.Parallel()
 	h := New(nil, "x", PerSecond(0, 200), discard(), nil)(okHandler)
 	for range 3 {
-		if rec := send(h, nil, ""); rec.Code != http.StatusNoContent || rec.Header().Get("RateLimit-Limit") != "" {
+		if rec := send(h, "", ""); rec.Code != http.StatusNoContent || rec.Header().Get("RateLimit-Limit") != "" {
 			t.Fatalf("disabled limiter = %d %v; want 204 without headers", rec.Code, rec.Header())
 		}
 	}
@@ -195,7 +208,7 @@ func TestNew_SharedAcrossReplicas(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 60 {
 		wg.Go(func() {
-			switch send(replicas[i%2], map[string]string{APIKeyHeader: "shared"}, "").Code {
+			switch send(replicas[i%2], "cus_shared", "").Code {
 			case http.StatusNoContent:
 				allowed.Add(1)
 			case http.StatusTooManyRequests:
@@ -241,7 +254,7 @@ func TestNew_FailOpen(t *testing.T) {
 	logs := &lockedBuffer{}
 	var failOpens atomic.Int32
 	h := New(rdb, scope, perMinute(2), slog.New(slog.NewJSONHandler(logs, nil)), func() { failOpens.Add(1) })(okHandler)
-	key := map[string]string{APIKeyHeader: "fo"}
+	key := "cus_fo"
 
 	if rec := send(h, key, ""); rec.Code != http.StatusNoContent {
 		t.Fatalf("before outage = %d", rec.Code)

@@ -1,34 +1,18 @@
 package web
 
 import (
-	"crypto/subtle"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 )
-
-// RequireAdmin lets a request through only with "Authorization: Bearer
-// <token>". An empty token disables the admin routes: every call gets 401.
-func RequireAdmin(token string) func(http.Handler) http.Handler {
-	want := []byte("Bearer " + token)
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			got := []byte(r.Header.Get("Authorization"))
-			if token == "" || subtle.ConstantTimeCompare(got, want) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="orderflow-admin"`)
-				WriteProblem(w, NewProblem(http.StatusUnauthorized, "unauthorized",
-					"admin calls need Authorization: Bearer $ADMIN_TOKEN"))
-				return
-			}
-			next.ServeHTTP(w, r)
-		})
-	}
-}
 
 // Recoverer turns a panic in a handler into a logged 500 problem, so no panic
 // reaches a client as a dropped connection. http.ErrAbortHandler is re-raised:
@@ -84,11 +68,12 @@ func RequestLogger(log *slog.Logger) func(http.Handler) http.Handler {
 }
 
 // NewRouter returns a chi router with the middleware every service uses, in
-// the order the house style fixes: request id, real IP, logger, recoverer.
+// the order the house style fixes: request id, logger, recoverer. The
+// client address is set before, by ClientAddr, in main.
 // Unknown routes and methods answer with problem bodies.
 func NewRouter(log *slog.Logger) *chi.Mux {
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, middleware.RealIP, RequestLogger(log), Recoverer(log))
+	r.Use(middleware.RequestID, RequestLogger(log), Recoverer(log))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		WriteProblem(w, NewProblem(http.StatusNotFound, "not_found", "no such route: "+r.URL.Path))
 	})
@@ -97,4 +82,72 @@ func NewRouter(log *slog.Logger) *chi.Mux {
 			r.Method+" is not allowed on "+r.URL.Path))
 	})
 	return r
+}
+
+// ParsePrefixes parses a comma-separated list of IP addresses and CIDR
+// prefixes (TRUSTED_PROXIES): "10.0.0.0/8, 127.0.0.1".
+func ParsePrefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(list, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(f); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither an IP address nor a CIDR prefix", f)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
+}
+
+// ClientAddr sets r.RemoteAddr to the client's address. X-Forwarded-For is
+// believed only when the connection comes from one of trusted (the
+// gateway, the load balancer): then the client is the right-most address
+// in it that is not itself a trusted proxy. From anyone else the header is
+// ignored, so a client cannot choose the address it is rate-limited by.
+// X-Real-IP and True-Client-IP are never read.
+func ClientAddr(trusted []netip.Prefix) func(http.Handler) http.Handler {
+	isTrusted := func(a netip.Addr) bool {
+		for _, p := range trusted {
+			if p.Contains(a.Unmap()) {
+				return true
+			}
+		}
+		return false
+	}
+	return func(next http.Handler) http.Handler {
+		if len(trusted) == 0 {
+			return next
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			host, _, err := net.SplitHostPort(r.RemoteAddr)
+			if err != nil {
+				host = r.RemoteAddr
+			}
+			peer, err := netip.ParseAddr(host)
+			xff := r.Header.Values("X-Forwarded-For")
+			if err != nil || !isTrusted(peer) || len(xff) == 0 {
+				next.ServeHTTP(w, r)
+				return
+			}
+			hops := strings.Split(strings.Join(xff, ","), ",")
+			for i := len(hops) - 1; i >= 0; i-- {
+				a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+				if err != nil {
+					break // a garbled hop: stop at the last address we can trust
+				}
+				if !isTrusted(a) || i == 0 {
+					r.RemoteAddr = net.JoinHostPort(a.Unmap().String(), "0")
+					break
+				}
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
 }

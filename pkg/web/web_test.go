@@ -94,35 +94,6 @@ func TestWriteProblem(t *testing.T) {
 	}
 }
 
-func TestRequireAdmin(t *testing.T) {
-	t.Parallel()
-	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
-	tests := []struct {
-		name, token, header string
-		want                int
-	}{
-		{"right token", "s3cret", "Bearer s3cret", http.StatusNoContent},
-		{"no header", "s3cret", "", http.StatusUnauthorized},
-		{"wrong token", "s3cret", "Bearer nope", http.StatusUnauthorized},
-		{"no scheme", "s3cret", "s3cret", http.StatusUnauthorized},
-		{"admin disabled", "", "Bearer ", http.StatusUnauthorized},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			r := httptest.NewRequest(http.MethodPut, "/admin", nil)
-			if tt.header != "" {
-				r.Header.Set("Authorization", tt.header)
-			}
-			w := httptest.NewRecorder()
-			web.RequireAdmin(tt.token)(ok).ServeHTTP(w, r)
-			if w.Code != tt.want {
-				t.Errorf("status = %d; want %d", w.Code, tt.want)
-			}
-		})
-	}
-}
-
 func TestRecoverer(t *testing.T) {
 	t.Parallel()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
@@ -18,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/orderflow/orderflow/migrations"
+	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/env"
 	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/ratelimit"
@@ -49,7 +52,8 @@ type config struct {
 	cacheTTL       time.Duration
 	rateLimit      int
 	rateBurst      int
-	adminToken     string
+	auth           auth.Config
+	trustedProxies []netip.Prefix
 	logLevel       string
 	// shutdownDrain is how long the process keeps serving after SIGTERM
 	// with /readyz failing, so a load balancer stops routing to it first
@@ -73,11 +77,13 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		cacheTTL:       r.Duration("INVENTORY_CACHE_TTL", 30*time.Second),
 		rateLimit:      r.Int("INVENTORY_RATE_LIMIT", 100),
 		rateBurst:      r.Int("INVENTORY_RATE_BURST", 200),
-		adminToken:     r.String("ADMIN_TOKEN", ""),
 		logLevel:       r.String("LOG_LEVEL", "info"),
 		shutdownDrain:  r.Duration("SHUTDOWN_DRAIN", 0),
 	}
-	errs := []error{r.Err()}
+	var authErr, proxyErr error
+	cfg.auth, authErr = auth.ReadConfig(getenv)
+	cfg.trustedProxies, proxyErr = web.ParsePrefixes(r.String("TRUSTED_PROXIES", ""))
+	errs := []error{r.Err(), authErr, proxyErr}
 	if cfg.dbMaxConns < 1 {
 		errs = append(errs, errors.New("INVENTORY_DB_MAX_CONNS must be at least 1"))
 	}
@@ -133,7 +139,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"seed_products", cfg.seedProducts, "redis_url", redactRedis(cfg.redisURL), "redis_pool_size", cfg.redisPoolSize,
 		"cache_enabled", cfg.cacheEnabled, "cache_prefix", cfg.cachePrefix, "cache_ttl", cfg.cacheTTL.String(),
 		"rate_limit", cfg.rateLimit, "rate_burst", cfg.rateBurst,
-		"admin_token_set", cfg.adminToken != "", "log_level", cfg.logLevel)
+		"auth_issuer", cfg.auth.Issuer, "auth_audience", cfg.auth.Audience, "auth_cache_ttl", cfg.auth.CacheTTL.String(),
+		"trusted_proxies", fmt.Sprint(cfg.trustedProxies), "log_level", cfg.logLevel)
 	tel, err := telemetry.New(ctx, "inventory", getenv)
 	if err != nil {
 		return err
@@ -179,7 +186,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var rateFailOpens atomic.Uint64
 	limit := ratelimit.New(rdb, "inventory", ratelimit.PerSecond(cfg.rateLimit, cfg.rateBurst), log,
 		func() { rateFailOpens.Add(1) })
-	handler := inventory.NewHandler(log, svc, cfg.adminToken, limit)
+	verifier, err := auth.NewVerifier(cfg.auth, &http.Client{Timeout: 5 * time.Second}, log)
+	if err != nil {
+		return err
+	}
+	handler := inventory.NewHandler(log, svc, verifier.Authenticate, limit)
 	if err := errors.Join(
 		tel.ObserveCounts("orderflow.cache.requests", "Product reads by cache result: hit (Redis), miss (Postgres, then cached), fallback (Postgres because Redis failed).",
 			"result", func() map[string]uint64 {
@@ -207,7 +218,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	wg.Go(func() { cache.Retry(loopCtx, 500*time.Millisecond) })
 
 	drain := web.NewDrainer(cfg.shutdownDrain, log)
-	srv := web.NewServer(cfg.addr, drain.Handler(tel.Handler(handler)), log)
+	srv := web.NewServer(cfg.addr, drain.Handler(tel.Handler(web.ClientAddr(cfg.trustedProxies)(handler))), log)
 	return web.Serve(drain.Context(ctx), srv, log, 10*time.Second)
 }
 

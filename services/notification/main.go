@@ -9,6 +9,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sync"
@@ -19,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/orderflow/orderflow/migrations"
+	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/env"
 	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/queue"
@@ -47,6 +50,9 @@ type config struct {
 	maxReceives  int
 	logLevel     string
 	sqs          queue.Config
+	auth         auth.Config
+	// trustedProxies may set X-Forwarded-For (TRUSTED_PROXIES).
+	trustedProxies []netip.Prefix
 	// shutdownDrain is how long the process keeps serving after SIGTERM
 	// with /readyz failing, so a load balancer stops routing to it first
 	// (SHUTDOWN_DRAIN; 0 by default, make dev REPLICAS>1 sets 3s).
@@ -70,7 +76,10 @@ func readConfig(getenv func(string) string) (config, error) {
 		sqs:           queue.ReadConfig(getenv),
 		shutdownDrain: r.Duration("SHUTDOWN_DRAIN", 0),
 	}
-	var errs []error
+	var authErr, proxyErr error
+	c.auth, authErr = auth.ReadConfig(getenv)
+	c.trustedProxies, proxyErr = web.ParsePrefixes(r.String("TRUSTED_PROXIES", ""))
+	errs := []error{authErr, proxyErr}
 	if c.concurrency < 1 {
 		errs = append(errs, fmt.Errorf("NOTIFICATION_CONCURRENCY=%d must be at least 1", c.concurrency))
 	}
@@ -102,7 +111,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.InfoContext(ctx, "starting", "addr", cfg.addr, "database", postgres.Redact(cfg.databaseURL),
 		"smtp", cfg.smtpAddr, "invoice_queue", cfg.invoiceQueue, "email_queue", cfg.emailQueue,
 		"concurrency", cfg.concurrency, "visibility_timeout", cfg.visibility.String(),
-		"max_receives", cfg.maxReceives, "sqs_endpoint", cfg.sqs.Endpoint)
+		"max_receives", cfg.maxReceives, "sqs_endpoint", cfg.sqs.Endpoint,
+		"auth_issuer", cfg.auth.Issuer, "auth_audience", cfg.auth.Audience, "auth_cache_ttl", cfg.auth.CacheTTL.String(),
+		"trusted_proxies", fmt.Sprint(cfg.trustedProxies))
 	tel, err := telemetry.New(ctx, "notification", getenv)
 	if err != nil {
 		return err
@@ -131,7 +142,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	store := notification.NewStore(pool)
 	svc := notification.NewService(store, notification.NewMailer(cfg.smtpAddr, cfg.mailFrom), log)
-	h := notification.NewHandler(log, svc, map[string]web.Check{
+	verifier, err := auth.NewVerifier(cfg.auth, &http.Client{Timeout: 5 * time.Second}, log)
+	if err != nil {
+		return err
+	}
+	h := notification.NewHandler(log, svc, verifier.Authenticate, map[string]web.Check{
 		"postgres": svc.Ready,
 		"sqs": func(ctx context.Context) error {
 			for _, name := range []string{cfg.invoiceQueue, cfg.emailQueue} {
@@ -184,7 +199,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	})
 
 	drain := web.NewDrainer(cfg.shutdownDrain, log)
-	srv := web.NewServer(cfg.addr, drain.Handler(tel.Handler(h)), log)
+	srv := web.NewServer(cfg.addr, drain.Handler(tel.Handler(web.ClientAddr(cfg.trustedProxies)(h))), log)
 	err = web.Serve(drain.Context(ctx), srv, log, 10*time.Second)
 	cancel()
 	wg.Wait()

@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderflow/orderflow/migrations"
+	"github.com/orderflow/orderflow/pkg/authtest"
 	"github.com/orderflow/orderflow/pkg/dbtest"
 	"github.com/orderflow/orderflow/pkg/events"
 	"github.com/orderflow/orderflow/pkg/queue"
@@ -48,8 +49,17 @@ func suffix() string {
 
 // getJSON fetches url into v and returns the status, or 0 when the server
 // does not answer yet.
-func getJSON(url string, v any) int {
-	resp, err := http.Get(url)
+// getJSON GETs url, with a bearer token when it is not "", and decodes the
+// body into v (nil: discarded).
+func getJSON(url, token string, v any) int {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return 0
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0
 	}
@@ -84,7 +94,14 @@ func TestRun(t *testing.T) {
 	smtp := smtptest.Start(t)
 	addr := freeAddr(t)
 	invoiceQueue, emailQueue := "e2e-invoices-"+suffix(), "e2e-emails-"+suffix()
+	// The reads need the event's customer's token, from a real Hydra.
+	hydra := authtest.Start(t, authtest.Options{})
+	customer, err := hydra.CustomerToken(context.Background(), "cus_1")
+	if err != nil {
+		t.Fatal(err)
+	}
 	vars := map[string]string{
+		"AUTH_ISSUER":                     hydra.Issuer,
 		"NOTIFICATION_ADDR":               addr,
 		"NOTIFICATION_DATABASE_URL":       dbURL,
 		"NOTIFICATION_DB_MAX_CONNS":       "5",
@@ -126,8 +143,8 @@ func TestRun(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"notification"}, getenv, io.Discard, io.Discard) }()
 	base := "http://" + addr
-	waitFor(t, 30*time.Second, "/healthz", func() bool { return getJSON(base+"/healthz", nil) == http.StatusOK })
-	waitFor(t, 30*time.Second, "/readyz (queues created)", func() bool { return getJSON(base+"/readyz", nil) == http.StatusOK })
+	waitFor(t, 30*time.Second, "/healthz", func() bool { return getJSON(base+"/healthz", "", nil) == http.StatusOK })
+	waitFor(t, 30*time.Second, "/readyz (queues created)", func() bool { return getJSON(base+"/readyz", "", nil) == http.StatusOK })
 
 	e := events.Order{
 		ID:         uuid.Must(uuid.NewV7()).String(),
@@ -161,7 +178,7 @@ func TestRun(t *testing.T) {
 		} `json:"invoices"`
 	}
 	waitFor(t, 30*time.Second, "the invoice", func() bool {
-		return getJSON(base+"/v1/invoices?order_id="+e.OrderID, &invoices) == http.StatusOK && len(invoices.Invoices) == 1
+		return getJSON(base+"/v1/invoices?order_id="+e.OrderID, customer, &invoices) == http.StatusOK && len(invoices.Invoices) == 1
 	})
 	if got := invoices.Invoices[0]; got.Number != 1 || got.OrderID != e.OrderID {
 		t.Errorf("invoice = %+v; want number 1 for order %s", got, e.OrderID)
@@ -173,7 +190,7 @@ func TestRun(t *testing.T) {
 		} `json:"emails"`
 	}
 	waitFor(t, 30*time.Second, "the e-mail", func() bool {
-		return getJSON(base+"/v1/emails?order_id="+e.OrderID, &emails) == http.StatusOK && len(emails.Emails) == 1
+		return getJSON(base+"/v1/emails?order_id="+e.OrderID, customer, &emails) == http.StatusOK && len(emails.Emails) == 1
 	})
 	if got := emails.Emails[0]; got.To != e.Email || got.Kind != "order_confirmed" {
 		t.Errorf("email = %+v; want order_confirmed to %s", got, e.Email)
@@ -240,11 +257,11 @@ func TestRun_SQSDown(t *testing.T) {
 		done <- run(ctx, []string{"notification"}, func(k string) string { return vars[k] }, io.Discard, io.Discard)
 	}()
 	base := "http://" + addr
-	waitFor(t, 30*time.Second, "/healthz", func() bool { return getJSON(base+"/healthz", nil) == http.StatusOK })
+	waitFor(t, 30*time.Second, "/healthz", func() bool { return getJSON(base+"/healthz", "", nil) == http.StatusOK })
 	var problem struct {
 		Checks map[string]string `json:"checks"`
 	}
-	if got := getJSON(base+"/readyz", &problem); got != http.StatusServiceUnavailable || problem.Checks["sqs"] == "" {
+	if got := getJSON(base+"/readyz", "", &problem); got != http.StatusServiceUnavailable || problem.Checks["sqs"] == "" {
 		t.Errorf("/readyz = %d %v; want 503 with a failing sqs check", got, problem.Checks)
 	}
 	cancel()

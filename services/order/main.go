@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/orderflow/orderflow/migrations"
+	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/env"
 	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/queue"
@@ -50,12 +52,17 @@ type config struct {
 	recoveryAfter    time.Duration
 	invoiceQueue     string
 	emailQueue       string
-	adminToken       string
-	logLevel         string
-	sqs              queue.Config
-	redisURL         string
-	rateLimit        int
-	rateBurst        int
+	auth             auth.Config
+	trustedProxies   []netip.Prefix
+	// clientID and clientSecret are order's OAuth 2.0 client: its calls to
+	// inventory and payment carry client-credentials tokens.
+	clientID     string
+	clientSecret string
+	logLevel     string
+	sqs          queue.Config
+	redisURL     string
+	rateLimit    int
+	rateBurst    int
 	// notifyInline makes the invoice and e-mail inside the request through
 	// notificationURL instead of leaving them to the queue workers: the
 	// benchmark's "patterns off" configuration, never a production one.
@@ -86,10 +93,11 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		recoveryAfter:    r.Duration("ORDER_RECOVERY_AFTER", 30*time.Second),
 		invoiceQueue:     r.String("ORDER_INVOICE_QUEUE", "order-invoices"),
 		emailQueue:       r.String("ORDER_EMAIL_QUEUE", "order-emails"),
-		adminToken:       r.String("ADMIN_TOKEN", ""),
+		clientID:         r.String("ORDER_CLIENT_ID", "orderflow-order"),
+		clientSecret:     r.Required("ORDER_CLIENT_SECRET"),
 		logLevel:         r.String("LOG_LEVEL", "info"),
 		sqs:              queue.ReadConfig(getenv),
-		// Rate limits are per client (X-API-Key, else IP), shared by every
+		// Rate limits are per caller (token subject, else IP), shared by every
 		// replica through Redis; 0 turns them off.
 		redisURL:      r.String("ORDER_REDIS_URL", "redis://127.0.0.1:6379/0"),
 		rateLimit:     r.Int("ORDER_RATE_LIMIT", 50),
@@ -100,7 +108,10 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		notificationURL: r.String("ORDER_NOTIFICATION_URL", "http://127.0.0.1:8083"),
 	}
 	cfg.downstream = resilience.ReadPolicy(r, "ORDER", cfg.callTimeout)
-	errs := []error{r.Err(), cfg.downstream.Validate("ORDER")}
+	var authErr, proxyErr error
+	cfg.auth, authErr = auth.ReadConfig(getenv)
+	cfg.trustedProxies, proxyErr = web.ParsePrefixes(r.String("TRUSTED_PROXIES", ""))
+	errs := []error{r.Err(), cfg.downstream.Validate("ORDER"), authErr, proxyErr}
 	if cfg.rateLimit < 0 || cfg.rateBurst < 0 {
 		errs = append(errs, errors.New("ORDER_RATE_LIMIT and ORDER_RATE_BURST must be >= 0"))
 	}
@@ -151,7 +162,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"recovery_interval", cfg.recoveryInterval.String(), "recovery_after", cfg.recoveryAfter.String(),
 		"invoice_queue", cfg.invoiceQueue, "email_queue", cfg.emailQueue,
 		"sqs_endpoint", cfg.sqs.Endpoint, "sqs_region", cfg.sqs.Region,
-		"admin_token_set", cfg.adminToken != "", "log_level", cfg.logLevel,
+		"auth_issuer", cfg.auth.Issuer, "auth_audience", cfg.auth.Audience, "auth_cache_ttl", cfg.auth.CacheTTL.String(),
+		"trusted_proxies", fmt.Sprint(cfg.trustedProxies), "client_id", cfg.clientID, "client_secret", "***",
+		"log_level", cfg.logLevel,
 		"notify_inline", cfg.notifyInline, "notification_url", cfg.notificationURL)
 	tel, err := telemetry.New(ctx, "order", getenv)
 	if err != nil {
@@ -190,8 +203,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxIdleConnsPerHost: 100,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	inventoryGuard := resilience.New("inventory", cfg.downstream, tel.Transport(transport), log)
-	paymentGuard := resilience.New("payment", cfg.downstream, tel.Transport(transport), log)
+	// Each downstream gets a token with only the scope it needs, from
+	// Hydra's client-credentials grant, cached by x/oauth2 until a minute
+	// before it expires. A token that cannot be had fails the call like a
+	// dependency that is down: the breaker counts it.
+	tokenClient := &http.Client{Timeout: 5 * time.Second, Transport: tel.Transport(transport)}
+	withToken := func(scope string) http.RoundTripper {
+		return auth.ClientTransport(cfg.auth.TokenURL(), cfg.clientID, cfg.clientSecret, []string{scope},
+			cfg.auth.Audience, tokenClient, tel.Transport(transport))
+	}
+	inventoryGuard := resilience.New("inventory", cfg.downstream, withToken(auth.ScopeReservations), log)
+	paymentGuard := resilience.New("payment", cfg.downstream, withToken(auth.ScopePayments), log)
 	if err := tel.ObserveDownstreams(inventoryGuard, paymentGuard); err != nil {
 		return err
 	}
@@ -208,7 +230,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.notifyInline {
 		log.WarnContext(ctx, "ORDER_NOTIFY_INLINE is on: invoices and e-mails are made inside the request")
 		svcCfg.Notify = order.NewNotificationClient(cfg.notificationURL,
-			&http.Client{Transport: tel.Transport(transport)})
+			&http.Client{Transport: withToken(auth.ScopeNotify)})
 	}
 	svc := order.NewService(store,
 		order.NewInventoryClient(cfg.inventoryURL, inventoryGuard),
@@ -234,10 +256,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"", func() map[string]uint64 { return map[string]uint64{"": rateFailOpens.Load()} }); err != nil {
 		return err
 	}
+	verifier, err := auth.NewVerifier(cfg.auth, &http.Client{Timeout: 5 * time.Second}, log)
+	if err != nil {
+		return err
+	}
 	handler := order.NewHandler(log, svc, map[string]web.Check{
 		"postgres": store.Ping,
 		"sqs":      relay.Check,
-	}, limit)
+	}, verifier.Authenticate, limit)
 
 	// Background loops stop once the server has drained and are waited for
 	// before run returns, so the pool is never closed under a running loop.
@@ -252,6 +278,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	})
 
 	drain := web.NewDrainer(cfg.shutdownDrain, log)
-	srv := web.NewServer(cfg.addr, drain.Handler(tel.Handler(sagaMetrics(tel.MeterFor("orderflow/order"))(handler))), log)
+	srv := web.NewServer(cfg.addr, drain.Handler(tel.Handler(web.ClientAddr(cfg.trustedProxies)(
+		sagaMetrics(tel.MeterFor("orderflow/order"))(handler)))), log)
 	return web.Serve(drain.Context(ctx), srv, log, 10*time.Second)
 }

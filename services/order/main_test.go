@@ -14,13 +14,17 @@ import (
 	"time"
 
 	"github.com/orderflow/orderflow/migrations"
+	"github.com/orderflow/orderflow/pkg/auth"
+	"github.com/orderflow/orderflow/pkg/authtest"
 	"github.com/orderflow/orderflow/pkg/dbtest"
 	"github.com/orderflow/orderflow/pkg/postgres"
 )
 
 // fakeDownstreams serves the inventory and payment contracts well enough
 // for one successful order.
-func fakeDownstreams(t *testing.T) (inventoryURL, paymentURL string) {
+// fakeDownstreams stands in for inventory and payment; like them, each
+// verifies the caller's token with v and wants its own scope.
+func fakeDownstreams(t *testing.T, v *auth.Verifier) (inventoryURL, paymentURL string) {
 	t.Helper()
 	inv := http.NewServeMux()
 	inv.HandleFunc("POST /v1/reservations", func(w http.ResponseWriter, r *http.Request) {
@@ -65,7 +69,8 @@ func fakeDownstreams(t *testing.T) (inventoryURL, paymentURL string) {
 		_ = json.NewEncoder(w).Encode(map[string]any{"id": "pay_1", "order_id": req["order_id"],
 			"status": "captured", "amount_cents": req["amount_cents"], "currency": req["currency"]})
 	})
-	invSrv, paySrv := httptest.NewServer(inv), httptest.NewServer(pay)
+	invSrv := httptest.NewServer(v.Authenticate(auth.Require(auth.ScopeReservations)(inv)))
+	paySrv := httptest.NewServer(v.Authenticate(auth.Require(auth.ScopePayments)(pay)))
 	t.Cleanup(invSrv.Close)
 	t.Cleanup(paySrv.Close)
 	return invSrv.URL, paySrv.URL
@@ -87,7 +92,16 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	dbURL := dbtest.NewURL(t, fsys)
-	inventoryURL, paymentURL := fakeDownstreams(t)
+	hydra := authtest.Start(t, authtest.Options{})
+	v, err := auth.NewVerifier(auth.Config{Issuer: hydra.Issuer, Audience: "orderflow"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inventoryURL, paymentURL := fakeDownstreams(t, v)
+	customer, err := hydra.CustomerToken(context.Background(), "cus_1")
+	if err != nil {
+		t.Fatal(err)
+	}
 	addr := freeAddr(t)
 	var b [4]byte
 	_, _ = rand.Read(b[:])
@@ -106,6 +120,8 @@ func TestRun(t *testing.T) {
 		"AWS_ACCESS_KEY_ID":       "test",
 		"AWS_SECRET_ACCESS_KEY":   "test",
 		"LOG_LEVEL":               "warn",
+		"AUTH_ISSUER":             hydra.Issuer,
+		"ORDER_CLIENT_SECRET":     authtest.OrderSecret,
 	}
 	getenv := func(k string) string { return vars[k] }
 
@@ -128,6 +144,7 @@ func TestRun(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodPost, base+"/v1/orders", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Idempotency-Key", "e2e-"+suffix)
+	req.Header.Set("Authorization", "Bearer "+customer)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -7,12 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/orderflow/orderflow/migrations"
+	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/env"
 	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/resilience"
@@ -34,7 +37,9 @@ type config struct {
 	maxConns        int
 	providerURL     string
 	providerTimeout time.Duration
-	adminToken      string
+	providerAPIKey  string
+	auth            auth.Config
+	trustedProxies  []netip.Prefix
 	logLevel        string
 	// shutdownDrain is how long the process keeps serving after SIGTERM
 	// with /readyz failing, so a load balancer stops routing to it first
@@ -55,12 +60,15 @@ func readConfig(getenv func(string) string) (config, error) {
 		maxConns:        r.Int("PAYMENT_DB_MAX_CONNS", 20),
 		providerURL:     r.String("PAYMENT_PROVIDER_URL", "http://127.0.0.1:8090"),
 		providerTimeout: r.Duration("PAYMENT_PROVIDER_TIMEOUT", 3*time.Second),
-		adminToken:      r.String("ADMIN_TOKEN", ""),
+		providerAPIKey:  r.String("PAYMENT_PROVIDER_API_KEY", ""),
 		logLevel:        r.String("LOG_LEVEL", "info"),
 		shutdownDrain:   r.Duration("SHUTDOWN_DRAIN", 0),
 	}
 	c.provider = resilience.ReadPolicy(r, "PAYMENT", c.providerTimeout)
-	if err := errors.Join(r.Err(), c.provider.Validate("PAYMENT")); err != nil {
+	var authErr, proxyErr error
+	c.auth, authErr = auth.ReadConfig(getenv)
+	c.trustedProxies, proxyErr = web.ParsePrefixes(r.String("TRUSTED_PROXIES", ""))
+	if err := errors.Join(r.Err(), c.provider.Validate("PAYMENT"), authErr, proxyErr); err != nil {
 		return c, err
 	}
 	if c.providerTimeout <= 0 {
@@ -80,7 +88,9 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	log := telemetry.NewLogger(stdout, "payment", cfg.logLevel)
 	log.InfoContext(ctx, "starting", "addr", cfg.addr, "database_url", postgres.Redact(cfg.databaseURL),
 		"db_max_conns", cfg.maxConns, "provider_url", cfg.providerURL,
-		"provider_timeout", cfg.providerTimeout.String(), "admin_token_set", cfg.adminToken != "")
+		"provider_timeout", cfg.providerTimeout.String(), "provider_api_key_set", cfg.providerAPIKey != "",
+		"auth_issuer", cfg.auth.Issuer, "auth_audience", cfg.auth.Audience, "auth_cache_ttl", cfg.auth.CacheTTL.String(),
+		"trusted_proxies", fmt.Sprint(cfg.trustedProxies))
 	tel, err := telemetry.New(ctx, "payment", getenv)
 	if err != nil {
 		return err
@@ -110,7 +120,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	if err := tel.ObserveDownstreams(provider); err != nil {
 		return err
 	}
-	client := payment.NewGuardedProviderClient(cfg.providerURL, provider)
+	client := payment.NewGuardedProviderClient(cfg.providerURL, cfg.providerAPIKey, provider)
 	svc := payment.NewService(log, store, client, payment.Options{
 		// A duplicate waits for the first request's provider call, with
 		// its retries, to end.
@@ -119,6 +129,11 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		StaleAfter: 2*cfg.providerTimeout + 30*time.Second,
 	})
 	drain := web.NewDrainer(cfg.shutdownDrain, log)
-	srv := web.NewServer(cfg.addr, drain.Handler(tel.Handler(payment.NewHandler(log, svc, cfg.adminToken))), log)
+	verifier, err := auth.NewVerifier(cfg.auth, &http.Client{Timeout: 5 * time.Second}, log)
+	if err != nil {
+		return err
+	}
+	handler := payment.NewHandler(log, svc, verifier.Authenticate)
+	srv := web.NewServer(cfg.addr, drain.Handler(tel.Handler(web.ClientAddr(cfg.trustedProxies)(handler))), log)
 	return web.Serve(drain.Context(ctx), srv, log, 10*time.Second)
 }

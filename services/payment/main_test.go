@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderflow/orderflow/pkg/authtest"
 	"github.com/orderflow/orderflow/pkg/dbtest"
 	"github.com/orderflow/orderflow/services/payment/internal/provider"
 )
@@ -33,6 +34,11 @@ func TestRun(t *testing.T) {
 	prov := httptest.NewServer(provider.NewHandler(slog.New(slog.DiscardHandler), sim, "secret"))
 	defer prov.Close()
 
+	hydra := authtest.Start(t, authtest.Options{})
+	token, err := hydra.ClientToken(context.Background(), "orderflow-order", authtest.OrderSecret, "payments")
+	if err != nil {
+		t.Fatal(err)
+	}
 	addr := freeAddr(t)
 	env := map[string]string{
 		"PAYMENT_ADDR":             addr,
@@ -40,7 +46,8 @@ func TestRun(t *testing.T) {
 		"PAYMENT_DB_MAX_CONNS":     "4",
 		"PAYMENT_PROVIDER_URL":     prov.URL,
 		"PAYMENT_PROVIDER_TIMEOUT": "2s",
-		"ADMIN_TOKEN":              "secret",
+		"PAYMENT_PROVIDER_API_KEY": "secret",
+		"AUTH_ISSUER":              hydra.Issuer,
 		"LOG_LEVEL":                "warn",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -69,16 +76,27 @@ func TestRun(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	req, _ := http.NewRequest("POST", base+"/v1/payments", strings.NewReader(
-		`{"order_id":"0190a5a4-7b8e-7c3d-9f00-1234567890ab","amount_cents":1999,"currency":"USD","method":"pm_card_ok"}`))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Idempotency-Key", "e2e-1")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	capture := func(authorization string) (*http.Response, []byte) {
+		req, _ := http.NewRequest("POST", base+"/v1/payments", strings.NewReader(
+			`{"order_id":"0190a5a4-7b8e-7c3d-9f00-1234567890ab","amount_cents":1999,"currency":"USD","method":"pm_card_ok"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", "e2e-1")
+		if authorization != "" {
+			req.Header.Set("Authorization", authorization)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, body
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	// A real token from a real Hydra: checked against its JWKS.
+	if resp, body := capture(""); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("POST /v1/payments without a token = %d %s; want 401", resp.StatusCode, body)
+	}
+	resp, body := capture("Bearer " + token)
 	if resp.StatusCode != http.StatusCreated || !strings.Contains(string(body), `"status":"captured"`) {
 		t.Errorf("POST /v1/payments = %d %s; want 201 captured", resp.StatusCode, body)
 	}

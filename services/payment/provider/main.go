@@ -29,18 +29,18 @@ func main() {
 }
 
 type config struct {
-	addr       string
-	adminToken string
-	logLevel   string
-	sim        provider.Config
+	addr     string
+	apiKey   string
+	logLevel string
+	sim      provider.Config
 }
 
 func readConfig(getenv func(string) string) (config, error) {
 	r := env.New(getenv)
 	c := config{
-		addr:       r.String("PROVIDER_ADDR", ":8090"),
-		adminToken: r.String("ADMIN_TOKEN", ""),
-		logLevel:   r.String("LOG_LEVEL", "info"),
+		addr:     r.String("PROVIDER_ADDR", ":8090"),
+		apiKey:   r.String("PROVIDER_API_KEY", ""),
+		logLevel: r.String("LOG_LEVEL", "info"),
 		sim: provider.Config{
 			LatencyMS: r.Int("PROVIDER_LATENCY_MS", 0),
 			ErrorRate: r.Float("PROVIDER_ERROR_RATE", 0),
@@ -69,7 +69,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		return fmt.Errorf("config: %w", err)
 	}
 	log := telemetry.NewLogger(stdout, "provider", cfg.logLevel)
-	log.InfoContext(ctx, "starting", "addr", cfg.addr, "admin_token_set", cfg.adminToken != "",
+	log.InfoContext(ctx, "starting", "addr", cfg.addr, "api_key_set", cfg.apiKey != "",
 		"latency_ms", cfg.sim.LatencyMS, "error_rate", cfg.sim.ErrorRate, "outage", cfg.sim.Outage)
 	tel, err := telemetry.New(ctx, "provider", getenv)
 	if err != nil {
@@ -78,7 +78,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	defer tel.Close(ctx, log)
 
 	sim := provider.NewSimulator(cfg.sim)
-	srv := web.NewServer(cfg.addr, tel.Handler(provider.NewHandler(log, sim, cfg.adminToken)), log)
+	srv := web.NewServer(cfg.addr, tel.Handler(provider.NewHandler(log, sim, cfg.apiKey)), log)
 	// A simulated latency can reach 60 s; the write timeout must not cut it.
 	srv.WriteTimeout = time.Duration(provider.MaxLatencyMS)*time.Millisecond + 10*time.Second
 	// Request contexts end with ctx, so a shutdown cuts simulated latency

@@ -44,7 +44,7 @@ func waitHealthy(t *testing.T, base string, errc <-chan error) {
 
 func TestRun(t *testing.T) {
 	addr := freeAddr(t)
-	env := map[string]string{"PROVIDER_ADDR": addr, "ADMIN_TOKEN": "secret", "LOG_LEVEL": "warn"}
+	env := map[string]string{"PROVIDER_ADDR": addr, "PROVIDER_API_KEY": "secret", "LOG_LEVEL": "warn"}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	errc := make(chan error, 1)
@@ -52,8 +52,11 @@ func TestRun(t *testing.T) {
 	base := "http://" + addr
 	waitHealthy(t, base, errc)
 
-	resp, err := http.Post(base+"/v1/charges", "application/json",
+	req, _ := http.NewRequest("POST", base+"/v1/charges",
 		strings.NewReader(`{"amount_cents":500,"currency":"USD","method":"pm_card_ok","idempotency_key":"e2e"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer secret")
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,17 +17,31 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderflow/orderflow/pkg/auth"
+	"github.com/orderflow/orderflow/pkg/authtest"
 	"github.com/orderflow/orderflow/pkg/web"
 )
 
-const testAdminToken = "s3cret"
+const (
+	testAdminToken = "s3cret"
+	testSagaToken  = "saga"
+	testCustomer   = "customer"
+)
+
+// testAuthn authenticates the two test tokens: the admin's and the order
+// service's (scope inventory.reservations).
+var testAuthn = authtest.Tokens(map[string]auth.Principal{
+	testAdminToken: {Subject: "orderflow-admin", Scopes: []string{auth.ScopeAdmin}},
+	testSagaToken:  {Subject: "orderflow-order", Scopes: []string{auth.ScopeReservations, auth.ScopePayments}},
+	testCustomer:   {Subject: "cus_1", Scopes: []string{auth.ScopeOrders}},
+})
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func newTestHandler(t *testing.T) (http.Handler, *pgxpool.Pool) {
 	t.Helper()
 	pool := newTestPool(t)
-	return NewHandler(discardLogger(), NewService(NewStore(pool), nil, testTTL), testAdminToken, nil), pool
+	return NewHandler(discardLogger(), NewService(NewStore(pool), nil, testTTL), testAuthn, nil), pool
 }
 
 type call struct {
@@ -41,6 +55,9 @@ func do(t *testing.T, h http.Handler, c call) (int, map[string]any, http.Header)
 	req := httptest.NewRequest(c.method, c.path, strings.NewReader(c.body))
 	if c.body != "" {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if strings.HasPrefix(c.path, "/v1/reservations") {
+		req.Header.Set("Authorization", "Bearer "+testSagaToken) // the saga's routes: the order service calls
 	}
 	for k, v := range c.header {
 		req.Header.Set(k, v)
@@ -89,6 +106,10 @@ func TestHandler_Errors(t *testing.T) {
 		{name: "cursor with NUL", call: call{method: "GET", path: "/v1/products?cursor=" + base64.RawURLEncoding.EncodeToString([]byte("sku:\x00"))}, wantStatus: 400, wantCode: "bad_cursor"},
 
 		{name: "stock without token", call: call{method: "PUT", path: "/v1/products/A/stock", body: `{"available":99}`}, wantStatus: 401, wantCode: "unauthorized"},
+		{name: "stock with the saga's token", call: call{method: "PUT", path: "/v1/products/A/stock", body: `{"available":99}`, header: map[string]string{"Authorization": "Bearer " + testSagaToken}}, wantStatus: 403, wantCode: "insufficient_scope"},
+		{name: "stock with a customer token", call: call{method: "PUT", path: "/v1/products/A/stock", body: `{"available":99}`, header: map[string]string{"Authorization": "Bearer " + testCustomer}}, wantStatus: 403, wantCode: "insufficient_scope"},
+		{name: "release with a customer token", call: call{method: "POST", path: "/v1/reservations/" + uuid.NewString() + "/release", header: map[string]string{"Authorization": "Bearer " + testCustomer}}, wantStatus: 403, wantCode: "insufficient_scope"},
+		{name: "reserve without a token", call: call{method: "POST", path: "/v1/reservations", body: `{}`, header: map[string]string{"Authorization": ""}}, wantStatus: 401, wantCode: "unauthorized"},
 		{name: "stock with wrong token", call: call{method: "PUT", path: "/v1/products/A/stock", body: `{"available":99}`, header: map[string]string{"Authorization": "Bearer nope"}}, wantStatus: 401, wantCode: "unauthorized"},
 		{name: "stock negative", call: call{method: "PUT", path: "/v1/products/A/stock", body: `{"available":-1}`, header: admin()}, wantStatus: 400, wantCode: "validation_failed", wantErrors: []string{"available"}},
 		{name: "stock too big", call: call{method: "PUT", path: "/v1/products/A/stock", body: `{"available":1000000001}`, header: admin()}, wantStatus: 400, wantCode: "validation_failed", wantErrors: []string{"available"}},

@@ -133,7 +133,7 @@ func TestHandler_ProductListCaching(t *testing.T) {
 	if _, err := NewStore(pool).Seed(t.Context(), 150); err != nil {
 		t.Fatalf("Seed: %v", err)
 	}
-	h := NewHandler(discardLogger(), NewService(NewStore(pool), nil, testTTL), testAdminToken, nil)
+	h := NewHandler(discardLogger(), NewService(NewStore(pool), nil, testTTL), testAuthn, nil)
 
 	plain := raw(h, "GET", "/v1/products?limit=100", nil)
 	etag := plain.Header().Get("ETag")
@@ -192,7 +192,7 @@ func TestHandler_RateLimitWiring(t *testing.T) {
 	addProducts(t, pool, map[string]int{"A": 100})
 	rdb, prefix := newTestRedis(t)
 	limit := ratelimit.New(rdb, strings.TrimSuffix(prefix, ":"), redis_rate.Limit{Rate: 1, Burst: 2, Period: time.Minute}, discardLogger(), nil)
-	h := NewHandler(discardLogger(), NewService(NewStore(pool), nil, testTTL), testAdminToken, limit)
+	h := NewHandler(discardLogger(), NewService(NewStore(pool), nil, testTTL), testAuthn, limit)
 	t.Cleanup(func() {
 		ctx := context.Background()
 		iter := rdb.Scan(ctx, 0, "rate:"+prefix+"*", 100).Iterator()

@@ -4,31 +4,40 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/web"
 )
 
-// NewHandler returns the whole HTTP API of inventory. Admin routes need
-// "Authorization: Bearer adminToken"; an empty adminToken locks them.
-// rateLimit (nil for none) guards the public catalogue reads; probes, admin
-// calls and the reservation calls of the order saga are not limited.
-func NewHandler(log *slog.Logger, svc *Service, adminToken string, rateLimit func(http.Handler) http.Handler) http.Handler {
+// NewHandler returns the whole HTTP API of inventory. authn verifies the
+// caller's access token (nil: none is read, so only anonymous routes
+// answer); rateLimit (nil for none) guards the public catalogue reads;
+// probes, admin calls and the reservation calls of the order saga are not
+// limited.
+func NewHandler(log *slog.Logger, svc *Service, authn, rateLimit func(http.Handler) http.Handler) http.Handler {
 	r := web.NewRouter(log)
+	if authn != nil {
+		r.Use(authn)
+	}
 	if rateLimit == nil {
 		rateLimit = func(h http.Handler) http.Handler { return h }
 	}
+	admin := r.With(auth.Require(auth.ScopeAdmin))
+	saga := r.With(auth.Require(auth.ScopeReservations))
 
+	// Anonymous: probes and the catalogue.
 	r.Method(http.MethodGet, "/healthz", web.Healthz())
 	r.Method(http.MethodGet, "/readyz", web.Readyz(map[string]web.Check{"postgres": svc.Ping}))
-
 	r.With(rateLimit).Method(http.MethodGet, "/v1/products", handleProductList(log, svc))
 	r.With(rateLimit).Method(http.MethodGet, "/v1/products/{sku}", handleProductGet(log, svc))
-	r.With(web.RequireAdmin(adminToken)).
-		Method(http.MethodPut, "/v1/products/{sku}/stock", handleStockPut(log, svc))
 
-	r.Method(http.MethodPost, "/v1/reservations", handleReservationCreate(log, svc))
-	r.Method(http.MethodGet, "/v1/reservations/{order_id}", handleReservationGet(log, svc))
-	r.Method(http.MethodPost, "/v1/reservations/{order_id}/commit", handleReservationCommit(log, svc))
-	r.Method(http.MethodPost, "/v1/reservations/{order_id}/release", handleReservationRelease(log, svc))
+	// Admin (scope orderflow.admin).
+	admin.Method(http.MethodPut, "/v1/products/{sku}/stock", handleStockPut(log, svc))
+
+	// The order service's saga (scope inventory.reservations).
+	saga.Method(http.MethodPost, "/v1/reservations", handleReservationCreate(log, svc))
+	saga.Method(http.MethodGet, "/v1/reservations/{order_id}", handleReservationGet(log, svc))
+	saga.Method(http.MethodPost, "/v1/reservations/{order_id}/commit", handleReservationCommit(log, svc))
+	saga.Method(http.MethodPost, "/v1/reservations/{order_id}/release", handleReservationRelease(log, svc))
 
 	return r
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/events"
 	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/web"
@@ -60,7 +61,8 @@ func handleInvoiceList(log *slog.Logger, svc *Service) http.Handler {
 			writeError(w, r, log, err)
 			return
 		}
-		invs, err := svc.Invoices(r.Context(), orderID)
+		caller, _ := auth.FromContext(r.Context())
+		invs, err := svc.Invoices(r.Context(), caller, orderID)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -94,7 +96,8 @@ func handleEmailList(log *slog.Logger, svc *Service) http.Handler {
 			writeError(w, r, log, err)
 			return
 		}
-		ems, err := svc.SentEmails(r.Context(), orderID)
+		caller, _ := auth.FromContext(r.Context())
+		ems, err := svc.SentEmails(r.Context(), caller, orderID)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -157,6 +160,10 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	var p *web.Problem
 	if errors.As(err, &p) {
 		web.WriteProblem(w, p)
+		return
+	}
+	if errors.Is(err, ErrNotFound) {
+		web.WriteProblem(w, web.NewProblem(http.StatusNotFound, "not_found", "no invoice or e-mail of yours for this order"))
 		return
 	}
 	if postgres.IsUnavailable(err) {

@@ -12,17 +12,39 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/orderflow/orderflow/pkg/auth"
+	"github.com/orderflow/orderflow/pkg/authtest"
 	"github.com/orderflow/orderflow/pkg/events"
 	"github.com/orderflow/orderflow/pkg/smtptest"
 	"github.com/orderflow/orderflow/pkg/web"
 	"github.com/orderflow/orderflow/services/notification/internal/notification"
 )
 
+// testAuthn: an operator, the test events' customer (cus_1), another
+// customer and the order service.
+var testAuthn = authtest.Tokens(map[string]auth.Principal{
+	"admin": {Subject: "orderflow-admin", Scopes: []string{auth.ScopeAdmin}},
+	"owner": {Subject: "cus_1", Scopes: []string{auth.ScopeOrders}},
+	"other": {Subject: "cus_2", Scopes: []string{auth.ScopeOrders}},
+	"order": {Subject: "orderflow-order", Scopes: []string{auth.ScopeNotify, auth.ScopePayments}},
+})
+
+// get sends GET target as the caller with token ("" for none).
+func get(h http.Handler, target, token string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodGet, target, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
 func TestHandler_Lists(t *testing.T) {
 	t.Parallel()
 	smtp := smtptest.Start(t)
 	svc, pool := newService(t, smtp.Addr())
-	h := notification.NewHandler(testLogger(t), svc, map[string]web.Check{"postgres": svc.Ready})
+	h := notification.NewHandler(testLogger(t), svc, testAuthn, map[string]web.Check{"postgres": svc.Ready})
 	ctx := context.Background()
 
 	confirmed := newEvent(events.OrderConfirmed, "buyer@example.com")
@@ -60,7 +82,7 @@ func TestHandler_Lists(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, tt.target, nil))
+			h.ServeHTTP(rec, withToken(httptest.NewRequest(http.MethodGet, tt.target, nil), "admin"))
 			if rec.Code != tt.wantStatus {
 				t.Fatalf("GET %s = %d; want %d (%s)", tt.target, rec.Code, tt.wantStatus, rec.Body)
 			}
@@ -90,7 +112,7 @@ func TestHandler_Lists(t *testing.T) {
 
 	t.Run("POST is 405", func(t *testing.T) {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/invoices?order_id="+other.OrderID, nil))
+		h.ServeHTTP(rec, withToken(httptest.NewRequest(http.MethodPost, "/v1/invoices?order_id="+other.OrderID, nil), "admin"))
 		if rec.Code != http.StatusMethodNotAllowed {
 			t.Errorf("POST /v1/invoices = %d; want 405", rec.Code)
 		}
@@ -98,7 +120,7 @@ func TestHandler_Lists(t *testing.T) {
 
 	t.Run("invoices of an order", func(t *testing.T) {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/invoices?order_id="+confirmed.OrderID, nil))
+		h.ServeHTTP(rec, withToken(httptest.NewRequest(http.MethodGet, "/v1/invoices?order_id="+confirmed.OrderID, nil), "owner"))
 		if rec.Code != http.StatusOK {
 			t.Fatalf("status = %d; want 200 (%s)", rec.Code, rec.Body)
 		}
@@ -135,7 +157,7 @@ func TestHandler_Lists(t *testing.T) {
 
 	t.Run("emails of an order", func(t *testing.T) {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/emails?order_id="+confirmed.OrderID, nil))
+		h.ServeHTTP(rec, withToken(httptest.NewRequest(http.MethodGet, "/v1/emails?order_id="+confirmed.OrderID, nil), "owner"))
 		if rec.Code != http.StatusOK {
 			t.Fatalf("status = %d; want 200 (%s)", rec.Code, rec.Body)
 		}
@@ -169,14 +191,14 @@ func TestHandler_Notify(t *testing.T) {
 	t.Parallel()
 	smtp := smtptest.Start(t)
 	svc, pool := newService(t, smtp.Addr())
-	h := notification.NewHandler(testLogger(t), svc, map[string]web.Check{"postgres": svc.Ready})
+	h := notification.NewHandler(testLogger(t), svc, testAuthn, map[string]web.Check{"postgres": svc.Ready})
 	confirmed := newEvent(events.OrderConfirmed, "buyer@example.com")
 	body, err := json.Marshal(confirmed)
 	if err != nil {
 		t.Fatal(err)
 	}
 	post := func(body string) *httptest.ResponseRecorder {
-		req := httptest.NewRequest(http.MethodPost, "/internal/notify", strings.NewReader(body))
+		req := withToken(httptest.NewRequest(http.MethodPost, "/internal/notify", strings.NewReader(body)), "order")
 		req.Header.Set("Content-Type", "application/json")
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
@@ -209,5 +231,64 @@ func TestHandler_Notify(t *testing.T) {
 	}
 	if n := len(smtp.Messages()); n != 1 {
 		t.Errorf("e-mails sent = %d; want 1", n)
+	}
+}
+
+func withToken(r *http.Request, token string) *http.Request {
+	r.Header.Set("Authorization", "Bearer "+token)
+	return r
+}
+
+// TestHandler_Access: a customer reads only their own order's invoices and
+// e-mails; another customer's are a 404 that looks like none at all.
+func TestHandler_Access(t *testing.T) {
+	t.Parallel()
+	smtp := smtptest.Start(t)
+	svc, _ := newService(t, smtp.Addr())
+	h := notification.NewHandler(testLogger(t), svc, testAuthn, map[string]web.Check{"postgres": svc.Ready})
+	e := newEvent(events.OrderConfirmed, "buyer@example.com")
+	if err := svc.HandleInvoice(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.HandleEmail(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	none := newEvent(events.OrderConfirmed, "")
+	tests := []struct {
+		name, target, token string
+		want                int
+		code                string
+	}{
+		{"owner's invoices", "/v1/invoices?order_id=" + e.OrderID, "owner", 200, ""},
+		{"owner's e-mails", "/v1/emails?order_id=" + e.OrderID, "owner", 200, ""},
+		{"admin reads any", "/v1/emails?order_id=" + e.OrderID, "admin", 200, ""},
+		{"another customer's invoices", "/v1/invoices?order_id=" + e.OrderID, "other", 404, "not_found"},
+		{"another customer's e-mails", "/v1/emails?order_id=" + e.OrderID, "other", 404, "not_found"},
+		{"an order with none, as a customer", "/v1/invoices?order_id=" + none.OrderID, "owner", 404, "not_found"},
+		{"no token", "/v1/invoices?order_id=" + e.OrderID, "", 401, "unauthorized"},
+		{"forged token", "/v1/invoices?order_id=" + e.OrderID, "forged", 401, "unauthorized"},
+		{"the order service's token", "/v1/invoices?order_id=" + e.OrderID, "order", 403, "insufficient_scope"},
+		{"notify with a customer token", "/internal/notify", "owner", 405, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := get(h, tc.target, tc.token)
+			if rec.Code != tc.want {
+				t.Fatalf("GET %s as %q = %d; want %d (%s)", tc.target, tc.token, rec.Code, tc.want, rec.Body)
+			}
+			if tc.code != "" && !strings.Contains(rec.Body.String(), `"code":"`+tc.code+`"`) {
+				t.Errorf("body %s; want code %s", rec.Body, tc.code)
+			}
+			if tc.want == 404 && strings.Contains(rec.Body.String(), e.OrderID) {
+				t.Errorf("404 body %s names the order", rec.Body)
+			}
+		})
+	}
+	req := withToken(httptest.NewRequest(http.MethodPost, "/internal/notify", strings.NewReader("{}")), "owner")
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusForbidden {
+		t.Errorf("POST /internal/notify with a customer token = %d; want 403", rec.Code)
 	}
 }

@@ -33,10 +33,14 @@ const (
 // dead-letter queue.
 var ErrMalformed = errors.New("malformed event")
 
+// ErrNotFound: the caller has no invoice or e-mail for the order.
+var ErrNotFound = errors.New("not found")
+
 // Invoice is the numbered invoice created for a confirmed order.
 type Invoice struct {
 	Number     int64
 	OrderID    string
+	CustomerID string
 	EventID    string
 	TotalCents int64
 	Currency   string
@@ -54,14 +58,15 @@ type Line struct {
 // Email is one message to a customer. SentAt is nil until the SMTP server
 // has accepted it.
 type Email struct {
-	ID      string
-	EventID string
-	OrderID string
-	To      string
-	Subject string
-	Kind    string
-	Body    string
-	SentAt  *time.Time
+	ID         string
+	EventID    string
+	OrderID    string
+	CustomerID string
+	To         string
+	Subject    string
+	Kind       string
+	Body       string
+	SentAt     *time.Time
 }
 
 // KindOf returns the e-mail kind for an event type, or "" when the type

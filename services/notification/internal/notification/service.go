@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/events"
 )
 
@@ -48,6 +49,7 @@ func (s *Service) HandleInvoice(ctx context.Context, e events.Order) error {
 	}
 	inv, created, err := s.store.CreateInvoice(ctx, Invoice{
 		OrderID:    e.OrderID,
+		CustomerID: e.CustomerID,
 		EventID:    e.ID,
 		TotalCents: e.TotalCents,
 		Currency:   e.Currency,
@@ -92,13 +94,14 @@ func (s *Service) HandleEmail(ctx context.Context, e events.Order) error {
 	}
 	subject, body := Compose(e, kind)
 	em := Email{
-		ID:      id.String(),
-		EventID: e.ID,
-		OrderID: e.OrderID,
-		To:      addr.Address,
-		Subject: subject,
-		Kind:    kind,
-		Body:    body,
+		ID:         id.String(),
+		EventID:    e.ID,
+		OrderID:    e.OrderID,
+		CustomerID: e.CustomerID,
+		To:         addr.Address,
+		Subject:    subject,
+		Kind:       kind,
+		Body:       body,
 	}
 	sent, err := s.store.SendEmailOnce(ctx, em, s.mailer.Send)
 	if err != nil {
@@ -112,14 +115,36 @@ func (s *Service) HandleEmail(ctx context.Context, e events.Order) error {
 	return nil
 }
 
-// Invoices returns the invoices of an order; orderID must be a UUID.
-func (s *Service) Invoices(ctx context.Context, orderID string) ([]Invoice, error) {
-	return s.store.InvoicesByOrder(ctx, orderID)
+// Invoices returns the invoices of an order for caller; orderID must be a
+// UUID. An operator sees every invoice; a customer only their own, and
+// ErrNotFound when they have none for the order, whether it has none yet
+// or belongs to someone else: the answer never tells another customer's
+// order exists.
+func (s *Service) Invoices(ctx context.Context, caller auth.Principal, orderID string) ([]Invoice, error) {
+	invs, err := s.store.InvoicesByOrder(ctx, orderID, customerFilter(caller))
+	if err == nil && len(invs) == 0 && !caller.IsAdmin() {
+		return nil, ErrNotFound
+	}
+	return invs, err
 }
 
-// SentEmails returns the e-mails sent for an order; orderID must be a UUID.
-func (s *Service) SentEmails(ctx context.Context, orderID string) ([]Email, error) {
-	return s.store.SentEmailsByOrder(ctx, orderID)
+// SentEmails returns the e-mails sent for an order, for caller as Invoices
+// does; orderID must be a UUID.
+func (s *Service) SentEmails(ctx context.Context, caller auth.Principal, orderID string) ([]Email, error) {
+	ems, err := s.store.SentEmailsByOrder(ctx, orderID, customerFilter(caller))
+	if err == nil && len(ems) == 0 && !caller.IsAdmin() {
+		return nil, ErrNotFound
+	}
+	return ems, err
+}
+
+// customerFilter is the customer whose rows caller may read: "" (all) for
+// an operator, else the token's subject.
+func customerFilter(caller auth.Principal) string {
+	if caller.IsAdmin() {
+		return ""
+	}
+	return caller.Subject
 }
 
 // Ready reports whether the database answers.

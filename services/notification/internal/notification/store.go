@@ -45,15 +45,15 @@ func (s *Store) CreateInvoice(ctx context.Context, inv Invoice) (Invoice, bool, 
 			UPDATE invoice_counter SET last = last + 1
 			WHERE EXISTS (SELECT 1 FROM recorded)
 			RETURNING last)
-		INSERT INTO invoices (number, order_id, event_id, total_cents, currency, lines)
-		SELECT numbered.last, $3, $2, $4, $5, $6 FROM numbered
+		INSERT INTO invoices (number, order_id, event_id, total_cents, currency, lines, customer_id)
+		SELECT numbered.last, $3, $2, $4, $5, $6, $7 FROM numbered
 		RETURNING number, created_at`
 	lines := make([]lineJSON, 0, len(inv.Lines))
 	for _, l := range inv.Lines {
 		lines = append(lines, lineJSON(l))
 	}
 	err := s.pool.QueryRow(ctx, create, ConsumerInvoice, inv.EventID, inv.OrderID,
-		inv.TotalCents, inv.Currency, lines).Scan(&inv.Number, &inv.CreatedAt)
+		inv.TotalCents, inv.Currency, lines, inv.CustomerID).Scan(&inv.Number, &inv.CreatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return inv, false, nil // an earlier delivery recorded the event
 	}
@@ -81,8 +81,8 @@ func (s *Store) CreateInvoice(ctx context.Context, inv Invoice) (Invoice, bool, 
 //
 // It reports whether this call sent the e-mail.
 func (s *Store) SendEmailOnce(ctx context.Context, em Email, send func(context.Context, Email) error) (bool, error) {
-	const insert = `INSERT INTO emails (id, event_id, order_id, "to", subject, kind, body)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING`
+	const insert = `INSERT INTO emails (id, event_id, order_id, "to", subject, kind, body, customer_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING`
 	const lock = `SELECT sent_at FROM emails WHERE event_id = $1 FOR UPDATE`
 	const markSent = `UPDATE emails SET sent_at = now() WHERE event_id = $1`
 	const record = `INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)
@@ -92,7 +92,7 @@ func (s *Store) SendEmailOnce(ctx context.Context, em Email, send func(context.C
 	// one batch: two round trips inside the transaction instead of four.
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var b pgx.Batch
-		b.Queue(insert, em.ID, em.EventID, em.OrderID, em.To, em.Subject, em.Kind, em.Body)
+		b.Queue(insert, em.ID, em.EventID, em.OrderID, em.To, em.Subject, em.Kind, em.Body, em.CustomerID)
 		var sentAt *time.Time
 		b.Queue(lock, em.EventID).QueryRow(func(row pgx.Row) error { return row.Scan(&sentAt) })
 		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
@@ -119,18 +119,19 @@ func (s *Store) SendEmailOnce(ctx context.Context, em Email, send func(context.C
 	return sent, nil
 }
 
-// InvoicesByOrder returns the invoices of an order, lowest number first.
-func (s *Store) InvoicesByOrder(ctx context.Context, orderID string) ([]Invoice, error) {
-	const q = `SELECT number, order_id::text, event_id::text, total_cents, currency, lines, created_at
-		FROM invoices WHERE order_id = $1 ORDER BY number`
-	rows, err := s.pool.Query(ctx, q, orderID)
+// InvoicesByOrder returns the invoices of an order, lowest number first;
+// only customerID's when it is not empty.
+func (s *Store) InvoicesByOrder(ctx context.Context, orderID, customerID string) ([]Invoice, error) {
+	const q = `SELECT number, order_id::text, customer_id, event_id::text, total_cents, currency, lines, created_at
+		FROM invoices WHERE order_id = $1 AND ($2 = '' OR customer_id = $2) ORDER BY number`
+	rows, err := s.pool.Query(ctx, q, orderID, customerID)
 	if err != nil {
 		return nil, fmt.Errorf("query invoices: %w", err)
 	}
 	invs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Invoice, error) {
 		var inv Invoice
 		var lines []lineJSON
-		err := row.Scan(&inv.Number, &inv.OrderID, &inv.EventID, &inv.TotalCents, &inv.Currency, &lines, &inv.CreatedAt)
+		err := row.Scan(&inv.Number, &inv.OrderID, &inv.CustomerID, &inv.EventID, &inv.TotalCents, &inv.Currency, &lines, &inv.CreatedAt)
 		inv.Lines = make([]Line, 0, len(lines))
 		for _, l := range lines {
 			inv.Lines = append(inv.Lines, Line(l))
@@ -145,17 +146,18 @@ func (s *Store) InvoicesByOrder(ctx context.Context, orderID string) ([]Invoice,
 
 // SentEmailsByOrder returns the e-mails of an order that the SMTP server
 // accepted, oldest first. Rows still waiting for a send are left out: they
-// may yet be rolled back.
-func (s *Store) SentEmailsByOrder(ctx context.Context, orderID string) ([]Email, error) {
-	const q = `SELECT id::text, event_id::text, order_id::text, "to", subject, kind, body, sent_at
-		FROM emails WHERE order_id = $1 AND sent_at IS NOT NULL ORDER BY sent_at, id`
-	rows, err := s.pool.Query(ctx, q, orderID)
+// may yet be rolled back. Only customerID's when it is not empty.
+func (s *Store) SentEmailsByOrder(ctx context.Context, orderID, customerID string) ([]Email, error) {
+	const q = `SELECT id::text, event_id::text, order_id::text, customer_id, "to", subject, kind, body, sent_at
+		FROM emails WHERE order_id = $1 AND sent_at IS NOT NULL AND ($2 = '' OR customer_id = $2)
+		ORDER BY sent_at, id`
+	rows, err := s.pool.Query(ctx, q, orderID, customerID)
 	if err != nil {
 		return nil, fmt.Errorf("query emails: %w", err)
 	}
 	ems, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Email, error) {
 		var em Email
-		err := row.Scan(&em.ID, &em.EventID, &em.OrderID, &em.To, &em.Subject, &em.Kind, &em.Body, &em.SentAt)
+		err := row.Scan(&em.ID, &em.EventID, &em.OrderID, &em.CustomerID, &em.To, &em.Subject, &em.Kind, &em.Body, &em.SentAt)
 		return em, err
 	})
 	if err != nil {

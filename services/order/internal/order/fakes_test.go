@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/migrations"
+	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/dbtest"
 )
 
@@ -188,7 +189,17 @@ type harness struct {
 	pay  *fakePayments
 	pool *pgxpool.Pool
 	h    http.Handler
+	// caller is who sends the requests (customerCus1 unless a test
+	// changes it; the zero Principal sends none).
+	caller auth.Principal
 }
+
+// The callers of the tests.
+var (
+	customerCus1 = auth.Principal{Subject: "cus_1", ClientID: "orderflow-cli", Scopes: []string{auth.ScopeOrders}}
+	customerCus2 = auth.Principal{Subject: "cus_2", ClientID: "orderflow-cli", Scopes: []string{auth.ScopeOrders}}
+	operator     = auth.Principal{Subject: "orderflow-admin", ClientID: "orderflow-admin", Scopes: []string{auth.ScopeAdmin}}
+)
 
 func newHarness(t *testing.T, cfg Config) *harness {
 	t.Helper()
@@ -209,8 +220,21 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	}
 	h := &harness{inv: &fakeInventory{}, pay: &fakePayments{}, pool: pool}
 	h.svc = NewService(NewStore(pool), h.inv, h.pay, cfg, log)
-	h.h = NewHandler(log, h.svc, nil, nil)
+	h.caller = customerCus1
+	h.h = h.asCaller(NewHandler(log, h.svc, nil, nil, nil))
 	return h
+}
+
+// asCaller sends every request to routes as h.caller, the way the token
+// verifier would set it: who may do what with a verified token is what
+// these tests check (tokens themselves: pkg/auth and e2e).
+func (h *harness) asCaller(routes http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h.caller.Subject != "" {
+			r = r.WithContext(auth.WithPrincipal(r.Context(), h.caller))
+		}
+		routes.ServeHTTP(w, r)
+	})
 }
 
 type testWriter struct{ t *testing.T }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/web"
 )
@@ -115,7 +116,8 @@ func handleOrderCreate(log *slog.Logger, svc *Service) http.Handler {
 			writeError(w, r, log, err)
 			return
 		}
-		out, err := svc.Create(r.Context(), key, req)
+		caller, _ := auth.FromContext(r.Context())
+		out, err := svc.Create(r.Context(), caller, key, req)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -151,7 +153,8 @@ func writeOutcome(w http.ResponseWriter, out Outcome, retryAfter int) {
 
 func handleOrderGet(log *slog.Logger, svc *Service) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		o, err := svc.Get(r.Context(), chi.URLParam(r, "id"))
+		caller, _ := auth.FromContext(r.Context())
+		o, err := svc.Get(r.Context(), caller, chi.URLParam(r, "id"))
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -169,10 +172,7 @@ func handleOrderList(log *slog.Logger, svc *Service) http.Handler {
 		q := r.URL.Query()
 		problems := map[string]string{}
 		customerID := q.Get("customer_id")
-		switch {
-		case customerID == "":
-			problems["customer_id"] = "is required"
-		case len(customerID) > MaxIDLength:
+		if len(customerID) > MaxIDLength {
 			problems["customer_id"] = "must be at most 64 characters"
 		}
 		limit := DefaultLimit
@@ -187,7 +187,8 @@ func handleOrderList(log *slog.Logger, svc *Service) http.Handler {
 			writeError(w, r, log, err)
 			return
 		}
-		page, err := svc.List(r.Context(), customerID, q.Get("cursor"), limit)
+		caller, _ := auth.FromContext(r.Context())
+		page, err := svc.List(r.Context(), caller, customerID, q.Get("cursor"), limit)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -202,7 +203,8 @@ func handleOrderList(log *slog.Logger, svc *Service) http.Handler {
 
 func handleOrderCancel(log *slog.Logger, svc *Service) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		o, err := svc.Cancel(r.Context(), chi.URLParam(r, "id"))
+		caller, _ := auth.FromContext(r.Context())
+		o, err := svc.Cancel(r.Context(), caller, chi.URLParam(r, "id"))
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -220,6 +222,10 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		p = web.NewProblem(http.StatusNotFound, "not_found", "no such order")
 	case errors.Is(err, ErrNotCancellable):
 		p = web.NewProblem(http.StatusConflict, "not_cancellable", "only a confirmed order can be cancelled")
+	case errors.Is(err, ErrCustomerMismatch):
+		p = web.NewProblem(http.StatusForbidden, "customer_mismatch", "customer_id must be the signed-in customer (or be left out)")
+	case errors.Is(err, ErrCustomerRequired):
+		p = web.ValidationProblem(map[string]string{"customer_id": "is required for an operator's list"}).(*web.Problem)
 	case errors.Is(err, ErrBadCursor):
 		p = web.NewProblem(http.StatusBadRequest, "bad_cursor", "the cursor is not one this API returned")
 	case postgres.IsUnavailable(err):

@@ -51,6 +51,10 @@ var (
 	ErrNotFound       = errors.New("order not found")
 	ErrNotCancellable = errors.New("order not cancellable")
 	ErrBadCursor      = errors.New("bad cursor")
+	// ErrCustomerMismatch: the caller named a customer other than itself.
+	ErrCustomerMismatch = errors.New("customer is not the caller")
+	// ErrCustomerRequired: an operator's list names no customer.
+	ErrCustomerRequired = errors.New("customer_id is required")
 	// errLostRace means a conditional status update found the order in
 	// another status: the recovery loop (or a concurrent cancel) won.
 	errLostRace = errors.New("order changed status concurrently")
@@ -98,9 +102,8 @@ type ItemRequest struct {
 // names are those of the JSON body, items indexed as items[2].quantity.
 func (r CreateRequest) Validate() map[string]string {
 	problems := map[string]string{}
+	// CustomerID is optional: the caller's token says who the customer is.
 	switch {
-	case r.CustomerID == "":
-		problems["customer_id"] = "is required"
 	case len(r.CustomerID) > MaxIDLength:
 		problems["customer_id"] = fmt.Sprintf("must be at most %d characters", MaxIDLength)
 	case hasControl(r.CustomerID):

@@ -174,7 +174,7 @@ func newGuarded(t *testing.T, p resilience.Policy) *guarded {
 	g.svc = NewService(g.store(), NewInventoryClient(g.invSrv.URL, g.invGuard),
 		NewPaymentClient(g.paySrv.URL, g.payGuard),
 		Config{CallTimeout: p.Budget(), RequestTimeout: 10 * time.Second, RecoveryAfter: time.Hour}, log)
-	g.h = NewHandler(log, g.svc, nil, nil)
+	g.h = g.asCaller(NewHandler(log, g.svc, nil, nil, nil))
 	return g
 }
 

@@ -4,14 +4,20 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/web"
 )
 
 // NewHandler returns the order service's HTTP API: every route is here.
-// ready holds the readiness checks behind /readyz; limit is the per-client
-// rate limiter of the public routes (nil: none).
-func NewHandler(log *slog.Logger, svc *Service, ready map[string]web.Check, limit func(http.Handler) http.Handler) http.Handler {
+// ready holds the readiness checks behind /readyz; authn verifies the
+// caller's access token (nil: none is read, so only the probes answer);
+// limit is the per-caller rate limiter of the public routes (nil: none).
+func NewHandler(log *slog.Logger, svc *Service, ready map[string]web.Check, authn, limit func(http.Handler) http.Handler) http.Handler {
 	r := web.NewRouter(log)
+	if authn != nil {
+		r.Use(authn) // before the limiter: it keys on the token's subject
+	}
+	// Anonymous: the probes.
 	r.Method(http.MethodGet, "/healthz", web.Healthz())
 	r.Method(http.MethodGet, "/readyz", web.Readyz(ready))
 
@@ -19,9 +25,14 @@ func NewHandler(log *slog.Logger, svc *Service, ready map[string]web.Check, limi
 	if limit != nil {
 		public = r.With(limit)
 	}
-	public.Method(http.MethodPost, "/v1/orders", handleOrderCreate(log, svc))
-	public.Method(http.MethodGet, "/v1/orders", handleOrderList(log, svc))
-	public.Method(http.MethodGet, "/v1/orders/{id}", handleOrderGet(log, svc))
-	public.Method(http.MethodPost, "/v1/orders/{id}/cancel", handleOrderCancel(log, svc))
+	// A customer (scope orders), on their own orders: the use cases take
+	// the customer from the token.
+	customer := public.With(auth.Require(auth.ScopeOrders))
+	customer.Method(http.MethodPost, "/v1/orders", handleOrderCreate(log, svc))
+	customer.Method(http.MethodPost, "/v1/orders/{id}/cancel", handleOrderCancel(log, svc))
+	// A customer (their own) or an operator (orderflow.admin: any).
+	reader := public.With(auth.Require(auth.ScopeOrders, auth.ScopeAdmin))
+	reader.Method(http.MethodGet, "/v1/orders", handleOrderList(log, svc))
+	reader.Method(http.MethodGet, "/v1/orders/{id}", handleOrderGet(log, svc))
 	return r
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/events"
 	"github.com/orderflow/orderflow/pkg/web"
 )
@@ -89,9 +90,16 @@ func NewService(store *Store, inv Inventory, pay Payments, cfg Config, log *slog
 // original has finished.
 const pollInterval = 25 * time.Millisecond
 
-// Create places an order for the request under idempotency key. It returns
-// the HTTP answer (stored with the key when final); an error is internal.
-func (s *Service) Create(ctx context.Context, key string, req CreateRequest) (Outcome, error) {
+// Create places an order for caller, a customer, under idempotency key. The
+// customer is the caller's token subject: a request naming another is
+// ErrCustomerMismatch. It returns the HTTP answer (stored with the key when
+// final); another error is internal.
+func (s *Service) Create(ctx context.Context, caller auth.Principal, key string, req CreateRequest) (Outcome, error) {
+	if req.CustomerID != "" && req.CustomerID != caller.Subject {
+		return Outcome{}, ErrCustomerMismatch
+	}
+	req.CustomerID = caller.Subject
+
 	deadline := time.Now().Add(s.cfg.RequestTimeout)
 	waitCtx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
@@ -455,12 +463,21 @@ func (s *Service) logCompensation(ctx context.Context, orderID, action, paymentI
 	s.log.InfoContext(ctx, "compensation done", attrs...)
 }
 
-// Get returns one order.
-func (s *Service) Get(ctx context.Context, id string) (Order, error) {
+// Get returns one order: any to an operator, a customer's own to the
+// customer, ErrNotFound otherwise (another's order is not confirmed to
+// exist).
+func (s *Service) Get(ctx context.Context, caller auth.Principal, id string) (Order, error) {
 	if _, err := uuid.Parse(id); err != nil {
 		return Order{}, ErrNotFound
 	}
-	return s.store.Get(ctx, id)
+	o, err := s.store.Get(ctx, id)
+	if err != nil {
+		return Order{}, err
+	}
+	if !caller.IsAdmin() && o.CustomerID != caller.Subject {
+		return Order{}, ErrNotFound
+	}
+	return o, nil
 }
 
 // Page is one page of a customer's orders.
@@ -471,8 +488,18 @@ type Page struct {
 }
 
 // List returns a page of customerID's orders, newest first. cursor is the
-// NextCursor of the previous page, empty for the first.
-func (s *Service) List(ctx context.Context, customerID, cursor string, limit int) (Page, error) {
+// NextCursor of the previous page, empty for the first. A customer lists
+// their own (customerID empty or theirs; another's is
+// ErrCustomerMismatch); an operator names the customer.
+func (s *Service) List(ctx context.Context, caller auth.Principal, customerID, cursor string, limit int) (Page, error) {
+	switch {
+	case customerID == "" && caller.IsAdmin():
+		return Page{}, ErrCustomerRequired
+	case customerID == "":
+		customerID = caller.Subject
+	case customerID != caller.Subject && !caller.IsAdmin():
+		return Page{}, ErrCustomerMismatch
+	}
 	var after *Cursor
 	if cursor != "" {
 		c, err := decodeCursor(cursor)
@@ -524,9 +551,17 @@ func decodeCursor(s string) (Cursor, error) {
 // Cancel cancels a confirmed order: the status change and its event commit
 // first, with the compensation scheduled, then the payment is refunded and
 // the stock released; if that fails the recovery loop retries it. Cancelling
-// a cancelled order returns it unchanged.
-func (s *Service) Cancel(ctx context.Context, id string) (Order, error) {
+// a cancelled order returns it unchanged. Only the order's customer may
+// cancel it: another's order is ErrNotFound.
+func (s *Service) Cancel(ctx context.Context, caller auth.Principal, id string) (Order, error) {
 	if _, err := uuid.Parse(id); err != nil {
+		return Order{}, ErrNotFound
+	}
+	owned, err := s.store.Get(ctx, id)
+	if err != nil {
+		return Order{}, err
+	}
+	if owned.CustomerID != caller.Subject {
 		return Order{}, ErrNotFound
 	}
 	o, _, _, err := s.store.apply(ctx, transition{orderID: id, from: StatusConfirmed, to: StatusCancelled,

@@ -675,7 +675,7 @@ func TestCreate_BadInput(t *testing.T) {
 		{name: "fractional quantity", key: "k", body: body(`[{"sku":"A","quantity":1.5}]`), status: 400, code: "validation_failed"},
 		{name: "form body", key: "k", contentType: "application/x-www-form-urlencoded", body: "a=b", status: 415, code: "unsupported_media_type"},
 		{name: "too large", key: "k", body: `{"customer_id":"` + strings.Repeat("x", 70<<10) + `"}`, status: 413, code: "body_too_large"},
-		{name: "no customer", key: "k", body: `{"items":[{"sku":"A","quantity":1}],"payment_method":"pm"}`, status: 400, code: "validation_failed", field: "customer_id"},
+		{name: "another customer", key: "k", body: `{"customer_id":"cus_2","items":[{"sku":"A","quantity":1}],"payment_method":"pm"}`, status: 403, code: "customer_mismatch"},
 		{name: "long customer", key: "k", body: `{"customer_id":"` + strings.Repeat("c", 65) + `","items":[{"sku":"A","quantity":1}],"payment_method":"pm"}`, status: 400, code: "validation_failed", field: "customer_id"},
 		{name: "bad email", key: "k", body: `{"customer_id":"c","email":"nope","items":[{"sku":"A","quantity":1}],"payment_method":"pm"}`, status: 400, code: "validation_failed", field: "email"},
 		{name: "display-name email", key: "k", body: `{"customer_id":"c","email":"A <a@example.com>","items":[{"sku":"A","quantity":1}],"payment_method":"pm"}`, status: 400, code: "validation_failed", field: "email"},
@@ -734,9 +734,11 @@ func TestList_Pagination(t *testing.T) {
 		want = append([]string{decodeOrder(t, w).ID}, want...)
 	}
 	other := strings.Replace(okBody, "cus_1", "cus_2", 1)
+	h.caller = customerCus2
 	if w := h.post(t, "other", other); w.Code != http.StatusCreated {
 		t.Fatalf("create other = %d", w.Code)
 	}
+	h.caller = customerCus1
 
 	for _, limit := range []int{1, 2, 4, 5, 100} {
 		t.Run(fmt.Sprint("limit ", limit), func(t *testing.T) {
@@ -777,12 +779,16 @@ func TestList_Pagination(t *testing.T) {
 		})
 	}
 
-	// Default limit, an unknown customer, bad parameters.
-	w := h.do(t, http.MethodGet, "/v1/orders?customer_id=nobody")
-	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"orders":[]`) {
-		t.Errorf("unknown customer = %d %s", w.Code, w.Body.String())
+	// Another customer's list is refused; an operator may read any; bad
+	// parameters.
+	wantProblem(t, h.do(t, http.MethodGet, "/v1/orders?customer_id=nobody"), http.StatusForbidden, "customer_mismatch")
+	h.caller = operator
+	if w := h.do(t, http.MethodGet, "/v1/orders?customer_id=nobody"); w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"orders":[]`) {
+		t.Errorf("operator, unknown customer = %d %s", w.Code, w.Body.String())
 	}
-	for _, q := range []string{"", "customer_id=cus_1&limit=0", "customer_id=cus_1&limit=101", "customer_id=cus_1&limit=x"} {
+	wantProblem(t, h.do(t, http.MethodGet, "/v1/orders"), http.StatusBadRequest, "validation_failed")
+	h.caller = customerCus1
+	for _, q := range []string{"customer_id=cus_1&limit=0", "customer_id=cus_1&limit=101", "customer_id=cus_1&limit=x"} {
 		wantProblem(t, h.do(t, http.MethodGet, "/v1/orders?"+q), http.StatusBadRequest, "validation_failed")
 	}
 	for _, c := range []string{"!!!", "bm90LWEtY3Vyc29y", encodeCursor(Cursor{ID: "x"})} {

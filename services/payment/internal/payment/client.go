@@ -30,31 +30,34 @@ import (
 //
 // Admin calls bypass the guard: an operator must be able to heal the
 // provider while its breaker is open, and a 401 says nothing about its
-// health.
+// health. Every call carries the merchant's secret API key, as a real
+// provider's API wants.
 type ProviderClient struct {
-	base  string
-	guard *resilience.Downstream
-	hc    *http.Client // through guard
-	admin *http.Client // plain, with its own timeout
+	base   string
+	apiKey string
+	guard  *resilience.Downstream
+	hc     *http.Client // through guard
+	admin  *http.Client // plain, with its own timeout
 }
 
 // NewProviderClient returns a client for the provider at baseURL
 // ("http://127.0.0.1:8090") with the default policies around attempts
 // bounded by timeout.
-func NewProviderClient(baseURL string, timeout time.Duration) *ProviderClient {
-	return NewGuardedProviderClient(baseURL, resilience.New("provider", resilience.DefaultPolicy(timeout), nil, nil))
+func NewProviderClient(baseURL, apiKey string, timeout time.Duration) *ProviderClient {
+	return NewGuardedProviderClient(baseURL, apiKey, resilience.New("provider", resilience.DefaultPolicy(timeout), nil, nil))
 }
 
 // NewGuardedProviderClient returns a client for the provider at baseURL
 // whose charges and refunds go through guard, built once in run and shared.
-func NewGuardedProviderClient(baseURL string, guard *resilience.Downstream) *ProviderClient {
+func NewGuardedProviderClient(baseURL, apiKey string, guard *resilience.Downstream) *ProviderClient {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = 4
 	return &ProviderClient{
-		base:  strings.TrimRight(baseURL, "/"),
-		guard: guard,
-		hc:    guard.Client(),
-		admin: &http.Client{Timeout: guard.Policy().Timeout, Transport: tr},
+		base:   strings.TrimRight(baseURL, "/"),
+		apiKey: apiKey,
+		guard:  guard,
+		hc:     guard.Client(),
+		admin:  &http.Client{Timeout: guard.Policy().Timeout, Transport: tr},
 	}
 }
 
@@ -79,7 +82,7 @@ type ProviderReply struct {
 
 const maxReplyBytes = 1 << 20
 
-func (c *ProviderClient) do(ctx context.Context, hc *http.Client, method, path, authorization string, body []byte) (int, []byte, error) {
+func (c *ProviderClient) do(ctx context.Context, hc *http.Client, method, path string, body []byte) (int, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -92,8 +95,8 @@ func (c *ProviderClient) do(ctx context.Context, hc *http.Client, method, path, 
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
-	if authorization != "" {
-		req.Header.Set("Authorization", authorization)
+	if c.apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+c.apiKey)
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
@@ -130,7 +133,7 @@ func (c *ProviderClient) Charge(ctx context.Context, req ChargeRequest) (string,
 		return "", fmt.Errorf("encode charge: %w", err)
 	}
 	// Retried: the idempotency_key makes a repeat return the first charge.
-	status, reply, err := c.do(resilience.Idempotent(ctx), c.hc, http.MethodPost, "/v1/charges", "", body)
+	status, reply, err := c.do(resilience.Idempotent(ctx), c.hc, http.MethodPost, "/v1/charges", body)
 	if err != nil {
 		return "", err
 	}
@@ -162,7 +165,7 @@ func (c *ProviderClient) Charge(ctx context.Context, req ChargeRequest) (string,
 // Refund refunds a charge; the provider treats a repeat as a no-op.
 func (c *ProviderClient) Refund(ctx context.Context, chargeID string) error {
 	// Retried: the provider treats a repeated refund as a no-op.
-	status, reply, err := c.do(resilience.Idempotent(ctx), c.hc, http.MethodPost, "/v1/charges/"+url.PathEscape(chargeID)+"/refund", "", nil)
+	status, reply, err := c.do(resilience.Idempotent(ctx), c.hc, http.MethodPost, "/v1/charges/"+url.PathEscape(chargeID)+"/refund", nil)
 	if err != nil {
 		return err
 	}
@@ -178,11 +181,10 @@ func (c *ProviderClient) Refund(ctx context.Context, chargeID string) error {
 	}
 }
 
-// Admin forwards an admin call (GET or PUT /admin/config) with the caller's
-// Authorization header and returns the provider's answer. Only transport
-// failures and 5xx answers are errors.
-func (c *ProviderClient) Admin(ctx context.Context, method, authorization string, body []byte) (ProviderReply, error) {
-	status, reply, err := c.do(ctx, c.admin, method, "/admin/config", authorization, body)
+// Admin sends an admin call (GET or PUT /admin/config) and returns the
+// provider's answer. Only transport failures and 5xx answers are errors.
+func (c *ProviderClient) Admin(ctx context.Context, method string, body []byte) (ProviderReply, error) {
+	status, reply, err := c.do(ctx, c.admin, method, "/admin/config", body)
 	if err != nil {
 		return ProviderReply{}, err
 	}

@@ -197,7 +197,7 @@ func handleProviderConfig(log *slog.Logger, svc *Service) http.Handler {
 				return
 			}
 		}
-		reply, err := svc.ProviderConfig(r.Context(), r.Header.Get("Authorization"), change)
+		reply, err := svc.ProviderConfig(r.Context(), change)
 		if err != nil {
 			writeError(w, r, log, err)
 			return

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,11 +18,25 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/migrations"
+	"github.com/orderflow/orderflow/pkg/auth"
+	"github.com/orderflow/orderflow/pkg/authtest"
 	"github.com/orderflow/orderflow/pkg/dbtest"
 	"github.com/orderflow/orderflow/services/payment/internal/provider"
 )
 
-const testToken = "secret"
+// testToken is the provider's API key and, as a bearer token, an
+// operator's (scope orderflow.admin); orderToken is the order service's
+// (scope payments), sent by default.
+const (
+	testToken  = "secret"
+	orderToken = "order"
+)
+
+var testAuthn = authtest.Tokens(map[string]auth.Principal{
+	testToken:  {Subject: "orderflow-admin", Scopes: []string{auth.ScopeAdmin}},
+	orderToken: {Subject: "orderflow-order", Scopes: []string{auth.ScopePayments, auth.ScopeReservations}},
+	"customer": {Subject: "cus_1", Scopes: []string{auth.ScopeOrders}},
+})
 
 // testEnv is the payment handler on a fresh database, talking over real HTTP
 // to the real provider handler.
@@ -39,7 +54,7 @@ func newTestEnv(t *testing.T, providerTimeout time.Duration) *testEnv {
 	prov := httptest.NewServer(provider.NewHandler(log, sim, testToken))
 	t.Cleanup(prov.Close)
 	e := &testEnv{sim: sim, provider: prov}
-	e.pool, e.url = newPaymentServer(t, NewProviderClient(prov.URL, providerTimeout), Options{})
+	e.pool, e.url = newPaymentServer(t, NewProviderClient(prov.URL, testToken, providerTimeout), Options{})
 	return e
 }
 
@@ -52,7 +67,7 @@ func newPaymentServer(t *testing.T, p Provider, opts Options) (*pgxpool.Pool, st
 	pool := dbtest.NewPool(t, fsys)
 	log := slog.New(slog.DiscardHandler)
 	svc := NewService(log, NewStore(pool), p, opts)
-	srv := httptest.NewServer(NewHandler(log, svc, testToken))
+	srv := httptest.NewServer(NewHandler(log, svc, testAuthn))
 	t.Cleanup(srv.Close)
 	return pool, srv.URL
 }
@@ -86,6 +101,7 @@ func doErr(method, url string, header map[string]string, body string) (result, e
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	req.Header.Set("Authorization", "Bearer "+orderToken)
 	for k, v := range header {
 		if v == "" {
 			req.Header.Del(k)
@@ -322,7 +338,7 @@ func TestCreate_ProviderUnavailable(t *testing.T) {
 		t.Parallel()
 		dead := httptest.NewServer(http.NotFoundHandler())
 		dead.Close()
-		_, url := newPaymentServer(t, NewProviderClient(dead.URL, time.Second), Options{})
+		_, url := newPaymentServer(t, NewProviderClient(dead.URL, testToken, time.Second), Options{})
 		r := do(t, "POST", url+"/v1/payments", key("refused"), payBody(newOrderID(), 300, "pm_card_ok"))
 		if r.status != 503 || r.body["code"] != "provider_unavailable" {
 			t.Errorf("POST with the provider gone = %d %s; want 503 provider_unavailable", r.status, r.raw)
@@ -375,7 +391,7 @@ func (p *blockingProvider) Charge(ctx context.Context, req ChargeRequest) (strin
 
 func (p *blockingProvider) Refund(context.Context, string) error { return nil }
 
-func (p *blockingProvider) Admin(context.Context, string, string, []byte) (ProviderReply, error) {
+func (p *blockingProvider) Admin(context.Context, string, []byte) (ProviderReply, error) {
 	return ProviderReply{}, ErrProviderUnavailable
 }
 
@@ -547,7 +563,7 @@ func TestAdminProvider(t *testing.T) {
 	e := newTestEnv(t, 2*time.Second)
 	auth := map[string]string{"Authorization": "Bearer " + testToken}
 
-	for _, h := range []map[string]string{nil, {"Authorization": "Bearer wrong"}} {
+	for _, h := range []map[string]string{{"Authorization": ""}, {"Authorization": "Bearer wrong"}} {
 		r := do(t, "PUT", e.url+"/admin/provider", h, `{"outage":true}`)
 		if r.status != 401 || r.body["code"] != "unauthorized" {
 			t.Errorf("PUT with %v = %d %s; want 401", h, r.status, r.raw)
@@ -555,6 +571,10 @@ func TestAdminProvider(t *testing.T) {
 		if r := do(t, "GET", e.url+"/admin/provider", h, ""); r.status != 401 {
 			t.Errorf("GET with %v = %d; want 401", h, r.status)
 		}
+	}
+	// The order service's token (scope payments) is no operator's.
+	if r := do(t, "PUT", e.url+"/admin/provider", nil, `{"outage":true}`); r.status != 403 || r.body["code"] != "insufficient_scope" {
+		t.Errorf("PUT with the order service's token = %d %s; want 403 insufficient_scope", r.status, r.raw)
 	}
 	if got := e.sim.Config(); got != (provider.Config{}) {
 		t.Fatalf("provider config after unauthorized calls = %+v", got)
@@ -603,5 +623,49 @@ func TestProbes(t *testing.T) {
 		if r := do(t, "GET", e.url+p, nil, ""); r.status != 200 {
 			t.Errorf("GET %s during a provider outage = %d %s; want 200", p, r.status, r.raw)
 		}
+	}
+}
+
+// TestAuthorization: only the order service's token moves money; a
+// customer's token or none changes nothing.
+func TestAuthorization(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, 2*time.Second)
+	key := map[string]string{"Idempotency-Key": "auth-1"}
+	r := do(t, "POST", e.url+"/v1/payments", key, `{"order_id":"`+uuid.NewString()+`","amount_cents":100,"currency":"EUR","method":"pm_card_ok"}`)
+	if r.status != 201 {
+		t.Fatalf("capture = %d %s", r.status, r.raw)
+	}
+	id := r.body["id"].(string)
+	refusals := []struct {
+		name   string
+		header map[string]string
+		want   int
+		code   string
+	}{
+		{"no token", map[string]string{"Authorization": ""}, 401, "unauthorized"},
+		{"forged token", map[string]string{"Authorization": "Bearer forged"}, 401, "unauthorized"},
+		{"customer token", map[string]string{"Authorization": "Bearer customer"}, 403, "insufficient_scope"},
+	}
+	for _, tc := range refusals {
+		t.Run(tc.name, func(t *testing.T) {
+			if r := do(t, "POST", e.url+"/v1/payments/"+id+"/refund", tc.header, ""); r.status != tc.want || r.body["code"] != tc.code {
+				t.Errorf("refund = %d %s; want %d %s", r.status, r.raw, tc.want, tc.code)
+			}
+			h := map[string]string{"Idempotency-Key": "auth-" + tc.name}
+			maps.Copy(h, tc.header)
+			if r := do(t, "POST", e.url+"/v1/payments", h, `{"order_id":"`+uuid.NewString()+`","amount_cents":100,"currency":"EUR","method":"pm_card_ok"}`); r.status != tc.want {
+				t.Errorf("capture = %d %s; want %d", r.status, r.raw, tc.want)
+			}
+			if r := do(t, "GET", e.url+"/v1/payments/"+id, tc.header, ""); r.status != tc.want {
+				t.Errorf("read = %d %s; want %d", r.status, r.raw, tc.want)
+			}
+		})
+	}
+	if r := do(t, "GET", e.url+"/v1/payments/"+id, map[string]string{"Authorization": "Bearer " + testToken}, ""); r.status != 200 || r.body["status"] != "captured" {
+		t.Errorf("after the refusals, the admin reads %d %s; want 200 captured", r.status, r.raw)
+	}
+	if got := e.sim.Len(); got != 1 {
+		t.Errorf("provider charges = %d; want 1", got)
 	}
 }

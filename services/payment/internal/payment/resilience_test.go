@@ -22,7 +22,7 @@ func guardedEnv(t *testing.T, p resilience.Policy) (*provider.Simulator, *resili
 	prov := httptest.NewServer(provider.NewHandler(log, sim, testToken))
 	t.Cleanup(prov.Close)
 	guard := resilience.New("provider", p, nil, log)
-	_, url := newPaymentServer(t, NewGuardedProviderClient(prov.URL, guard), Options{})
+	_, url := newPaymentServer(t, NewGuardedProviderClient(prov.URL, testToken, guard), Options{})
 	return sim, guard, url
 }
 

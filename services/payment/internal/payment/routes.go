@@ -4,27 +4,34 @@ import (
 	"log/slog"
 	"net/http"
 
-	"github.com/go-chi/chi/v5"
-
+	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/web"
 )
 
-// NewHandler returns the payment service's HTTP API. Admin routes need
-// "Authorization: Bearer <adminToken>".
-func NewHandler(log *slog.Logger, svc *Service, adminToken string) http.Handler {
+// NewHandler returns the payment service's HTTP API. authn verifies the
+// caller's access token (nil: none is read, so only the probes answer).
+func NewHandler(log *slog.Logger, svc *Service, authn func(http.Handler) http.Handler) http.Handler {
 	r := web.NewRouter(log)
+	if authn != nil {
+		r.Use(authn)
+	}
+	// Anonymous: the probes.
 	r.Method(http.MethodGet, "/healthz", web.Healthz())
 	r.Method(http.MethodGet, "/readyz", web.Readyz(map[string]web.Check{"postgres": svc.Ready}))
 
-	r.Method(http.MethodPost, "/v1/payments", handlePaymentCreate(log, svc))
-	r.Method(http.MethodGet, "/v1/payments", handlePaymentList(log, svc))
-	r.Method(http.MethodGet, "/v1/payments/{id}", handlePaymentGet(log, svc))
-	r.Method(http.MethodPost, "/v1/payments/{id}/refund", handlePaymentRefund(log, svc))
+	// The order service (scope payments): charges and refunds.
+	charge := r.With(auth.Require(auth.ScopePayments))
+	charge.Method(http.MethodPost, "/v1/payments", handlePaymentCreate(log, svc))
+	charge.Method(http.MethodPost, "/v1/payments/{id}/refund", handlePaymentRefund(log, svc))
 
-	r.Group(func(r chi.Router) {
-		r.Use(web.RequireAdmin(adminToken))
-		r.Method(http.MethodGet, "/admin/provider", handleProviderConfig(log, svc))
-		r.Method(http.MethodPut, "/admin/provider", handleProviderConfig(log, svc))
-	})
+	// The order service or an operator (payments or orderflow.admin): reads.
+	read := r.With(auth.Require(auth.ScopePayments, auth.ScopeAdmin))
+	read.Method(http.MethodGet, "/v1/payments", handlePaymentList(log, svc))
+	read.Method(http.MethodGet, "/v1/payments/{id}", handlePaymentGet(log, svc))
+
+	// Admin (orderflow.admin): the simulated provider's behaviour.
+	admin := r.With(auth.Require(auth.ScopeAdmin))
+	admin.Method(http.MethodGet, "/admin/provider", handleProviderConfig(log, svc))
+	admin.Method(http.MethodPut, "/admin/provider", handleProviderConfig(log, svc))
 	return r
 }

@@ -18,7 +18,7 @@ import (
 type Provider interface {
 	Charge(ctx context.Context, req ChargeRequest) (chargeID string, err error)
 	Refund(ctx context.Context, chargeID string) error
-	Admin(ctx context.Context, method, authorization string, body []byte) (ProviderReply, error)
+	Admin(ctx context.Context, method string, body []byte) (ProviderReply, error)
 }
 
 // Options tunes how duplicates of an in-flight request behave.
@@ -199,15 +199,15 @@ func (s *Service) Refund(ctx context.Context, id string) (Payment, error) {
 	return s.store.MarkRefunded(context.WithoutCancel(ctx), id)
 }
 
-// ProviderConfig forwards an admin read (body nil) or change of the
-// simulated provider's behaviour, with the operator's own credentials.
-func (s *Service) ProviderConfig(ctx context.Context, authorization string, change *ProviderSettings) (ProviderReply, error) {
+// ProviderConfig forwards an admin read (change nil) or change of the
+// simulated provider's behaviour; the route has checked the operator.
+func (s *Service) ProviderConfig(ctx context.Context, change *ProviderSettings) (ProviderReply, error) {
 	if change == nil {
-		return s.provider.Admin(ctx, http.MethodGet, authorization, nil)
+		return s.provider.Admin(ctx, http.MethodGet, nil)
 	}
 	body, err := json.Marshal(change)
 	if err != nil {
 		return ProviderReply{}, fmt.Errorf("encode provider settings: %w", err)
 	}
-	return s.provider.Admin(ctx, http.MethodPut, authorization, body)
+	return s.provider.Admin(ctx, http.MethodPut, body)
 }

@@ -62,7 +62,7 @@ func charge(method, key string) string {
 func TestCharge_Idempotent(t *testing.T) {
 	t.Parallel()
 	sim, srv := newTestServer(t, Config{})
-	first := call(t, context.Background(), "POST", srv.URL+"/v1/charges", "", charge("pm_card_ok", "k1"))
+	first := call(t, context.Background(), "POST", srv.URL+"/v1/charges", testToken, charge("pm_card_ok", "k1"))
 	if first.status != http.StatusCreated {
 		t.Fatalf("charge = %d %v; want 201", first.status, first.body)
 	}
@@ -71,11 +71,11 @@ func TestCharge_Idempotent(t *testing.T) {
 		first.body["amount_cents"] != 1250.0 || first.body["currency"] != "USD" {
 		t.Fatalf("charge body = %v", first.body)
 	}
-	again := call(t, context.Background(), "POST", srv.URL+"/v1/charges", "", charge("pm_card_ok", "k1"))
+	again := call(t, context.Background(), "POST", srv.URL+"/v1/charges", testToken, charge("pm_card_ok", "k1"))
 	if diff := cmp.Diff(first, again, cmp.AllowUnexported(reply{})); diff != "" {
 		t.Errorf("repeated charge differs (-first +again):\n%s", diff)
 	}
-	other := call(t, context.Background(), "POST", srv.URL+"/v1/charges", "", charge("pm_card_ok", "k2"))
+	other := call(t, context.Background(), "POST", srv.URL+"/v1/charges", testToken, charge("pm_card_ok", "k2"))
 	if other.body["id"] == id {
 		t.Errorf("another key returned the same charge %v", id)
 	}
@@ -87,7 +87,10 @@ func TestCharge_Idempotent(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Go(func() {
-			resp, err := http.Post(srv.URL+"/v1/charges", "application/json", strings.NewReader(charge("pm_card_ok", "k3")))
+			req, _ := http.NewRequest("POST", srv.URL+"/v1/charges", strings.NewReader(charge("pm_card_ok", "k3")))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+testToken)
+			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Error(err)
 				return
@@ -103,7 +106,7 @@ func TestCharge_Idempotent(t *testing.T) {
 		t.Errorf("charges after 20 duplicates = %d; want 3", got)
 	}
 
-	mismatch := call(t, context.Background(), "POST", srv.URL+"/v1/charges", "",
+	mismatch := call(t, context.Background(), "POST", srv.URL+"/v1/charges", testToken,
 		`{"amount_cents":999,"currency":"USD","method":"pm_card_ok","idempotency_key":"k1"}`)
 	if mismatch.status != http.StatusConflict || mismatch.body["code"] != "idempotency_key_reused" {
 		t.Errorf("reused key with another amount = %d %v; want 409 idempotency_key_reused", mismatch.status, mismatch.body)
@@ -133,7 +136,7 @@ func TestCharge_Outcomes(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			sim, srv := newTestServer(t, tt.cfg)
-			r := call(t, context.Background(), "POST", srv.URL+"/v1/charges", "", tt.body)
+			r := call(t, context.Background(), "POST", srv.URL+"/v1/charges", testToken, tt.body)
 			if r.status != tt.wantStatus || r.body["code"] != tt.wantCode {
 				t.Errorf("charge = %d %v; want %d %s", r.status, r.body, tt.wantStatus, tt.wantCode)
 			}
@@ -150,6 +153,7 @@ func TestCharge_LatencyCancelledChargesNothing(t *testing.T) {
 	h := NewHandler(slog.New(slog.DiscardHandler), sim, testToken)
 	ctx, cancel := context.WithCancel(context.Background())
 	req := httptest.NewRequestWithContext(ctx, "POST", "/v1/charges", strings.NewReader(charge("pm_card_ok", "slow")))
+	req.Header.Set("Authorization", "Bearer "+testToken)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -164,7 +168,7 @@ func TestCharge_LatencyCancelledChargesNothing(t *testing.T) {
 
 	// With a latency the caller waits for, the charge happens.
 	_, srv := newTestServer(t, Config{LatencyMS: 30})
-	if r := call(t, context.Background(), "POST", srv.URL+"/v1/charges", "", charge("pm_card_ok", "k")); r.status != 201 {
+	if r := call(t, context.Background(), "POST", srv.URL+"/v1/charges", testToken, charge("pm_card_ok", "k")); r.status != 201 {
 		t.Errorf("charge with latency = %d; want 201", r.status)
 	}
 }
@@ -172,18 +176,18 @@ func TestCharge_LatencyCancelledChargesNothing(t *testing.T) {
 func TestRefund(t *testing.T) {
 	t.Parallel()
 	_, srv := newTestServer(t, Config{})
-	c := call(t, context.Background(), "POST", srv.URL+"/v1/charges", "", charge("pm_card_ok", "r1"))
+	c := call(t, context.Background(), "POST", srv.URL+"/v1/charges", testToken, charge("pm_card_ok", "r1"))
 	id := c.body["id"].(string)
 	for i := range 2 {
-		r := call(t, context.Background(), "POST", srv.URL+"/v1/charges/"+id+"/refund", "", "")
+		r := call(t, context.Background(), "POST", srv.URL+"/v1/charges/"+id+"/refund", testToken, "")
 		if r.status != 200 || r.body["id"] != id || r.body["status"] != "refunded" {
 			t.Errorf("refund #%d = %d %v; want 200 refunded", i+1, r.status, r.body)
 		}
 	}
-	if r := call(t, context.Background(), "GET", srv.URL+"/v1/charges/"+id, "", ""); r.body["status"] != "refunded" {
+	if r := call(t, context.Background(), "GET", srv.URL+"/v1/charges/"+id, testToken, ""); r.body["status"] != "refunded" {
 		t.Errorf("charge after refund = %v", r.body)
 	}
-	if r := call(t, context.Background(), "POST", srv.URL+"/v1/charges/ch_nope/refund", "", ""); r.status != 404 || r.body["code"] != "not_found" {
+	if r := call(t, context.Background(), "POST", srv.URL+"/v1/charges/ch_nope/refund", testToken, ""); r.status != 404 || r.body["code"] != "not_found" {
 		t.Errorf("refund of unknown = %d %v; want 404", r.status, r.body)
 	}
 }
@@ -241,6 +245,19 @@ func TestAdminConfig_NoTokenConfigured(t *testing.T) {
 	defer srv.Close()
 	if r := call(t, context.Background(), "PUT", srv.URL+"/admin/config", "", `{"outage":true}`); r.status != 401 {
 		t.Errorf("PUT without a configured token = %d; want 401", r.status)
+	}
+}
+
+func TestCharge_NeedsTheAPIKey(t *testing.T) {
+	t.Parallel()
+	sim, srv := newTestServer(t, Config{})
+	for _, token := range []string{"", "wrong"} {
+		if r := call(t, context.Background(), "POST", srv.URL+"/v1/charges", token, charge("pm_card_ok", "k")); r.status != 401 {
+			t.Errorf("charge with key %q = %d; want 401", token, r.status)
+		}
+	}
+	if sim.Len() != 0 {
+		t.Errorf("charges after refused calls = %d; want 0", sim.Len())
 	}
 }
 

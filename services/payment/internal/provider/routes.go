@@ -1,29 +1,46 @@
 package provider
 
 import (
+	"crypto/subtle"
 	"log/slog"
 	"net/http"
-
-	"github.com/go-chi/chi/v5"
 
 	"github.com/orderflow/orderflow/pkg/web"
 )
 
-// NewHandler returns the provider's HTTP API. Admin routes need
-// "Authorization: Bearer <adminToken>".
-func NewHandler(log *slog.Logger, sim *Simulator, adminToken string) http.Handler {
+// NewHandler returns the provider's HTTP API. Like a real card processor's,
+// every call but the probes needs the merchant's secret key:
+// "Authorization: Bearer <apiKey>" (an empty apiKey locks them).
+func NewHandler(log *slog.Logger, sim *Simulator, apiKey string) http.Handler {
 	r := web.NewRouter(log)
+	// Anonymous: the probes.
 	r.Method(http.MethodGet, "/healthz", web.Healthz())
 	r.Method(http.MethodGet, "/readyz", web.Readyz(nil))
 
-	r.Method(http.MethodPost, "/v1/charges", handleChargeCreate(log, sim))
-	r.Method(http.MethodGet, "/v1/charges/{id}", handleChargeGet(log, sim))
-	r.Method(http.MethodPost, "/v1/charges/{id}/refund", handleChargeRefund(log, sim))
-
-	r.Group(func(r chi.Router) {
-		r.Use(web.RequireAdmin(adminToken))
-		r.Method(http.MethodGet, "/admin/config", handleConfigGet(sim))
-		r.Method(http.MethodPut, "/admin/config", handleConfigPut(log, sim))
-	})
+	// The merchant (the payment service), with its API key.
+	merchant := r.With(requireKey(apiKey))
+	merchant.Method(http.MethodPost, "/v1/charges", handleChargeCreate(log, sim))
+	merchant.Method(http.MethodGet, "/v1/charges/{id}", handleChargeGet(log, sim))
+	merchant.Method(http.MethodPost, "/v1/charges/{id}/refund", handleChargeRefund(log, sim))
+	merchant.Method(http.MethodGet, "/admin/config", handleConfigGet(sim))
+	merchant.Method(http.MethodPut, "/admin/config", handleConfigPut(log, sim))
 	return r
+}
+
+// requireKey lets a request through only with "Authorization: Bearer
+// <key>", compared in constant time. An empty key refuses every call.
+func requireKey(key string) func(http.Handler) http.Handler {
+	want := []byte("Bearer " + key)
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			got := []byte(r.Header.Get("Authorization"))
+			if key == "" || subtle.ConstantTimeCompare(got, want) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="provider"`)
+				web.WriteProblem(w, web.NewProblem(http.StatusUnauthorized, "unauthorized",
+					"provider calls need Authorization: Bearer <API key>"))
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
 }

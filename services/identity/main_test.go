@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orderflow/orderflow/pkg/dbtest"
+)
+
+const testCSRFKey = "identity-test-csrf-key-0123456789abcdef"
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// startRun runs the service with env on its IDENTITY_ADDR until the test
+// ends, and waits until /healthz answers. run's error is checked at the end.
+func startRun(t *testing.T, env map[string]string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx, nil, func(k string) string { return env[k] }, io.Discard, io.Discard) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Errorf("run = %v; want nil", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("run did not return after cancel")
+		}
+	})
+	base := "http://" + env["IDENTITY_ADDR"]
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		select {
+		case err := <-errc:
+			t.Fatalf("run returned early: %v", err)
+		default:
+		}
+		if resp, err := http.Get(base + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return base
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("identity never became healthy")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestRun(t *testing.T) {
+	t.Parallel()
+	// Hydra's admin API as far as /readyz needs it; the flow itself runs
+	// against a real Hydra in TestHydraFlow.
+	hydra := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/health/ready" {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = io.WriteString(w, `{"status":"ok"}`)
+	}))
+	defer hydra.Close()
+	env := map[string]string{
+		"IDENTITY_ADDR":            freeAddr(t),
+		"IDENTITY_DATABASE_URL":    dbtest.NewURL(t, nil), // empty: run must migrate it
+		"IDENTITY_HYDRA_ADMIN_URL": hydra.URL,
+		"IDENTITY_CSRF_KEY":        testCSRFKey,
+		"LOG_LEVEL":                "warn",
+		"OTEL_SDK_DISABLED":        "true",
+	}
+	base := startRun(t, env)
+
+	resp, err := http.Post(base+"/v1/customers", "application/json",
+		strings.NewReader(`{"email":"run@example.com","password":"correct horse","name":"Run"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || !strings.Contains(string(body), `"id":"cus_`) {
+		t.Errorf("POST /v1/customers = %d %s; want 201 with a cus_ id", resp.StatusCode, body)
+	}
+	for path, want := range map[string]string{"/readyz": `"status":"ready"`, "/metrics": "orderflow_identity_logins_total"} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s = %d, want 200 with %s; got:\n%.500s", path, resp.StatusCode, want, body)
+		}
+	}
+}
+
+func TestReadConfig(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		env     map[string]string
+		wantErr string
+	}{
+		{"defaults", map[string]string{"IDENTITY_CSRF_KEY": testCSRFKey}, ""},
+		{"no csrf key", nil, "IDENTITY_CSRF_KEY is required"},
+		{"short csrf key", map[string]string{"IDENTITY_CSRF_KEY": "short"}, "at least 32 characters"},
+		{"bad hydra url", map[string]string{"IDENTITY_CSRF_KEY": testCSRFKey, "IDENTITY_HYDRA_ADMIN_URL": "4445"}, "IDENTITY_HYDRA_ADMIN_URL"},
+		{"negative rate", map[string]string{"IDENTITY_CSRF_KEY": testCSRFKey, "IDENTITY_LOGIN_RATE": "-1"}, "IDENTITY_LOGIN_RATE"},
+		{"rate not a number", map[string]string{"IDENTITY_CSRF_KEY": testCSRFKey, "IDENTITY_LOGIN_RATE": "many"}, "IDENTITY_LOGIN_RATE"},
+		{"bad proxies", map[string]string{"IDENTITY_CSRF_KEY": testCSRFKey, "TRUSTED_PROXIES": "gateway"}, "gateway"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := readConfig(func(k string) string { return tt.env[k] })
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("readConfig = %v; want nil", err)
+				}
+				if c.addr != ":8084" || c.hydraAdminURL != "http://127.0.0.1:4445" || c.loginRate != 10 ||
+					c.databaseURL != "postgres://postgres@127.0.0.1:5432/identity?sslmode=disable" ||
+					c.redisURL != "redis://127.0.0.1:6379/0" {
+					t.Errorf("defaults = %+v", c)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("readConfig = %v; want an error mentioning %q", err, tt.wantErr)
+			}
+		})
+	}
+	// Every problem at once, not the first only.
+	_, err := readConfig(func(k string) string {
+		return map[string]string{"IDENTITY_LOGIN_RATE": "-1", "IDENTITY_HYDRA_TIMEOUT": "soon"}[k]
+	})
+	for _, want := range []string{"IDENTITY_CSRF_KEY", "IDENTITY_LOGIN_RATE", "IDENTITY_HYDRA_TIMEOUT"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("readConfig(three bad settings) = %v; want it to name %s", err, want)
+		}
+	}
+}
