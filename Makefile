@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 SCENARIO ?= smoke
 
-.PHONY: help dev down deps test build fmt vet fuzz logs bench-read observe observe-down dashboard overhead test-faults test-rolling scale-bench bench loadtest k6
+.PHONY: help dev down deps token hydra test build fmt vet fuzz logs bench-read observe observe-down dashboard overhead test-faults test-rolling scale-bench bench loadtest k6
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -14,6 +14,12 @@ dev: ## start everything natively in the background (components, migrations, dem
 down: ## stop what make dev started
 	@scripts/down.sh
 
+token: ## a customer's access token on the last line (EMAIL=… PASSWORD=…; default the demo customer)
+	@scripts/token.sh
+
+hydra: ## build the pinned Ory Hydra v2.3.0 into bin/ (make dev and make test do it when missing)
+	@scripts/hydra.sh build
+
 deps: ## start PostgreSQL, Redis, fauxqs (SQS) and maildev (SMTP) when they are not running
 	@scripts/deps.sh --mail
 
@@ -21,7 +27,7 @@ test: ## run every test with -race against the real local components (starts wha
 	@scripts/test.sh
 
 build: ## build every binary into bin/
-	@mkdir -p bin && go build -o bin/ ./services/order ./services/inventory ./services/payment ./services/payment/provider ./services/notification
+	@mkdir -p bin && go build -o bin/ ./services/order ./services/inventory ./services/payment ./services/payment/provider ./services/notification ./services/identity ./tools/token
 
 fmt: ## gofmt the tree
 	@gofmt -w $$(git ls-files '*.go')

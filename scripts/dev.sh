@@ -1,28 +1,49 @@
 #!/usr/bin/env bash
 # make dev: the whole system natively, in the background. Starts the
-# components, creates and migrates the four databases, seeds the demo
-# catalogue, builds and starts the services and the payment provider, waits
-# for every /readyz and prints where to look. Running it twice is harmless.
+# components, creates and migrates the databases, seeds the demo catalogue,
+# starts Ory Hydra (the OpenID Connect provider) with Orderflow's clients,
+# builds and starts the services, the identity app and the payment provider,
+# puts the HAProxy gateway (TLS 1.3) in front, creates the demo customer,
+# waits for every /readyz and prints where to look. Running it twice is
+# harmless.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
-export ADMIN_TOKEN=${ADMIN_TOKEN:-dev-admin-token}
 ORDER_PORT=${ORDER_PORT:-8080} INVENTORY_PORT=${INVENTORY_PORT:-8081}
 PAYMENT_PORT=${PAYMENT_PORT:-8082} NOTIFICATION_PORT=${NOTIFICATION_PORT:-8083} PROVIDER_PORT=${PROVIDER_PORT:-8090}
-PG_URL=${PG_URL:-postgres://postgres@$PG_HOST:$PG_PORT}
+export IDENTITY_PORT=${IDENTITY_PORT:-8084}
+GATEWAY_PORT=${GATEWAY_PORT:-8443}
+
+# The secrets of this machine's stack, made once and kept in
+# .dev/secrets.env (git-ignored); a variable already set wins. Nothing
+# outside make dev ships or accepts a default secret.
+secrets="$RUN_DIR/secrets.env"
+touch "$secrets" && chmod 600 "$secrets"
+for name in HYDRA_SECRETS_SYSTEM ADMIN_CLIENT_SECRET ORDER_CLIENT_SECRET IDENTITY_CSRF_KEY PROVIDER_API_KEY DEMO_PASSWORD; do
+  if [ -n "${!name:-}" ]; then
+    sed -i "/^$name=/d" "$secrets"; echo "$name=${!name}" >>"$secrets"
+  elif ! grep -q "^$name=" "$secrets"; then
+    echo "$name=$(openssl rand -hex 24)" >>"$secrets"
+    new_secrets="${new_secrets:-} $name"
+  fi
+done
+set -a; source "$secrets"; set +a
 
 "$ROOT/scripts/deps.sh" --mail
 
 say "creating databases"
-for db in orders inventory payments notifications; do
-  psql "$PG_URL/postgres?sslmode=disable" -v ON_ERROR_STOP=1 -qtAc \
-    "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 ||
-    psql "$PG_URL/postgres?sslmode=disable" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $db"
-done
+for db in orders inventory payments notifications identity hydra; do create_db "$db"; done
 
 say "building the services"
 mkdir -p bin
-go build -o bin/ ./services/order ./services/inventory ./services/payment ./services/payment/provider ./services/notification
+go build -o bin/ ./services/order ./services/inventory ./services/payment ./services/payment/provider \
+  ./services/notification ./services/identity ./tools/token
+# Hydra encrypts its keys with HYDRA_SECRETS_SYSTEM: a new secret cannot
+# read the old database, so it starts from an empty one.
+if [[ " ${new_secrets:-} " == *" HYDRA_SECRETS_SYSTEM "* ]]; then
+  psql "$PG_URL/postgres?sslmode=disable" -qc "DROP DATABASE IF EXISTS hydra WITH (FORCE)" -c "CREATE DATABASE hydra"
+fi
+"$ROOT/scripts/hydra.sh" start
 
 export AWS_REGION=${AWS_REGION:-us-east-1} AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}
 export AWS_ENDPOINT_URL_SQS=${AWS_ENDPOINT_URL_SQS:-http://127.0.0.1:$SQS_PORT}
@@ -52,11 +73,18 @@ if [ "$REPLICAS" -gt 1 ]; then drain=${SHUTDOWN_DRAIN:-3s}; fi
 for f in "$RUN_DIR"/pids/order-*.pid "$RUN_DIR"/pids/inventory-*.pid "$RUN_DIR"/pids/haproxy.pid; do
   [ -e "$f" ] && stop_pid "$(basename "$f" .pid)"
 done
-start provider $PROVIDER_PORT PROVIDER_ADDR=127.0.0.1:$PROVIDER_PORT
+# Every service checks tokens against Hydra's keys; the gateway on
+# loopback is the proxy whose X-Forwarded-For they believe.
+export AUTH_ISSUER=http://127.0.0.1:$HYDRA_PUBLIC_PORT/ TRUSTED_PROXIES=${TRUSTED_PROXIES:-127.0.0.1}
+start provider $PROVIDER_PORT PROVIDER_ADDR=127.0.0.1:$PROVIDER_PORT PROVIDER_API_KEY="$PROVIDER_API_KEY"
 start payment $PAYMENT_PORT PAYMENT_ADDR=127.0.0.1:$PAYMENT_PORT \
-  PAYMENT_DATABASE_URL="$PG_URL/payments?sslmode=disable" PAYMENT_PROVIDER_URL=http://127.0.0.1:$PROVIDER_PORT
+  PAYMENT_DATABASE_URL="$PG_URL/payments?sslmode=disable" PAYMENT_PROVIDER_URL=http://127.0.0.1:$PROVIDER_PORT \
+  PAYMENT_PROVIDER_API_KEY="$PROVIDER_API_KEY"
 start notification $NOTIFICATION_PORT NOTIFICATION_ADDR=127.0.0.1:$NOTIFICATION_PORT \
   NOTIFICATION_DATABASE_URL="$PG_URL/notifications?sslmode=disable" NOTIFICATION_SMTP_ADDR=127.0.0.1:$SMTP_PORT
+start identity $IDENTITY_PORT IDENTITY_ADDR=127.0.0.1:$IDENTITY_PORT \
+  IDENTITY_DATABASE_URL="$PG_URL/identity?sslmode=disable" IDENTITY_HYDRA_ADMIN_URL=http://127.0.0.1:$HYDRA_ADMIN_PORT \
+  IDENTITY_CSRF_KEY="$IDENTITY_CSRF_KEY"
 
 # start_inventory NAME PORT / start_order NAME PORT: one replica each.
 start_inventory() {
@@ -66,10 +94,10 @@ start_inventory() {
 start_order() {
   start "$1" "$2" ORDER_ADDR=127.0.0.1:$2 ORDER_DATABASE_URL="$PG_URL/orders?sslmode=disable" \
     ORDER_INVENTORY_URL=http://127.0.0.1:$INVENTORY_PORT ORDER_PAYMENT_URL=http://127.0.0.1:$PAYMENT_PORT \
-    SHUTDOWN_DRAIN=$drain
+    ORDER_CLIENT_SECRET="$ORDER_CLIENT_SECRET" SHUTDOWN_DRAIN=$drain
 }
 
-services="provider:$PROVIDER_PORT payment:$PAYMENT_PORT notification:$NOTIFICATION_PORT"
+services="provider:$PROVIDER_PORT payment:$PAYMENT_PORT notification:$NOTIFICATION_PORT identity:$IDENTITY_PORT"
 if [ "$REPLICAS" = 1 ]; then
   start_inventory inventory $INVENTORY_PORT
   start_order order $ORDER_PORT
@@ -104,24 +132,58 @@ for s in $services; do
   wait_http "$name" "http://127.0.0.1:${s##*:}/readyz" 90
 done
 
+# The gateway: the only public entry, TLS 1.3 with a local CA.
+need_cmd haproxy haproxy
+"$ROOT/scripts/tls.sh" "$RUN_DIR/tls" >/dev/null
+stop_pid gateway
+port_open 127.0.0.1 "$GATEWAY_PORT" && die "port $GATEWAY_PORT is taken by another process (set GATEWAY_PORT)"
+gw_env=(GATEWAY_ADDR=127.0.0.1:$GATEWAY_PORT GATEWAY_CERT="$RUN_DIR/tls/server.pem"
+  ORDER_UPSTREAM=127.0.0.1:$ORDER_PORT INVENTORY_UPSTREAM=127.0.0.1:$INVENTORY_PORT
+  NOTIFICATION_UPSTREAM=127.0.0.1:$NOTIFICATION_PORT IDENTITY_UPSTREAM=127.0.0.1:$IDENTITY_PORT
+  HYDRA_UPSTREAM=127.0.0.1:$HYDRA_PUBLIC_PORT)
+env "${gw_env[@]}" haproxy -c -q -f deploy/gateway/haproxy.cfg || die "invalid gateway config deploy/gateway/haproxy.cfg"
+: >"$RUN_DIR/logs/gateway.log"
+start_bg gateway env "${gw_env[@]}" haproxy -db -f deploy/gateway/haproxy.cfg
+wait_port gateway 127.0.0.1 "$GATEWAY_PORT" 15
+
+# The demo customer (201 the first time, 409 email_taken after; a new
+# DEMO_PASSWORD replaces it).
+if [[ " ${new_secrets:-} " == *" DEMO_PASSWORD "* ]]; then
+  psql "$PG_URL/identity?sslmode=disable" -qc "DELETE FROM customers WHERE email = 'demo@orderflow.local'"
+fi
+code=$(curl -s -o "$RUN_DIR/logs/demo-customer.json" -w '%{http_code}' -X POST "http://127.0.0.1:$IDENTITY_PORT/v1/customers" \
+  -H 'Content-Type: application/json' \
+  -d "{\"email\":\"demo@orderflow.local\",\"password\":\"$DEMO_PASSWORD\",\"name\":\"Demo Customer\"}")
+[ "$code" = 201 ] || [ "$code" = 409 ] || die "creating the demo customer answered $code: $(cat "$RUN_DIR/logs/demo-customer.json")"
+
 cat <<MSG
 
 Orderflow is up.
+  gateway       https://127.0.0.1:$GATEWAY_PORT   (the public API, TLS 1.3; CA: .dev/tls/ca.pem)
   order         http://127.0.0.1:$ORDER_PORT
   inventory     http://127.0.0.1:$INVENTORY_PORT   (10,000 products SKU-00001 … SKU-10000)
   payment       http://127.0.0.1:$PAYMENT_PORT   (provider on :$PROVIDER_PORT)
   notification  http://127.0.0.1:$NOTIFICATION_PORT
+  identity      http://127.0.0.1:$IDENTITY_PORT   (sign-up, login and consent)
+  OIDC issuer   http://127.0.0.1:$HYDRA_PUBLIC_PORT/   (Ory Hydra; admin API :$HYDRA_ADMIN_PORT)
   e-mails       http://127.0.0.1:$MAILDEV_WEB_PORT   (maildev; SMTP on :$SMTP_PORT)
   SQS           $AWS_ENDPOINT_URL_SQS   (fauxqs)
   metrics       http://127.0.0.1:$ORDER_PORT/metrics (every service)$(port_open 127.0.0.1 9090 && echo "; Prometheus http://127.0.0.1:9090")
   traces        $(port_open 127.0.0.1 16686 && echo "Jaeger http://127.0.0.1:16686" || echo "start Jaeger with: make observe (then make dev again)")
-  logs          .dev/logs/        admin token: $ADMIN_TOKEN
+  logs          .dev/logs/        secrets: .dev/secrets.env
   replicas      $REPLICAS order and $REPLICAS inventory$( [ "$REPLICAS" -gt 1 ] && echo " behind HAProxy (stats: http://127.0.0.1:8404)")
 
-Place an order:
-  curl -s -X POST http://127.0.0.1:$ORDER_PORT/v1/orders \\
-    -H 'Content-Type: application/json' -H "Idempotency-Key: \$(date +%s%N)" \\
-    -d '{"customer_id":"cus_1","email":"a@example.com","items":[{"sku":"SKU-00001","quantity":2}],"payment_method":"pm_card_ok"}'
+Demo customer: demo@orderflow.local, password $DEMO_PASSWORD
+  its access token (15 min):   TOKEN=\$(make -s token | tail -n1)
+Admin client: orderflow-admin, secret $ADMIN_CLIENT_SECRET (ADMIN_CLIENT_SECRET)
+  an admin token:   curl -s -u orderflow-admin:$ADMIN_CLIENT_SECRET -d grant_type=client_credentials \\
+                      -d scope=orderflow.admin -d audience=orderflow http://127.0.0.1:$HYDRA_PUBLIC_PORT/oauth2/token
+
+Place an order through the gateway:
+  TOKEN=\$(make -s token | tail -n1)
+  curl -s --cacert .dev/tls/ca.pem -X POST https://127.0.0.1:$GATEWAY_PORT/v1/orders \\
+    -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' -H "Idempotency-Key: \$(date +%s%N)" \\
+    -d '{"email":"a@example.com","items":[{"sku":"SKU-00001","quantity":2}],"payment_method":"pm_card_ok"}'
 
 Stop everything with: make down
 MSG
