@@ -124,6 +124,9 @@ func (c apiCall) bytes(t *testing.T) []byte {
 	}
 }
 
+// specCustomer places the spec test's orders.
+const specCustomer = "cus_openapi"
+
 func (c apiCall) request(t *testing.T, s *stack, ctx context.Context, body []byte) *http.Request {
 	t.Helper()
 	var rd io.Reader
@@ -141,8 +144,21 @@ func (c apiCall) request(t *testing.T, s *stack, ctx context.Context, body []byt
 		}
 		req.Header.Set("Content-Type", ct)
 	}
+	// Each call carries the token its caller would have, unless it says
+	// otherwise (an empty Authorization value sends none).
+	switch {
+	case c.service == "order" || c.service == "notification":
+		req.Header.Set("Authorization", "Bearer "+token(t, specCustomer))
+	case c.service == "payment":
+		req.Header.Set("Authorization", "Bearer "+token(t, "order-service:payments"))
+	case c.service == "inventory" && strings.HasPrefix(c.path, "/v1/reservations"):
+		req.Header.Set("Authorization", "Bearer "+token(t, "order-service:inventory.reservations"))
+	}
 	for i := 0; i+1 < len(c.header); i += 2 {
 		req.Header.Set(c.header[i], c.header[i+1])
+	}
+	if req.Header.Get("Authorization") == "" {
+		req.Header.Del("Authorization")
 	}
 	return req
 }
@@ -356,7 +372,7 @@ func TestOpenAPI(t *testing.T) {
 		return apiCall{service: "order", method: "POST", path: "/v1/orders", body: body,
 			header: []string{"Idempotency-Key", key}, status: 201}
 	}
-	const customer = "cus_openapi"
+	const customer = specCustomer
 	happyKey := newKey()
 	happy := run("order/POST order 201", create(happyKey, orderBody(customer, "SKU-00050", 2, "pm_card_ok")))
 	orderID, paymentID := str(happy.body, "id"), str(happy.body, "payment_id")
@@ -439,7 +455,7 @@ func TestOpenAPI(t *testing.T) {
 		sc.check(t, apiCall{service: "order", method: "GET",
 			path: "/v1/orders?customer_id=" + customer + "&limit=2&cursor=" + url.QueryEscape(next), status: 200})
 	})
-	run("order/GET orders unknown customer 200", apiCall{service: "order", method: "GET", path: "/v1/orders?customer_id=cus_nobody", status: 200})
+	run("order/GET orders of another customer 403", apiCall{service: "order", method: "GET", path: "/v1/orders?customer_id=cus_nobody", status: 403})
 	run("order/GET orders without customer 400", apiCall{service: "order", method: "GET", path: "/v1/orders", status: 400, invalid: true})
 	run("order/GET orders limit=101 400", apiCall{service: "order", method: "GET", path: "/v1/orders?customer_id=" + customer + "&limit=101", status: 400, invalid: true})
 	run("order/GET orders bad cursor 400", apiCall{service: "order", method: "GET", path: "/v1/orders?customer_id=" + customer + "&cursor=~~~", status: 400})
@@ -538,15 +554,20 @@ func TestOpenAPI(t *testing.T) {
 		return apiCall{service: "payment", method: "PUT", path: "/admin/provider", body: body, header: admin, status: 200}
 	}
 	run("payment/GET provider 200", apiCall{service: "payment", method: "GET", path: "/admin/provider", header: admin, status: 200})
-	run("payment/GET provider without token 401", apiCall{service: "payment", method: "GET", path: "/admin/provider", status: 401, invalid: true})
+	noAuth := []string{"Authorization", ""}
+	run("payment/GET provider without token 401", apiCall{service: "payment", method: "GET", path: "/admin/provider", header: noAuth, status: 401, invalid: true})
+	run("payment/GET provider with the order service's token 403", apiCall{service: "payment", method: "GET", path: "/admin/provider", status: 403})
 	run("payment/PUT provider 200", provider(map[string]any{"latency_ms": 0, "error_rate": 0, "outage": false}))
 	run("payment/PUT provider partial 200", provider(map[string]any{"latency_ms": 0}))
 	provNoToken := provider(map[string]any{"outage": true})
-	provNoToken.header, provNoToken.status, provNoToken.invalid = nil, 401, true
+	provNoToken.header, provNoToken.status, provNoToken.invalid = noAuth, 401, true
 	run("payment/PUT provider without token 401", provNoToken)
 	provWrong := provider(map[string]any{"outage": true})
 	provWrong.header, provWrong.status = wrongAdmin, 401
 	run("payment/PUT provider wrong token 401", provWrong)
+	run("payment/POST refund without token 401", apiCall{service: "payment", method: "POST", path: "/v1/payments/" + uuid.Must(uuid.NewV7()).String() + "/refund", header: noAuth, status: 401, invalid: true})
+	run("payment/POST refund with a customer token 403", apiCall{service: "payment", method: "POST", path: "/v1/payments/" + uuid.Must(uuid.NewV7()).String() + "/refund",
+		header: []string{"Authorization", "Bearer " + token(t, specCustomer)}, status: 403})
 	provBad := provider(map[string]any{"error_rate": 2}).with(400)
 	provBad.invalid = true
 	run("payment/PUT provider error_rate 2 400", provBad)

@@ -135,7 +135,7 @@ func TestSaga(t *testing.T) {
 		}
 		id := r.body["id"].(string)
 		for range 2 {
-			c := s.do(http.MethodPost, "order", "/v1/orders/"+id+"/cancel", nil)
+			c := s.do(http.MethodPost, "order", "/v1/orders/"+id+"/cancel", nil, s.as("cus_cancel")...)
 			if c.status != http.StatusOK || c.body["status"] != "cancelled" {
 				t.Fatalf("cancel = %d %s; want 200 cancelled", c.status, c.raw)
 			}
@@ -146,7 +146,7 @@ func TestSaga(t *testing.T) {
 		})
 		s.waitNotifications(t, id, 1, "order_cancelled")
 		rejected := s.placeOrder(orderBody("cus_cancel", "SKU-99998", 1, "pm_card_ok"), newKey())
-		c := s.do(http.MethodPost, "order", "/v1/orders/"+rejected.body["order_id"].(string)+"/cancel", nil)
+		c := s.do(http.MethodPost, "order", "/v1/orders/"+rejected.body["order_id"].(string)+"/cancel", nil, s.as("cus_cancel")...)
 		if c.status != http.StatusConflict {
 			t.Errorf("cancel of a rejected order = %d %s; want 409", c.status, c.raw)
 		}
@@ -188,6 +188,7 @@ func TestSaga(t *testing.T) {
 			req, _ := http.NewRequest(http.MethodPost, s.url("order", "/v1/orders"), jsonReader(orderBody("cus_killed", "SKU-00007", 1, "pm_card_ok")))
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Idempotency-Key", newKey())
+			req.Header.Set("Authorization", "Bearer "+token(t, "cus_killed"))
 			if resp, err := http.DefaultClient.Do(req); err == nil {
 				resp.Body.Close()
 			}

@@ -21,14 +21,23 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderflow/orderflow/pkg/authtest"
 	"github.com/orderflow/orderflow/pkg/dbtest"
 	"github.com/orderflow/orderflow/pkg/queue/queuetest"
 	"github.com/orderflow/orderflow/pkg/smtptest"
 )
 
-const adminToken = "e2e-admin-token"
+// providerKey is the payment provider's API key in every stack.
+const providerKey = "e2e-provider-key"
 
-var binDir string
+// binDir holds the freshly built services; hydra is the package's Ory
+// Hydra, whose tokens every stack's services check.
+var (
+	binDir  string
+	hydra   *authtest.Hydra
+	tokens  sync.Map // customer id or "admin" → access token
+	tokenMu sync.Mutex
+)
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "orderflow-e2e-bin")
@@ -48,7 +57,16 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build the services:", err)
 		os.Exit(1)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	hydra, err = authtest.StartProcess(ctx, authtest.Options{AccessTokenTTL: time.Hour})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start Hydra:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
 	code := m.Run()
+	hydra.Close()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -104,19 +122,19 @@ func startStack(t *testing.T, extraOrderEnv ...string) *stack {
 		"AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test"}
 	url := func(name string) string { return fmt.Sprintf("http://127.0.0.1:%d", s.ports[name]) }
 	addr := func(name string) string { return fmt.Sprintf("127.0.0.1:%d", s.ports[name]) }
-	s.env["provider"] = []string{"PROVIDER_ADDR=" + addr("provider")}
+	s.env["provider"] = []string{"PROVIDER_ADDR=" + addr("provider"), "PROVIDER_API_KEY=" + providerKey}
 	s.env["inventory"] = []string{"INVENTORY_ADDR=" + addr("inventory"), "INVENTORY_DATABASE_URL=" + s.db["inventory"],
 		"INVENTORY_SEED_PRODUCTS=100", "INVENTORY_SWEEP_INTERVAL=1s",
 		// Stacks share the local Redis: each gets its own cache keys.
 		"INVENTORY_CACHE_PREFIX=" + queuetest.Name("e2e") + ":"}
 	s.env["payment"] = []string{"PAYMENT_ADDR=" + addr("payment"), "PAYMENT_DATABASE_URL=" + s.db["payment"],
-		"PAYMENT_PROVIDER_URL=" + url("provider"), "PAYMENT_PROVIDER_TIMEOUT=3s"}
+		"PAYMENT_PROVIDER_URL=" + url("provider"), "PAYMENT_PROVIDER_TIMEOUT=3s", "PAYMENT_PROVIDER_API_KEY=" + providerKey}
 	s.env["notification"] = append([]string{"NOTIFICATION_ADDR=" + addr("notification"),
 		"NOTIFICATION_DATABASE_URL=" + s.db["notification"], "NOTIFICATION_SMTP_ADDR=" + s.smtp.Addr(),
 		"NOTIFICATION_INVOICE_QUEUE=" + invoices, "NOTIFICATION_EMAIL_QUEUE=" + emails}, aws...)
 	s.env["order"] = append(append([]string{"ORDER_ADDR=" + addr("order"), "ORDER_DATABASE_URL=" + s.db["order"],
 		"ORDER_INVENTORY_URL=" + url("inventory"), "ORDER_PAYMENT_URL=" + url("payment"),
-		"ORDER_INVOICE_QUEUE=" + invoices, "ORDER_EMAIL_QUEUE=" + emails,
+		"ORDER_INVOICE_QUEUE=" + invoices, "ORDER_EMAIL_QUEUE=" + emails, "ORDER_CLIENT_SECRET=" + authtest.OrderSecret,
 		"ORDER_CALL_TIMEOUT=5s", "ORDER_REQUEST_TIMEOUT=8s", "ORDER_RECOVERY_INTERVAL=500ms", "ORDER_RECOVERY_AFTER=9s"}, aws...), extraOrderEnv...)
 	for _, name := range []string{"provider", "inventory", "payment", "notification", "order"} {
 		s.start(name)
@@ -152,7 +170,7 @@ func (s *stack) start(name string) {
 		s.t.Fatal(err)
 	}
 	cmd := exec.Command(filepath.Join(binDir, name))
-	cmd.Env = append(append(os.Environ(), "ADMIN_TOKEN="+adminToken, "LOG_LEVEL=info"), s.env[name]...)
+	cmd.Env = append(append(os.Environ(), "AUTH_ISSUER="+hydra.Issuer, "LOG_LEVEL=info"), s.env[name]...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start %s: %v", name, err)
@@ -233,8 +251,14 @@ func (s *stack) do(method, service, path string, body any, headers ...string) re
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	// An operator's token unless the call says who it is (an empty
+	// Authorization value sends none).
+	req.Header.Set("Authorization", "Bearer "+token(s.t, "admin"))
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
+	}
+	if req.Header.Get("Authorization") == "" {
+		req.Header.Del("Authorization")
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -249,7 +273,46 @@ func (s *stack) do(method, service, path string, body any, headers ...string) re
 	return r
 }
 
-func (s *stack) admin() []string { return []string{"Authorization", "Bearer " + adminToken} }
+// token returns a real access token from the package's Hydra, made once:
+// "admin" is the orderflow-admin client's (scope orderflow.admin),
+// "order-service:SCOPE" the order service client's with SCOPE, any other
+// name a customer's of that id (authorization code + PKCE).
+func token(t *testing.T, who string) string {
+	t.Helper()
+	if tok, ok := tokens.Load(who); ok {
+		return tok.(string)
+	}
+	// One sign-in at a time: forty concurrent logins are not what this
+	// suite tests, and they queue up inside Hydra.
+	tokenMu.Lock()
+	defer tokenMu.Unlock()
+	if tok, ok := tokens.Load(who); ok {
+		return tok.(string)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var tok string
+	var err error
+	switch {
+	case who == "admin":
+		tok, err = hydra.AdminToken(ctx)
+	case strings.HasPrefix(who, "order-service:"): // the order service's, with one scope
+		tok, err = hydra.ClientToken(ctx, "orderflow-order", authtest.OrderSecret, strings.TrimPrefix(who, "order-service:"))
+	default:
+		tok, err = hydra.CustomerToken(ctx, who)
+	}
+	if err != nil {
+		t.Fatalf("token for %s: %v", who, err)
+	}
+	tokens.Store(who, tok)
+	return tok
+}
+
+// admin is the header of an operator's call; as is a customer's.
+func (s *stack) admin() []string { return []string{"Authorization", "Bearer " + token(s.t, "admin")} }
+func (s *stack) as(customer string) []string {
+	return []string{"Authorization", "Bearer " + token(s.t, customer)}
+}
 
 func orderBody(customer, sku string, qty int, method string) map[string]any {
 	return map[string]any{
@@ -271,9 +334,11 @@ func newKey() string {
 	return fmt.Sprintf("e2e-%d-%d", time.Now().UnixNano(), keySeq.n)
 }
 
+// placeOrder places an order as the customer its body names.
 func (s *stack) placeOrder(body map[string]any, key string) response {
 	s.t.Helper()
-	return s.do(http.MethodPost, "order", "/v1/orders", body, "Idempotency-Key", key)
+	customer, _ := body["customer_id"].(string)
+	return s.do(http.MethodPost, "order", "/v1/orders", body, append(s.as(customer), "Idempotency-Key", key)...)
 }
 
 func (s *stack) setProvider(latencyMS int, errorRate float64, outage bool) {
