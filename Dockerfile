@@ -2,9 +2,10 @@
 #
 # One image recipe for every Orderflow process. Pick the process with the
 # SERVICE build argument, a path under services/:
-#   order, inventory, payment, payment/provider, notification
+#   order, inventory, payment, payment/provider, notification, identity
 #   docker build --build-arg SERVICE=payment/provider -t orderflow-provider .
-# docker-compose.yml builds all five this way.
+# docker-compose.yml builds all six this way. (Ory Hydra and HAProxy are
+# their upstream images.)
 
 FROM golang:1.26-bookworm AS build
 ARG SERVICE
@@ -19,7 +20,7 @@ COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     if [ -z "${SERVICE}" ] || [ ! -f "services/${SERVICE}/main.go" ]; then \
-      echo "set --build-arg SERVICE to one of: order inventory payment payment/provider notification" >&2; \
+      echo "set --build-arg SERVICE to one of: order inventory payment payment/provider notification identity" >&2; \
       exit 1; \
     fi && \
     CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/app "./services/${SERVICE}" && \

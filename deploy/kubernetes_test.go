@@ -7,16 +7,21 @@ package deploy
 // the API server's schema would reject), and the Deployments are compared
 // with what each service's config code reads (envReadsInDir in
 // deploy_test.go), so a variable added to the code and forgotten in the
-// manifests fails `make test`.
+// manifests fails `make test`. Hydra, the gateway, the NetworkPolicies
+// (evaluated for every pair of pods) and the placeholder secrets are
+// checked too.
 
 import (
 	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"maps"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -54,15 +59,19 @@ type kustomization struct {
 	inCluster bool
 	// external are ConfigMaps created outside kustomize that pods mount.
 	external []string
+	// externalSecrets are Secrets created outside kustomize that pods
+	// mount: the gateway's certificate, whose key is in no repository.
+	externalSecrets []string
 	// hpaServices are the processes scaled on CPU.
 	hpaServices []string
 }
 
 func kustomizations() []kustomization {
-	scaled := []string{"order", "inventory", "payment"}
+	scaled := []string{"order", "inventory", "payment", "identity"}
+	tls := []string{"gateway-tls"}
 	return []kustomization{
-		{dir: "deploy/kubernetes/base", hpaServices: scaled},
-		{dir: "deploy/kubernetes/overlays/local", inCluster: true, hpaServices: scaled},
+		{dir: "deploy/kubernetes/base", hpaServices: scaled, externalSecrets: tls},
+		{dir: "deploy/kubernetes/overlays/local", inCluster: true, hpaServices: scaled, externalSecrets: tls},
 		{
 			dir: "deploy/kubernetes/overlays/aws",
 			unset: map[string]string{
@@ -70,8 +79,9 @@ func kustomizations() []kustomization {
 				"AWS_ACCESS_KEY_ID":     "IAM role through IRSA, from the SDK's default chain",
 				"AWS_SECRET_ACCESS_KEY": "IAM role through IRSA, from the SDK's default chain",
 			},
-			external:    []string{"rds-ca-bundle"},
-			hpaServices: scaled,
+			external:        []string{"rds-ca-bundle"},
+			externalSecrets: tls,
+			hpaServices:     scaled,
 		},
 	}
 }
@@ -89,6 +99,7 @@ type manifest struct {
 	pdbs            map[string]*policyv1.PodDisruptionBudget
 	hpas            map[string]*autoscalingv2.HorizontalPodAutoscaler
 	jobs            map[string]*batchv1.Job
+	networkPolicies map[string]*networkingv1.NetworkPolicy
 	others          []string // kind/name of the objects with no checks beyond the schema
 }
 
@@ -108,6 +119,7 @@ func decodeManifest(docs [][]byte) (*manifest, error) {
 		pdbs:            map[string]*policyv1.PodDisruptionBudget{},
 		hpas:            map[string]*autoscalingv2.HorizontalPodAutoscaler{},
 		jobs:            map[string]*batchv1.Job{},
+		networkPolicies: map[string]*networkingv1.NetworkPolicy{},
 	}
 	for _, doc := range docs {
 		var tm metav1.TypeMeta
@@ -149,7 +161,7 @@ func decodeManifest(docs [][]byte) (*manifest, error) {
 			obj, add = o, func() { m.others = append(m.others, "Namespace/"+o.Name) }
 		case "networking.k8s.io/v1 NetworkPolicy":
 			o := &networkingv1.NetworkPolicy{}
-			obj, add = o, func() { m.others = append(m.others, "NetworkPolicy/"+o.Name) }
+			obj, add = o, func() { m.networkPolicies[o.Name] = o }
 		default:
 			return nil, fmt.Errorf("no schema for apiVersion %q kind %q", tm.APIVersion, tm.Kind)
 		}
@@ -334,7 +346,7 @@ func missingKubeEnv(m *manifest, name string, reads []envRead) []string {
 	}
 	seen := map[string]bool{}
 	for _, r := range reads {
-		if seen[r.name] {
+		if seen[r.name] || r.optional {
 			continue
 		}
 		seen[r.name] = true
@@ -372,7 +384,7 @@ func TestKubernetes_Render(t *testing.T) {
 					t.Errorf("HorizontalPodAutoscaler %s present = %t; want %t", svc.name, ok, wantHPA)
 				}
 			}
-			for _, msg := range workloadProblems(m, k.external) {
+			for _, msg := range workloadProblems(m, k.external, k.externalSecrets) {
 				t.Error(msg)
 			}
 		})
@@ -408,8 +420,10 @@ func (m *manifest) podTemplates() []podTemplate {
 // workloadProblems checks what the API server or the kubelet would reject
 // or never satisfy: selectors that do not match their own pod template,
 // Services selecting no pods or targeting a port no container has,
-// references to ConfigMaps, Secrets and ServiceAccounts that do not exist.
-func workloadProblems(m *manifest, external []string) []string {
+// references to ConfigMaps, Secrets and ServiceAccounts that do not exist
+// (external and externalSecrets are made outside kustomize), and ConfigMap
+// volume items naming keys the ConfigMap lacks.
+func workloadProblems(m *manifest, external, externalSecrets []string) []string {
 	var msgs []string
 	for _, pt := range m.podTemplates() {
 		if pt.kind != "Job" || pt.selector != nil {
@@ -430,17 +444,24 @@ func workloadProblems(m *manifest, external []string) []string {
 		for _, v := range spec.Volumes {
 			switch {
 			case v.ConfigMap != nil && !ptrTrue(v.ConfigMap.Optional):
-				if _, ok := m.configMaps[v.ConfigMap.Name]; !ok && !slices.Contains(external, v.ConfigMap.Name) {
+				cm, ok := m.configMaps[v.ConfigMap.Name]
+				if !ok && !slices.Contains(external, v.ConfigMap.Name) {
 					msgs = append(msgs, fmt.Sprintf("%s %s mounts ConfigMap %s, which is not in the rendering", pt.kind, pt.name, v.ConfigMap.Name))
 				}
+				for _, item := range v.ConfigMap.Items {
+					if _, has := cm.Data[item.Key]; ok && !has {
+						msgs = append(msgs, fmt.Sprintf("%s %s mounts key %s of ConfigMap %s, which has no such key", pt.kind, pt.name, item.Key, v.ConfigMap.Name))
+					}
+				}
 			case v.Secret != nil && !ptrTrue(v.Secret.Optional):
-				if _, ok := m.secrets[v.Secret.SecretName]; !ok {
+				if _, ok := m.secrets[v.Secret.SecretName]; !ok && !slices.Contains(externalSecrets, v.Secret.SecretName) {
 					msgs = append(msgs, fmt.Sprintf("%s %s mounts Secret %s, which is not in the rendering", pt.kind, pt.name, v.Secret.SecretName))
 				}
 			}
 		}
-		for i := range spec.Containers {
-			c := &spec.Containers[i]
+		containers := slices.Concat(spec.InitContainers, spec.Containers)
+		for i := range containers {
+			c := &containers[i]
 			if c.Image == "" {
 				msgs = append(msgs, fmt.Sprintf("%s %s container %s has no image", pt.kind, pt.name, c.Name))
 			}
@@ -688,10 +709,17 @@ func TestKubernetes_Environment(t *testing.T) {
 						}
 					}
 					// The reverse: a service's own variable that its code does
-					// not read is a typo or a leftover.
+					// not read is a typo or a leftover, and so is one that no
+					// process reads at all (ADMIN_TOKEN, gone with the access
+					// tokens). Shared ConfigMaps may hand a process a variable
+					// only the others read (SHUTDOWN_DRAIN to the provider).
+					anyone := readByAnyProcess(t)
 					for name := range vals {
 						if strings.HasPrefix(name, envPrefix(svc.name)) && !slices.Contains(names, name) {
 							t.Errorf("Deployment %s sets %s, which %s does not read", svc.name, name, svc.dir)
+						}
+						if _, runtime := runtimeVars()[name]; !anyone[name] && !runtime {
+							t.Errorf("Deployment %s sets %s, which no Orderflow process reads", svc.name, name)
 						}
 					}
 					if addr, want := vals[envPrefix(svc.name)+"ADDR"], fmt.Sprintf(":%d", svc.port); addr != want {
@@ -891,6 +919,11 @@ func TestKubernetes_Scaling(t *testing.T) {
 			for _, svc := range appServices() {
 				if !covered[svc.name] {
 					t.Errorf("no PodDisruptionBudget covers Deployment %s", svc.name)
+				}
+			}
+			for _, name := range []string{"hydra", "gateway"} {
+				if !covered[name] {
+					t.Errorf("no PodDisruptionBudget covers Deployment %s", name)
 				}
 			}
 		})
@@ -1203,5 +1236,820 @@ func TestKubernetes_NoStrayFiles(t *testing.T) {
 				t.Errorf("%s/%s is neither a resource nor a patch of its kustomization.yaml", k.dir, name)
 			}
 		}
+	}
+}
+
+// anyProcessReads caches the variables any Orderflow process reads.
+var anyProcessReads = sync.OnceValues(func() (map[string]bool, error) {
+	names := map[string]bool{}
+	for _, svc := range appServices() {
+		reads, err := envReadsInDir(svc.dir)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range reads {
+			names[r.name] = true
+		}
+	}
+	return names, nil
+})
+
+// readByAnyProcess returns the variables any Orderflow process reads.
+func readByAnyProcess(t *testing.T) map[string]bool {
+	t.Helper()
+	names, err := anyProcessReads()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// generated returns the object kustomize generated from base name: the one
+// named base-<hash>, or base itself.
+func generated[T any](objs map[string]*T, base string) (*T, bool) {
+	if o, ok := objs[base]; ok {
+		return o, true
+	}
+	for name, o := range objs {
+		if rest, ok := strings.CutPrefix(name, base+"-"); ok && len(rest) == 10 && !strings.Contains(rest, "-") {
+			return o, true
+		}
+	}
+	return nil, false
+}
+
+// container returns the container (or init container) named name of a
+// pod spec.
+func container(spec *corev1.PodSpec, name string) (*corev1.Container, bool) {
+	for _, cs := range [][]corev1.Container{spec.Containers, spec.InitContainers} {
+		for i := range cs {
+			if cs[i].Name == name {
+				return &cs[i], true
+			}
+		}
+	}
+	return nil, false
+}
+
+// orderflowDeployments returns the Deployments of the orderflow labels:
+// the six processes, Hydra and the gateway, not the local components.
+func orderflowDeployments(m *manifest) []*appsv1.Deployment {
+	var ds []*appsv1.Deployment
+	for _, d := range m.deployments {
+		if d.Labels["app.kubernetes.io/part-of"] == "orderflow" {
+			ds = append(ds, d)
+		}
+	}
+	slices.SortFunc(ds, func(a, b *appsv1.Deployment) int { return strings.Compare(a.Name, b.Name) })
+	return ds
+}
+
+// TestKubernetes_Hardening applies the processes' rules to every container
+// and init container of every Orderflow Deployment, Hydra's and the
+// gateway's included: non-root, no privilege escalation, a read-only root
+// filesystem, no capabilities, CPU and memory requested and limited, images
+// pinned.
+func TestKubernetes_Hardening(t *testing.T) {
+	t.Parallel()
+	for _, k := range kustomizations() {
+		t.Run(filepath.Base(k.dir), func(t *testing.T) {
+			t.Parallel()
+			m := render(t, k)
+			ds := orderflowDeployments(m)
+			if len(ds) < len(appServices())+2 {
+				t.Fatalf("found %d Orderflow Deployments; want the processes, hydra and gateway", len(ds))
+			}
+			for _, d := range ds {
+				spec := &d.Spec.Template.Spec
+				psc := spec.SecurityContext
+				if psc == nil || !ptrTrue(psc.RunAsNonRoot) || psc.RunAsUser == nil || *psc.RunAsUser == 0 ||
+					psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+					t.Errorf("Deployment %s pod securityContext %+v; want runAsNonRoot, a non-zero runAsUser and the RuntimeDefault seccomp profile", d.Name, psc)
+				}
+				for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
+					sc := c.SecurityContext
+					if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+						!ptrTrue(sc.ReadOnlyRootFilesystem) || ptrTrue(sc.Privileged) ||
+						sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") || len(sc.Capabilities.Add) > 0 {
+						t.Errorf("Deployment %s container %s securityContext %+v; want no privilege escalation, a read-only root filesystem, all capabilities dropped", d.Name, c.Name, sc)
+					}
+					for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+						req, rok := c.Resources.Requests[r]
+						lim, lok := c.Resources.Limits[r]
+						if !rok || !lok || req.IsZero() || req.Cmp(lim) > 0 {
+							t.Errorf("Deployment %s container %s %s request %v, limit %v; want both set, request <= limit", d.Name, c.Name, r, req.String(), lim.String())
+						}
+					}
+					if !strings.Contains(c.Image, ":") || strings.HasSuffix(c.Image, ":latest") && !strings.HasPrefix(c.Image, "orderflow/") {
+						t.Errorf("Deployment %s container %s image %s; want a pinned tag", d.Name, c.Name, c.Image)
+					}
+				}
+			}
+		})
+	}
+}
+
+// placeholder is the value the repository's Secrets ship with for every
+// secret an operator must choose.
+const placeholder = "CHANGE_ME"
+
+// operatorSecrets are the Secret keys that have no usable default: each
+// ships as the placeholder in every rendering.
+func operatorSecrets() []string {
+	return []string{"ADMIN_CLIENT_SECRET", "ORDER_CLIENT_SECRET", "PROVIDER_API_KEY", "IDENTITY_CSRF_KEY", "SECRETS_SYSTEM"}
+}
+
+// TestKubernetes_Placeholders checks the secrets rule on Kubernetes: the
+// secrets an operator must choose ship as CHANGE_ME, and a pod whose
+// environment holds a placeholder anywhere runs a refuse-placeholders init
+// container first that sees it, and refuses. The init container's script
+// is run here, with sh, on the environment the kubelet would give it: once
+// as rendered (it must fail and name the variables), once with every
+// placeholder replaced (it must pass).
+func TestKubernetes_Placeholders(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("sh"); err != nil {
+		t.Fatal("sh is not installed; install Debian's dash package: sudo apt-get install dash")
+	}
+	for _, k := range kustomizations() {
+		t.Run(filepath.Base(k.dir), func(t *testing.T) {
+			t.Parallel()
+			m := render(t, k)
+			for _, key := range operatorSecrets() {
+				found := 0
+				for _, s := range m.secrets {
+					v, ok := s.Data[key]
+					if sv, sok := s.StringData[key]; sok {
+						v, ok = []byte(sv), true
+					}
+					if !ok {
+						continue
+					}
+					found++
+					if string(v) != placeholder {
+						t.Errorf("Secret %s ships %s with a value; want the placeholder %s, so no default secret is ever accepted", s.Name, key, placeholder)
+					}
+				}
+				if found == 0 {
+					t.Errorf("no Secret holds %s", key)
+				}
+			}
+
+			guarded := 0
+			for _, d := range orderflowDeployments(m) {
+				spec := &d.Spec.Template.Spec
+				held := map[string]string{}
+				for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
+					vals, _ := containerEnv(m, &c)
+					for name, v := range vals {
+						if strings.Contains(v, placeholder) {
+							held[name] = v
+						}
+					}
+				}
+				if len(held) == 0 {
+					continue
+				}
+				guarded++
+				if len(spec.InitContainers) == 0 || spec.InitContainers[0].Name != "refuse-placeholders" {
+					t.Errorf("Deployment %s uses placeholders %v but its first init container is not refuse-placeholders", d.Name, slices.Sorted(maps.Keys(held)))
+					continue
+				}
+				check := &spec.InitContainers[0]
+				vals, _ := containerEnv(m, check)
+				for name, v := range held {
+					if vals[name] != v {
+						t.Errorf("Deployment %s: refuse-placeholders does not see %s, which holds a placeholder", d.Name, name)
+					}
+				}
+				out, err := runCheck(t, check.Command, vals)
+				if err == nil {
+					t.Errorf("Deployment %s: refuse-placeholders passes with %v still holding %s:\n%s", d.Name, slices.Sorted(maps.Keys(held)), placeholder, out)
+				}
+				for name := range held {
+					if !strings.Contains(out, name) {
+						t.Errorf("Deployment %s: refuse-placeholders does not name %s:\n%s", d.Name, name, out)
+					}
+				}
+				for name, v := range vals {
+					vals[name] = strings.ReplaceAll(v, placeholder, "c0ffee-0123456789abcdef0123456789abcdef")
+				}
+				if out, err := runCheck(t, check.Command, vals); err != nil {
+					t.Errorf("Deployment %s: refuse-placeholders fails with every placeholder replaced: %v\n%s", d.Name, err, out)
+				}
+			}
+			if guarded == 0 {
+				t.Error("no Deployment uses a placeholder; the check has nothing to check")
+			}
+		})
+	}
+}
+
+// runCheck runs an init container's command on this machine with env as
+// its whole environment (and PATH).
+func runCheck(t *testing.T, command []string, env map[string]string) (string, error) {
+	t.Helper()
+	if len(command) == 0 {
+		return "", fmt.Errorf("no command")
+	}
+	cmd := exec.CommandContext(t.Context(), command[0], command[1:]...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	for name, v := range env {
+		cmd.Env = append(cmd.Env, name+"="+v)
+	}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// TestKubernetes_FilesMatchSources keeps the copies kustomize needs (it
+// reads nothing outside a kustomization's directory) identical to their
+// originals: the rendered ConfigMaps hold exactly deploy/hydra/hydra.yml,
+// deploy/gateway/haproxy.cfg, deploy/hydra/register-clients.sh and every
+// deploy/hydra/clients/*.json.
+func TestKubernetes_FilesMatchSources(t *testing.T) {
+	t.Parallel()
+	read := func(rel string) string {
+		b, err := os.ReadFile(filepath.Join(repoRoot, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	want := map[string]map[string]string{
+		"hydra-files":   {"hydra.yml": read("deploy/hydra/hydra.yml")},
+		"gateway-files": {"haproxy.cfg": read("deploy/gateway/haproxy.cfg")},
+		"hydra-clients": {"register-clients.sh": read("deploy/hydra/register-clients.sh")},
+	}
+	clients, err := filepath.Glob(filepath.Join(repoRoot, "deploy/hydra/clients/*.json"))
+	if err != nil || len(clients) == 0 {
+		t.Fatalf("deploy/hydra/clients holds no client files (%v)", err)
+	}
+	for _, f := range clients {
+		want["hydra-clients"][filepath.Base(f)] = read("deploy/hydra/clients/" + filepath.Base(f))
+	}
+	for _, k := range kustomizations() {
+		t.Run(filepath.Base(k.dir), func(t *testing.T) {
+			t.Parallel()
+			m := render(t, k)
+			for name, files := range want {
+				cm, ok := generated(m.configMaps, name)
+				if !ok {
+					t.Errorf("no ConfigMap %s", name)
+					continue
+				}
+				if diff := cmp.Diff(files, cm.Data); diff != "" {
+					t.Errorf("ConfigMap %s differs from the repository's files (copy them into deploy/kubernetes/base again) (-want +got):\n%s", name, diff)
+				}
+			}
+		})
+	}
+}
+
+// TestKubernetes_Hydra checks the OpenID Connect provider: migrated by an
+// init container with the same image and database, production mode behind
+// an https issuer that every service is configured with, its keys read
+// from its public Service, its admin API on a Service of its own that
+// identity uses, the clients registered by identity's init container with
+// the secrets order uses.
+func TestKubernetes_Hydra(t *testing.T) {
+	t.Parallel()
+	const image = "oryd/hydra:v2.3.0"
+	for _, k := range kustomizations() {
+		t.Run(filepath.Base(k.dir), func(t *testing.T) {
+			t.Parallel()
+			m := render(t, k)
+			d, ok := m.deployments["hydra"]
+			if !ok {
+				t.Fatal("no Deployment hydra")
+			}
+			spec := &d.Spec.Template.Spec
+			h, ok := container(spec, "hydra")
+			if !ok {
+				t.Fatal("Deployment hydra has no container hydra")
+			}
+			mig, ok := container(spec, "migrate")
+			if !ok || !slices.ContainsFunc(spec.InitContainers, func(c corev1.Container) bool { return c.Name == "migrate" }) {
+				t.Fatal("Deployment hydra has no init container migrate")
+			}
+			if h.Image != image || mig.Image != image {
+				t.Errorf("hydra image %s, migrate image %s; want %s", h.Image, mig.Image, image)
+			}
+			if diff := cmp.Diff([]string{"migrate", "sql", "up", "-e", "--yes"}, slices.Concat(mig.Command, mig.Args)); diff != "" {
+				t.Errorf("migrate command (-want +got):\n%s", diff)
+			}
+			args := slices.Concat(h.Command, h.Args)
+			if len(args) < 2 || args[0] != "serve" || args[1] != "all" || slices.Contains(args, "--dev") {
+				t.Errorf("hydra runs %v; want serve all without --dev", args)
+			}
+			if i := slices.Index(args, "-c"); i < 0 || i+1 >= len(args) || !mountsConfigMapKey(m, spec, h, args[i+1], "hydra-files") {
+				t.Errorf("hydra runs %v; want -c on a file of ConfigMap hydra-files", args)
+			}
+			env, problems := containerEnv(m, h)
+			for _, p := range problems {
+				t.Error(p)
+			}
+			migEnv, _ := containerEnv(m, mig)
+			if u, err := url.Parse(env["DSN"]); err != nil || u.Path != "/hydra" {
+				t.Errorf("hydra DSN %q; want Hydra's own database hydra", env["DSN"])
+			}
+			if migEnv["DSN"] != env["DSN"] {
+				t.Error("migrate and hydra use different DSNs")
+			}
+			if env["SECRETS_SYSTEM"] == "" {
+				t.Error("hydra has no SECRETS_SYSTEM")
+			}
+			for name, port := range map[string]string{"SERVE_PUBLIC_PORT": "public", "SERVE_ADMIN_PORT": "admin"} {
+				got, err := containerPort(spec, intstr.FromString(port))
+				if err != nil || env[name] != strconv.Itoa(int(got)) {
+					t.Errorf("hydra %s = %q; want container port %s (%d, %v)", name, env[name], port, got, err)
+				}
+			}
+			for _, name := range []string{"SERVE_PUBLIC_HOST", "SERVE_ADMIN_HOST"} {
+				if env[name] != "0.0.0.0" {
+					t.Errorf("hydra %s = %q; want 0.0.0.0 (hydra.yml binds loopback)", name, env[name])
+				}
+			}
+			checkProbe := func(kind string, p *corev1.Probe, path string) {
+				if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != path {
+					t.Errorf("hydra %s probe %+v; want GET %s", kind, p, path)
+				}
+			}
+			checkProbe("readiness", h.ReadinessProbe, "/health/ready")
+			checkProbe("liveness", h.LivenessProbe, "/health/alive")
+
+			issuer := env["URLS_SELF_ISSUER"]
+			if u, err := url.Parse(issuer); err != nil || u.Scheme != "https" || u.Path != "/" {
+				t.Errorf("hydra URLS_SELF_ISSUER %q; want an https origin ending in /", issuer)
+			}
+			for name, path := range map[string]string{"URLS_LOGIN": "login", "URLS_CONSENT": "consent"} {
+				if env[name] != issuer+path {
+					t.Errorf("hydra %s = %q; want %q (identity behind the gateway)", name, env[name], issuer+path)
+				}
+			}
+
+			// The Services: public and admin apart.
+			servicePort := func(name string) (int32, int32) {
+				s, ok := m.services[name]
+				if !ok || len(s.Spec.Ports) != 1 {
+					t.Errorf("no Service %s with one port", name)
+					return 0, 0
+				}
+				target, err := containerPort(spec, s.Spec.Ports[0].TargetPort)
+				if err != nil {
+					t.Errorf("Service %s: %v", name, err)
+				}
+				return s.Spec.Ports[0].Port, target
+			}
+			publicPort, publicTarget := servicePort("hydra")
+			adminPort, adminTarget := servicePort("hydra-admin")
+			if strconv.Itoa(int(publicTarget)) != env["SERVE_PUBLIC_PORT"] || strconv.Itoa(int(adminTarget)) != env["SERVE_ADMIN_PORT"] {
+				t.Errorf("Service hydra targets %d and hydra-admin %d; want the public and admin ports", publicTarget, adminTarget)
+			}
+
+			checked := 0
+			for _, svc := range appServices() {
+				reads, err := envReadsInDir(svc.dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Contains(unique(reads), "AUTH_ISSUER") {
+					continue
+				}
+				checked++
+				_, c, err := appContainer(m, svc.name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				vals, _ := containerEnv(m, c)
+				if vals["AUTH_ISSUER"] != issuer {
+					t.Errorf("Deployment %s AUTH_ISSUER = %q; want Hydra's issuer %q", svc.name, vals["AUTH_ISSUER"], issuer)
+				}
+				if want := fmt.Sprintf("http://hydra:%d/.well-known/jwks.json", publicPort); vals["AUTH_JWKS_URL"] != want {
+					t.Errorf("Deployment %s AUTH_JWKS_URL = %q; want %q", svc.name, vals["AUTH_JWKS_URL"], want)
+				}
+			}
+			if checked < 4 {
+				t.Errorf("found %d services that read AUTH_ISSUER; want 4 at least", checked)
+			}
+
+			// identity: the admin API, and the clients.
+			id, ok := m.deployments["identity"]
+			if !ok {
+				t.Fatal("no Deployment identity")
+			}
+			_, ic, err := appContainer(m, "identity")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ivals, _ := containerEnv(m, ic)
+			if want := fmt.Sprintf("http://hydra-admin:%d", adminPort); ivals["IDENTITY_HYDRA_ADMIN_URL"] != want {
+				t.Errorf("identity IDENTITY_HYDRA_ADMIN_URL = %q; want %q", ivals["IDENTITY_HYDRA_ADMIN_URL"], want)
+			}
+			reg, ok := container(&id.Spec.Template.Spec, "register-clients")
+			if !ok {
+				t.Fatal("Deployment identity has no init container register-clients")
+			}
+			rvals, _ := containerEnv(m, reg)
+			if rvals["HYDRA_ADMIN_URL"] != ivals["IDENTITY_HYDRA_ADMIN_URL"] {
+				t.Errorf("register-clients HYDRA_ADMIN_URL = %q; want identity's %q", rvals["HYDRA_ADMIN_URL"], ivals["IDENTITY_HYDRA_ADMIN_URL"])
+			}
+			cmd := slices.Concat(reg.Command, reg.Args)
+			if len(cmd) == 0 || !strings.HasSuffix(cmd[len(cmd)-1], "/register-clients.sh") ||
+				!mountsConfigMapKey(m, &id.Spec.Template.Spec, reg, cmd[len(cmd)-1], "hydra-clients") {
+				t.Errorf("register-clients runs %v; want register-clients.sh from ConfigMap hydra-clients", cmd)
+			}
+			dir := ""
+			if len(cmd) > 0 {
+				dir = filepath.Dir(cmd[len(cmd)-1])
+			}
+			files, _ := filepath.Glob(filepath.Join(repoRoot, "deploy/hydra/clients/*.json"))
+			_, oc, err := appContainer(m, "order")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ovals, _ := containerEnv(m, oc)
+			for _, f := range files {
+				base := filepath.Base(f)
+				if !mountsConfigMapKey(m, &id.Spec.Template.Spec, reg, dir+"/clients/"+base, "hydra-clients") {
+					t.Errorf("register-clients does not see %s at %s/clients/%s", base, dir, base)
+				}
+				b, err := os.ReadFile(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				id := strings.TrimSuffix(base, ".json")
+				if strings.Contains(string(b), "${SECRET}") && rvals[clientSecretVar(id)] == "" {
+					t.Errorf("register-clients has no %s for client %s", clientSecretVar(id), id)
+				}
+			}
+			if ovals["ORDER_CLIENT_ID"] != "orderflow-order" || ovals["ORDER_CLIENT_SECRET"] != rvals[clientSecretVar("orderflow-order")] {
+				t.Errorf("order's client %s with its secret %s the registered one", ovals["ORDER_CLIENT_ID"],
+					map[bool]string{true: "equal to", false: "not"}[ovals["ORDER_CLIENT_SECRET"] == rvals[clientSecretVar("orderflow-order")]])
+			}
+			_, pc, err := appContainer(m, "payment")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, prc, err := appContainer(m, "provider")
+			if err != nil {
+				t.Fatal(err)
+			}
+			pvals, _ := containerEnv(m, pc)
+			prvals, _ := containerEnv(m, prc)
+			if pvals["PAYMENT_PROVIDER_API_KEY"] == "" || pvals["PAYMENT_PROVIDER_API_KEY"] != prvals["PROVIDER_API_KEY"] {
+				t.Error("payment's PAYMENT_PROVIDER_API_KEY is not the provider's PROVIDER_API_KEY")
+			}
+
+			// On AWS, Hydra's database is RDS over verified TLS, in both
+			// containers.
+			if strings.HasSuffix(k.dir, "/aws") {
+				for _, c := range []*corev1.Container{h, mig} {
+					vals, _ := containerEnv(m, c)
+					u, err := url.Parse(vals["DSN"])
+					if err != nil || u.Query().Get("sslmode") != "verify-full" || !mounted(c, u.Query().Get("sslrootcert")) {
+						t.Errorf("hydra container %s DSN %q; want sslmode=verify-full with its sslrootcert mounted", c.Name, vals["DSN"])
+					}
+				}
+			}
+		})
+	}
+}
+
+// mountsConfigMapKey reports whether path, in container c of spec, is a
+// file of the generated ConfigMap base: a mount of a volume of that
+// ConfigMap, and a key (or item) of it at the rest of the path.
+func mountsConfigMapKey(m *manifest, spec *corev1.PodSpec, c *corev1.Container, path, base string) bool {
+	cm, ok := generated(m.configMaps, base)
+	if !ok {
+		return false
+	}
+	for _, vm := range c.VolumeMounts {
+		rest, ok := strings.CutPrefix(path, strings.TrimSuffix(vm.MountPath, "/")+"/")
+		if !ok {
+			continue
+		}
+		for _, v := range spec.Volumes {
+			if v.Name != vm.Name || v.ConfigMap == nil || v.ConfigMap.Name != cm.Name {
+				continue
+			}
+			if len(v.ConfigMap.Items) == 0 {
+				_, has := cm.Data[rest]
+				return has
+			}
+			for _, item := range v.ConfigMap.Items {
+				if _, has := cm.Data[item.Key]; has && item.Path == rest {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// TestKubernetes_Gateway checks the public entry: HAProxy with the
+// repository's gateway config from a ConfigMap, every variable it reads
+// set, each upstream a Service and port that serves that route (Hydra's
+// public port, never the admin one), the certificate from the Secret
+// gateway-tls, and its Service the only one reachable from outside the
+// cluster: a load balancer on AWS, ClusterIP elsewhere.
+func TestKubernetes_Gateway(t *testing.T) {
+	t.Parallel()
+	vars := gatewayVars(t)
+	for _, k := range kustomizations() {
+		t.Run(filepath.Base(k.dir), func(t *testing.T) {
+			t.Parallel()
+			m := render(t, k)
+			d, ok := m.deployments["gateway"]
+			if !ok {
+				t.Fatal("no Deployment gateway")
+			}
+			spec := &d.Spec.Template.Spec
+			if len(spec.Containers) != 1 {
+				t.Fatalf("Deployment gateway has %d containers; want 1", len(spec.Containers))
+			}
+			c := &spec.Containers[0]
+			if !strings.HasPrefix(c.Image, "haproxy:2.6") {
+				t.Errorf("gateway image %s; want haproxy:2.6, the version deploy/gateway is tested with", c.Image)
+			}
+			if !mountsConfigMapKey(m, spec, c, "/usr/local/etc/haproxy/haproxy.cfg", "gateway-files") {
+				t.Error("gateway does not mount haproxy.cfg of ConfigMap gateway-files at /usr/local/etc/haproxy/haproxy.cfg")
+			}
+			env, problems := containerEnv(m, c)
+			for _, p := range problems {
+				t.Error(p)
+			}
+			for _, name := range vars {
+				if env[name] == "" {
+					t.Errorf("gateway does not set %s (read by deploy/gateway/haproxy.cfg)", name)
+				}
+			}
+			if _, port, err := net.SplitHostPort(env["GATEWAY_ADDR"]); err != nil {
+				t.Errorf("gateway GATEWAY_ADDR = %q: %v", env["GATEWAY_ADDR"], err)
+			} else if got, err := containerPort(spec, intstr.FromString("https")); err != nil || strconv.Itoa(int(got)) != port {
+				t.Errorf("gateway listens on %s; want its container port https (%d, %v)", port, got, err)
+			}
+			// The certificate: a file of the gateway-tls Secret's volume.
+			cert := env["GATEWAY_CERT"]
+			certOK := false
+			for _, vm := range c.VolumeMounts {
+				rest, ok := strings.CutPrefix(cert, strings.TrimSuffix(vm.MountPath, "/")+"/")
+				if !ok {
+					continue
+				}
+				for _, v := range spec.Volumes {
+					if v.Name == vm.Name && v.Secret != nil && v.Secret.SecretName == "gateway-tls" &&
+						(len(v.Secret.Items) == 0 && rest == "server.pem" || slices.ContainsFunc(v.Secret.Items, func(i corev1.KeyToPath) bool { return i.Path == rest })) {
+						certOK = true
+					}
+				}
+			}
+			if !certOK {
+				t.Errorf("gateway GATEWAY_CERT=%s is not a file of the Secret gateway-tls", cert)
+			}
+
+			for _, name := range vars {
+				base, ok := strings.CutSuffix(name, "_UPSTREAM")
+				if !ok {
+					continue
+				}
+				host, port, err := net.SplitHostPort(env[name])
+				if err != nil {
+					t.Errorf("gateway %s = %q is not host:port", name, env[name])
+					continue
+				}
+				// HAProxy's resolvers apply no search path: a fully
+				// qualified Service name in the namespace.
+				labels := strings.Split(host, ".")
+				ns := d.Namespace
+				if ns == "" {
+					ns = "orderflow"
+				}
+				if len(labels) != 5 || labels[1] != ns || labels[2] != "svc" {
+					t.Errorf("gateway %s host %s; want <service>.%s.svc.<cluster domain>", name, host, ns)
+					continue
+				}
+				target := strings.ToLower(base)
+				s, ok := m.services[labels[0]]
+				if !ok || labels[0] != target {
+					t.Errorf("gateway %s names Service %s; want Service %s", name, labels[0], target)
+					continue
+				}
+				i := slices.IndexFunc(s.Spec.Ports, func(p corev1.ServicePort) bool { return strconv.Itoa(int(p.Port)) == port })
+				if i < 0 {
+					t.Errorf("gateway %s: Service %s has no port %s", name, labels[0], port)
+					continue
+				}
+				pt, ok := m.selectedPods(s.Spec.Selector)
+				if !ok {
+					t.Errorf("Service %s selects no pods", s.Name)
+					continue
+				}
+				tp := s.Spec.Ports[i].TargetPort
+				if target == "hydra" && (tp.String() != "public" && tp.IntValue() != 4444) {
+					t.Errorf("gateway %s reaches Hydra's port %s; want the public one", name, tp.String())
+				}
+				if i := slices.IndexFunc(appServices(), func(a appService) bool { return a.name == target }); i >= 0 {
+					if got, err := containerPort(&pt.template.Spec, tp); err != nil || got != int32(appServices()[i].port) {
+						t.Errorf("gateway %s reaches port %d of %s (%v); want %d", name, got, target, err, appServices()[i].port)
+					}
+				}
+			}
+
+			for _, s := range m.services {
+				switch {
+				case s.Name == "gateway":
+					want := corev1.ServiceTypeClusterIP
+					if strings.HasSuffix(k.dir, "/aws") {
+						want = corev1.ServiceTypeLoadBalancer
+					}
+					if s.Spec.Type != want {
+						t.Errorf("Service gateway type %s; want %s", s.Spec.Type, want)
+					}
+				case s.Spec.Type != "" && s.Spec.Type != corev1.ServiceTypeClusterIP:
+					t.Errorf("Service %s type %s; only the gateway may be reachable from outside the cluster", s.Name, s.Spec.Type)
+				}
+			}
+		})
+	}
+}
+
+// netPeer is the source of a connection: a pod (its namespace's labels and
+// its own) or, with no namespace, an address outside the cluster.
+type netPeer struct {
+	name      string
+	namespace string
+	pod       map[string]string
+	ip        netip.Addr
+}
+
+// selectorMatches reports whether a label selector matches set; a nil
+// selector matches nothing, an empty one everything.
+func selectorMatches(sel *metav1.LabelSelector, set map[string]string) bool {
+	if sel == nil {
+		return false
+	}
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	return err == nil && s.Matches(labels.Set(set))
+}
+
+// ingressAllowed evaluates the NetworkPolicies as the API defines them: a
+// pod no policy selects for ingress accepts everything; a selected pod
+// accepts a connection that some rule of some selecting policy allows, by
+// source (pods of the policy's namespace, namespaces, address blocks) and
+// port (number, range or the name of one of the target's container ports).
+func ingressAllowed(m *manifest, ns string, target *corev1.PodTemplateSpec, from netPeer, port int32) bool {
+	if ns == "" {
+		ns = "orderflow"
+	}
+	nsLabels := func(name string) map[string]string { return map[string]string{"kubernetes.io/metadata.name": name} }
+	selected := false
+	for _, p := range m.networkPolicies {
+		ingress := len(p.Spec.PolicyTypes) == 0 || slices.Contains(p.Spec.PolicyTypes, networkingv1.PolicyTypeIngress)
+		if !ingress || !selectorMatches(&p.Spec.PodSelector, target.Labels) {
+			continue
+		}
+		selected = true
+		for _, rule := range p.Spec.Ingress {
+			peerOK := len(rule.From) == 0
+			for _, f := range rule.From {
+				switch {
+				case f.IPBlock != nil:
+					cidr, err := netip.ParsePrefix(f.IPBlock.CIDR)
+					ok := err == nil && from.namespace == "" && cidr.Contains(from.ip)
+					for _, e := range f.IPBlock.Except {
+						if ex, err := netip.ParsePrefix(e); err == nil && ex.Contains(from.ip) {
+							ok = false
+						}
+					}
+					peerOK = peerOK || ok
+				case from.namespace == "":
+				default:
+					nsOK := f.NamespaceSelector == nil && from.namespace == ns ||
+						f.NamespaceSelector != nil && selectorMatches(f.NamespaceSelector, nsLabels(from.namespace))
+					podOK := f.PodSelector == nil || selectorMatches(f.PodSelector, from.pod)
+					peerOK = peerOK || nsOK && podOK
+				}
+			}
+			portOK := len(rule.Ports) == 0
+			for _, rp := range rule.Ports {
+				if rp.Protocol != nil && *rp.Protocol != corev1.ProtocolTCP {
+					continue
+				}
+				switch {
+				case rp.Port == nil:
+					portOK = true
+				case rp.Port.Type == intstr.String:
+					got, err := containerPort(&target.Spec, *rp.Port)
+					portOK = portOK || err == nil && got == port
+				case rp.EndPort != nil:
+					portOK = portOK || port >= rp.Port.IntVal && port <= *rp.EndPort
+				default:
+					portOK = portOK || rp.Port.IntVal == port
+				}
+			}
+			if peerOK && portOK {
+				return true
+			}
+		}
+	}
+	return !selected
+}
+
+// TestKubernetes_NetworkPolicies evaluates every connection between the
+// pods of the rendering (and from outside the cluster, from a Prometheus in
+// another namespace, and from a pod of another namespace that borrows
+// order's labels) against the NetworkPolicies, and compares the allowed
+// ones with the intended list: default deny; anyone to the gateway; the
+// gateway to the public services and Hydra's public port; order to
+// inventory and payment; payment to the provider; the token checkers to
+// Hydra's public port; identity alone to Hydra's admin port; Prometheus to
+// the processes' http ports; in the local overlay, every pod of the
+// namespace to the components.
+func TestKubernetes_NetworkPolicies(t *testing.T) {
+	t.Parallel()
+	pods := []string{"gateway", "order", "inventory", "payment", "provider", "notification", "identity", "hydra"}
+	checkers := []string{"order", "inventory", "payment", "notification"}
+	components := []string{"postgres", "redis", "localstack", "mailpit", "jaeger"}
+	for _, k := range kustomizations() {
+		t.Run(filepath.Base(k.dir), func(t *testing.T) {
+			t.Parallel()
+			m := render(t, k)
+			var ns string
+			var sources []netPeer
+			for _, name := range pods {
+				d, ok := m.deployments[name]
+				if !ok {
+					t.Fatalf("no Deployment %s", name)
+				}
+				ns = d.Namespace
+				podNS := d.Namespace
+				if podNS == "" {
+					podNS = "orderflow"
+				}
+				sources = append(sources, netPeer{name: name, namespace: podNS, pod: d.Spec.Template.Labels})
+			}
+			sources = append(sources,
+				netPeer{name: "internet", ip: netip.MustParseAddr("203.0.113.7")},
+				netPeer{name: "prometheus", namespace: "monitoring", pod: map[string]string{"app.kubernetes.io/name": "prometheus"}},
+				netPeer{name: "impostor", namespace: "elsewhere", pod: m.deployments["order"].Spec.Template.Labels},
+			)
+
+			want := map[string]bool{}
+			allow := func(from, to string, port int) { want[fmt.Sprintf("%s -> %s:%d", from, to, port)] = true }
+			for _, s := range sources {
+				allow(s.name, "gateway", 8443)
+			}
+			allow("gateway", "order", 8080)
+			allow("gateway", "inventory", 8081)
+			allow("order", "inventory", 8081)
+			allow("order", "payment", 8082)
+			allow("payment", "provider", 8090)
+			allow("gateway", "notification", 8083)
+			allow("gateway", "identity", 8084)
+			for _, s := range append([]string{"gateway"}, checkers...) {
+				allow(s, "hydra", 4444)
+			}
+			allow("identity", "hydra", 4445)
+			for _, svc := range appServices() {
+				allow("prometheus", svc.name, int(svc.port))
+			}
+
+			targets := m.podTemplates()
+			for _, pt := range targets {
+				if slices.Contains(components, pt.name) {
+					for _, s := range pods {
+						for _, c := range pt.template.Spec.Containers {
+							for _, p := range c.Ports {
+								allow(s, pt.name, int(p.ContainerPort))
+							}
+						}
+					}
+				}
+			}
+			// A pod nobody wrote a policy for is unreachable too.
+			targets = append(targets, podTemplate{kind: "Deployment", name: "newcomer", template: &corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app.kubernetes.io/name": "newcomer"}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "newcomer", Ports: []corev1.ContainerPort{{ContainerPort: 9000}}}}},
+			}})
+
+			got := map[string]bool{}
+			for _, pt := range targets {
+				if pt.kind == "Job" {
+					continue
+				}
+				for _, c := range pt.template.Spec.Containers {
+					for _, p := range c.Ports {
+						for _, s := range sources {
+							if ingressAllowed(m, ns, pt.template, s, p.ContainerPort) {
+								got[fmt.Sprintf("%s -> %s:%d", s.name, pt.name, p.ContainerPort)] = true
+							}
+						}
+					}
+				}
+			}
+			if diff := cmp.Diff(slices.Sorted(maps.Keys(want)), slices.Sorted(maps.Keys(got))); diff != "" {
+				t.Errorf("allowed connections (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

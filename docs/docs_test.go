@@ -1,9 +1,12 @@
 // Package docs checks Orderflow's documentation against the code, so the
 // docs cannot drift: every environment variable a process reads must be in
 // the configuration tables of operations.md with its default, every variable
-// there must still be read, and every route the services register must be in
-// openapi.yaml (and the other way round). What the routes answer is checked
-// against openapi.yaml by e2e/openapi_test.go on the running services.
+// there must still be read, every route the services register must be in
+// openapi.yaml (and the other way round) with the security its routes.go
+// gives it (anyone, or the scopes of its auth.Require), and every relative
+// link in docs/ and README.md must lead to a file, a heading, or the Go
+// declaration it names. What the routes answer is checked against
+// openapi.yaml by e2e/openapi_test.go on the running services.
 package docs
 
 import (
@@ -12,13 +15,16 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/google/go-cmp/cmp"
@@ -41,6 +47,7 @@ func processes() []process {
 		{"payment", "services/payment"},
 		{"provider", "services/payment/provider"},
 		{"notification", "services/notification"},
+		{"identity", "services/identity"},
 	}
 }
 
@@ -60,6 +67,7 @@ type envVar struct {
 // every getenv("…") literal in the body of the function named third.
 func sharedReaders() [][3]string {
 	return [][3]string{
+		{"/pkg/auth", "ReadConfig", "ReadConfig"},
 		{"/pkg/queue", "ReadConfig", "ReadConfig"},
 		{"/pkg/telemetry", "ReadConfig", "ReadConfig"},
 		{"/pkg/telemetry", "New", "ReadConfig"}, // New reads through ReadConfig
@@ -540,6 +548,7 @@ func TestOperations_ConfigurationCanFail(t *testing.T) {
 import (
 	"time"
 
+	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/env"
 	"github.com/orderflow/orderflow/pkg/queue"
 	"github.com/orderflow/orderflow/pkg/resilience"
@@ -550,6 +559,7 @@ func readConfig(getenv func(string) string) {
 	_ = r.String("SHOP_ADDR", ":9000")
 	_ = r.Duration("SHOP_TTL", 15*time.Minute)
 	_ = queue.ReadConfig(getenv)
+	_, _ = auth.ReadConfig(getenv)
 	_ = resilience.ReadPolicy(r, "SHOP", time.Second)
 }
 `
@@ -578,6 +588,7 @@ func readConfig(getenv func(string) string) {
 	}
 	want := []string{"SHOP_ADDR=:9000", "SHOP_TTL=15m0s",
 		"AWS_REGION", "AWS_ENDPOINT_URL_SQS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+		"AUTH_ISSUER", "AUTH_JWKS_URL", "AUTH_TOKEN_URL", "AUTH_AUDIENCE", "AUTH_CACHE_TTL",
 		"SHOP_BREAKER_FAILURE_THRESHOLD", "SHOP_BREAKER_WINDOW", "SHOP_BREAKER_DELAY", "SHOP_BREAKER_SUCCESS_THRESHOLD",
 		"SHOP_RETRY_MAX", "SHOP_RETRY_BACKOFF", "SHOP_RETRY_MAX_BACKOFF", "SHOP_BULKHEAD"}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -588,18 +599,116 @@ func readConfig(getenv func(string) string) {
 	}
 }
 
-// codeRoutes returns "METHOD /path" for every route registered in the
-// routes.go of the service package in dir: r.Method(http.MethodX, "/p", …)
-// and r.Get("/p", …)-style calls.
-func codeRoutes(t *testing.T, dir string) []string {
+// scopeConstants returns the Scope… constants of pkg/auth: Go name →
+// scope ("ScopeOrders" → "orders").
+func scopeConstants(t *testing.T) map[string]string {
+	t.Helper()
+	files, err := parseDir(token.NewFileSet(), "pkg/auth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	consts := map[string]string{}
+	for _, f := range files {
+		for _, d := range f.Decls {
+			gd, ok := d.(*ast.GenDecl)
+			if !ok || gd.Tok != token.CONST {
+				continue
+			}
+			for _, spec := range gd.Specs {
+				vs := spec.(*ast.ValueSpec)
+				for i, name := range vs.Names {
+					if !strings.HasPrefix(name.Name, "Scope") || i >= len(vs.Values) {
+						continue
+					}
+					if lit, ok := vs.Values[i].(*ast.BasicLit); ok && lit.Kind == token.STRING {
+						consts[name.Name], _ = strconv.Unquote(lit.Value)
+					}
+				}
+			}
+		}
+	}
+	if len(consts) < 4 {
+		t.Fatalf("found only %d Scope constants in pkg/auth: the parser no longer understands them", len(consts))
+	}
+	return consts
+}
+
+// codeRoutes returns every route registered in the routes.go of the
+// service package in dir ("METHOD /path", from r.Method(http.MethodX,
+// "/p", …) and r.Get("/p", …)-style calls) with who may call it: nil for
+// anyone, else the sorted scopes of the auth.Require(…) on the router it is
+// registered on, followed through variables and .With(…) chains
+// (customer := public.With(auth.Require(auth.ScopeOrders))).
+func codeRoutes(t *testing.T, dir string) map[string][]string {
 	t.Helper()
 	fset := token.NewFileSet()
 	f, err := parser.ParseFile(fset, filepath.Join(repoRoot, dir, "routes.go"), nil, parser.SkipObjectResolution)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var routes []string
+	consts := scopeConstants(t)
+	// require returns the scopes of an auth.Require(…) call, or nil.
+	require := func(e ast.Expr) []string {
+		call, ok := e.(*ast.CallExpr)
+		if !ok {
+			return nil
+		}
+		sel, ok := call.Fun.(*ast.SelectorExpr)
+		if !ok || sel.Sel.Name != "Require" {
+			return nil
+		}
+		if pkg, ok := sel.X.(*ast.Ident); !ok || pkg.Name != "auth" {
+			return nil
+		}
+		var scopes []string
+		for _, a := range call.Args {
+			c, ok := a.(*ast.SelectorExpr)
+			v, known := "", false
+			if ok {
+				v, known = consts[c.Sel.Name]
+			}
+			if !known {
+				t.Fatalf("%s: auth.Require with an argument that is not an auth.Scope… constant", fset.Position(a.Pos()))
+			}
+			scopes = append(scopes, v)
+		}
+		slices.Sort(scopes)
+		return scopes
+	}
+	vars := map[string][]string{} // router variable → its scopes
+	var scopesOf func(e ast.Expr) []string
+	scopesOf = func(e ast.Expr) []string {
+		switch e := e.(type) {
+		case *ast.Ident:
+			return vars[e.Name]
+		case *ast.CallExpr:
+			sel, ok := e.Fun.(*ast.SelectorExpr)
+			if !ok || sel.Sel.Name != "With" {
+				return nil
+			}
+			scopes := scopesOf(sel.X)
+			for _, a := range e.Args {
+				if s := require(a); s != nil {
+					if scopes != nil {
+						t.Fatalf("%s: two auth.Require on one route chain; the parser does not know how they combine", fset.Position(a.Pos()))
+					}
+					scopes = s
+				}
+			}
+			return scopes
+		}
+		return nil
+	}
+	routes := map[string][]string{}
 	ast.Inspect(f, func(n ast.Node) bool {
+		if as, ok := n.(*ast.AssignStmt); ok {
+			for i, lhs := range as.Lhs {
+				if id, ok := lhs.(*ast.Ident); ok && i < len(as.Rhs) {
+					vars[id.Name] = scopesOf(as.Rhs[i])
+				}
+			}
+			return true
+		}
 		call, ok := n.(*ast.CallExpr)
 		if !ok {
 			return true
@@ -632,15 +741,51 @@ func codeRoutes(t *testing.T, dir string) []string {
 			return true
 		}
 		path, _ := strconv.Unquote(lit.Value)
-		routes = append(routes, method+" "+path)
+		routes[method+" "+path] = scopesOf(sel.X)
 		return true
 	})
 	return routes
 }
 
+// specAccess returns who may call op according to the spec: nil for an
+// operation with `security: []` (anyone), else the sorted scopes its
+// requirements name. Each requirement names one scheme and one scope, and
+// every scope is offered both as a bearer token and through the oauth2
+// flows, so a reader can use either.
+func specAccess(op *openapi3.Operation) ([]string, error) {
+	if op.Security == nil {
+		return nil, errors.New("states no security: give it `security: []` when anyone may call it")
+	}
+	byScheme := map[string][]string{}
+	for _, req := range *op.Security {
+		if len(req) != 1 {
+			return nil, fmt.Errorf("requirement %v: name exactly one scheme per requirement (alternatives are separate list items)", req)
+		}
+		for scheme, scopes := range req {
+			if len(scopes) != 1 {
+				return nil, fmt.Errorf("requirement %v: name exactly one scope", req)
+			}
+			byScheme[scheme] = append(byScheme[scheme], scopes[0])
+		}
+	}
+	if len(byScheme) == 0 {
+		return nil, nil
+	}
+	for scheme := range byScheme {
+		slices.Sort(byScheme[scheme])
+	}
+	if !slices.Equal(byScheme["bearer"], byScheme["oauth2"]) || len(byScheme) != 2 {
+		return nil, fmt.Errorf("bearer scopes %v and oauth2 scopes %v differ (or another scheme is named)", byScheme["bearer"], byScheme["oauth2"])
+	}
+	return byScheme["bearer"], nil
+}
+
 // TestOpenAPI_Routes fails when openapi.yaml is not a valid OpenAPI 3.1
-// document, or when a service registers a route the spec does not document
-// (or the spec documents one no service serves).
+// document, when a service registers a route the spec does not document
+// (or the spec documents one no service serves), or when the spec's
+// security of an operation is not who routes.go lets call it: anonymous
+// routes have `security: []`, the others exactly the scopes of their
+// auth.Require, with 401 and 403 responses.
 func TestOpenAPI_Routes(t *testing.T) {
 	loader := openapi3.NewLoader()
 	doc, err := loader.LoadFromFile("openapi.yaml")
@@ -653,7 +798,7 @@ func TestOpenAPI_Routes(t *testing.T) {
 	if !doc.IsOpenAPI31OrLater() {
 		t.Errorf("openapi.yaml is OpenAPI %s; want 3.1", doc.OpenAPI)
 	}
-	ports := map[string]string{"8080": "order", "8081": "inventory", "8082": "payment", "8083": "notification"}
+	ports := map[string]string{"8080": "order", "8081": "inventory", "8082": "payment", "8083": "notification", "8084": "identity"}
 	serviceOf := func(servers openapi3.Servers) []string {
 		var names []string
 		for _, s := range servers {
@@ -662,35 +807,241 @@ func TestOpenAPI_Routes(t *testing.T) {
 		}
 		return names
 	}
-	spec := map[string][]string{}
+	type specOp struct {
+		access []string
+		bad    bool // its security could not be read (already reported)
+		op     *openapi3.Operation
+	}
+	spec := map[string]map[string]specOp{} // service → route → operation
 	for path, item := range doc.Paths.Map() {
 		servers := item.Servers
 		if len(servers) == 0 {
 			servers = doc.Servers
 		}
 		for method, op := range item.Operations() {
-			for _, svc := range serviceOf(servers) {
-				spec[svc] = append(spec[svc], method+" "+path)
-			}
 			if op.OperationID == "" || len(op.Tags) != 1 {
 				t.Errorf("%s %s needs an operationId and one tag", method, path)
 			}
-			admin := strings.HasPrefix(path, "/admin/") || strings.HasSuffix(path, "/stock")
-			if secured := op.Security != nil && len(*op.Security) > 0; secured != admin {
-				t.Errorf("%s %s: admin bearer security = %v; want %v", method, path, secured, admin)
+			access, err := specAccess(op)
+			if err != nil {
+				t.Errorf("%s %s: %v", method, path, err)
+			}
+			for _, svc := range serviceOf(servers) {
+				if spec[svc] == nil {
+					spec[svc] = map[string]specOp{}
+				}
+				spec[svc][method+" "+path] = specOp{access: access, bad: err != nil, op: op}
 			}
 		}
 	}
-	for _, svc := range []string{"order", "inventory", "payment", "notification"} {
+	for _, svc := range []string{"order", "inventory", "payment", "notification", "identity"} {
 		t.Run(svc, func(t *testing.T) {
-			// /metrics is served by telemetry.Handler in front of the router.
-			code := append(codeRoutes(t, "services/"+svc+"/internal/"+svc), "GET /metrics")
-			slices.Sort(code)
-			got := spec[svc]
-			slices.Sort(got)
-			if diff := cmp.Diff(code, got); diff != "" {
+			code := codeRoutes(t, "services/"+svc+"/internal/"+svc)
+			// /metrics is served by telemetry.Handler in front of the
+			// router, to anyone.
+			code["GET /metrics"] = nil
+			codeNames := slices.Sorted(maps.Keys(code))
+			specNames := slices.Sorted(maps.Keys(spec[svc]))
+			if diff := cmp.Diff(codeNames, specNames); diff != "" {
 				t.Errorf("routes in the code (-) and in openapi.yaml (+) differ:\n%s", diff)
+			}
+			for route, want := range code {
+				got, ok := spec[svc][route]
+				if !ok {
+					continue
+				}
+				if !got.bad && !slices.Equal(want, got.access) {
+					t.Errorf("%s: routes.go lets %s call it, openapi.yaml says %s", route, who(want), who(got.access))
+				}
+				if want == nil {
+					continue
+				}
+				for _, status := range []int{401, 403} {
+					if got.op.Responses.Status(status) == nil {
+						t.Errorf("%s needs a token but documents no %d", route, status)
+					}
+				}
 			}
 		})
 	}
+}
+
+// who describes a route's callers for a failure message.
+func who(scopes []string) string {
+	if scopes == nil {
+		return "anyone"
+	}
+	return "scopes " + strings.Join(scopes, " or ")
+}
+
+// markdownLink matches [text](target) in Markdown, not images' "!".
+var markdownLink = regexp.MustCompile(`\[([^\]\n]*)\]\(([^)\s]+)\)`)
+
+// codeName matches a link text naming Go code: `Name` or `Type.Method`.
+var codeName = regexp.MustCompile("^`([A-Za-z_][A-Za-z0-9_]*)(?:\\.([A-Za-z_][A-Za-z0-9_]*))?`$")
+
+// goDecls returns the top-level names declared in a Go file (functions,
+// types, constants, variables) and its methods as "Type.Method".
+func goDecls(path string) (map[string]bool, error) {
+	f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.SkipObjectResolution)
+	if err != nil {
+		return nil, err
+	}
+	names := map[string]bool{}
+	for _, d := range f.Decls {
+		switch d := d.(type) {
+		case *ast.FuncDecl:
+			if d.Recv == nil || len(d.Recv.List) == 0 {
+				names[d.Name.Name] = true
+				continue
+			}
+			typ := d.Recv.List[0].Type
+			if star, ok := typ.(*ast.StarExpr); ok {
+				typ = star.X
+			}
+			if idx, ok := typ.(*ast.IndexExpr); ok {
+				typ = idx.X
+			}
+			if id, ok := typ.(*ast.Ident); ok {
+				names[id.Name+"."+d.Name.Name] = true
+			}
+		case *ast.GenDecl:
+			for _, spec := range d.Specs {
+				switch s := spec.(type) {
+				case *ast.TypeSpec:
+					names[s.Name.Name] = true
+				case *ast.ValueSpec:
+					for _, n := range s.Names {
+						names[n.Name] = true
+					}
+				}
+			}
+		}
+	}
+	return names, nil
+}
+
+// TestDocs_Links fails when a relative link in docs/ or README.md points at
+// a file that does not exist, or when a link whose text names Go code
+// ([`Verifier.Verify`](../pkg/auth/auth.go)) points at a Go file that does
+// not declare it: renaming a function must not leave the docs pointing at
+// nothing.
+func TestDocs_Links(t *testing.T) {
+	files := []string{filepath.Join(repoRoot, "README.md")}
+	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".md") {
+			files = append(files, path)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, file := range files {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inFence := false
+		for i, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(line), "```") {
+				inFence = !inFence
+				continue
+			}
+			if inFence {
+				continue
+			}
+			for _, m := range markdownLink.FindAllStringSubmatch(line, -1) {
+				text, target := m[1], m[2]
+				if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+					continue
+				}
+				target, anchor, _ := strings.Cut(target, "#")
+				path := file
+				if target != "" {
+					path = filepath.Join(filepath.Dir(file), target)
+				}
+				checked++
+				if _, err := os.Stat(path); err != nil {
+					t.Errorf("%s:%d: link to %s, which does not exist", file, i+1, m[2])
+					continue
+				}
+				if anchor != "" && strings.HasSuffix(path, ".md") {
+					anchors, err := headingAnchors(path)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !anchors[anchor] {
+						t.Errorf("%s:%d: link to %s, but %s has no heading with the anchor #%s", file, i+1, m[2], path, anchor)
+					}
+				}
+				cm := codeName.FindStringSubmatch(text)
+				if cm == nil || cm[2] == "go" || !strings.HasSuffix(path, ".go") {
+					continue // not code, or a file name (`http.go`)
+				}
+				decls, err := goDecls(path)
+				if err != nil {
+					t.Errorf("%s:%d: %v", file, i+1, err)
+					continue
+				}
+				name := cm[1]
+				if cm[2] != "" {
+					name += "." + cm[2]
+				}
+				// `pkg.Func` may name a package's function, and a bare
+				// `Method` a method of the file's one type that has it.
+				found := decls[name] || (cm[2] != "" && decls[cm[2]])
+				for d := range decls {
+					found = found || (cm[2] == "" && strings.HasSuffix(d, "."+name))
+				}
+				if !found {
+					t.Errorf("%s:%d: link text %s, but %s declares no %s", file, i+1, text, m[2], name)
+				}
+			}
+		}
+	}
+	if checked < 50 {
+		t.Errorf("checked only %d links; the parser no longer finds them", checked)
+	}
+}
+
+// headingAnchors returns the anchors GitHub gives the headings of a
+// Markdown file: lower case, punctuation dropped, spaces turned into
+// hyphens, "-1", "-2"… added to repeats.
+func headingAnchors(path string) (map[string]bool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	anchors := map[string]bool{}
+	seen := map[string]int{}
+	inFence := false
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "```") {
+			inFence = !inFence
+			continue
+		}
+		title, ok := strings.CutPrefix(strings.TrimLeft(line, "#"), " ")
+		if inFence || !strings.HasPrefix(line, "#") || !ok {
+			continue
+		}
+		var slug strings.Builder
+		for _, r := range strings.ToLower(strings.TrimSpace(title)) {
+			switch {
+			case r == ' ':
+				slug.WriteRune('-')
+			case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+				slug.WriteRune(r)
+			}
+		}
+		a := slug.String()
+		if n := seen[a]; n > 0 {
+			anchors[fmt.Sprintf("%s-%d", a, n)] = true
+		} else {
+			anchors[a] = true
+		}
+		seen[a]++
+	}
+	return anchors, nil
 }

@@ -26,7 +26,7 @@ var specPath = filepath.Join("..", "docs", "openapi.yaml")
 
 // specServices maps the default port of each server in the spec to the
 // stack process that answers it.
-var specServices = map[string]string{"8080": "order", "8081": "inventory", "8082": "payment", "8083": "notification"}
+var specServices = map[string]string{"8080": "order", "8081": "inventory", "8082": "payment", "8083": "notification", "8084": "identity"}
 
 // loadSpec loads and validates docs/openapi.yaml.
 func loadSpec(t *testing.T) *openapi3.T {
@@ -54,6 +54,8 @@ type specChecker struct {
 // stack's ports, so the router matches the requests the test sends.
 func newSpecChecker(t *testing.T, doc *openapi3.T, s *stack) *specChecker {
 	t.Helper()
+	// identity's login and consent pages are HTML: checked as opaque bodies.
+	openapi3filter.RegisterBodyDecoder("text/html", openapi3filter.FileBodyDecoder)
 	rewrite := func(servers openapi3.Servers) {
 		for _, srv := range servers {
 			u, err := url.Parse(srv.URL)
@@ -456,7 +458,8 @@ func TestOpenAPI(t *testing.T) {
 			path: "/v1/orders?customer_id=" + customer + "&limit=2&cursor=" + url.QueryEscape(next), status: 200})
 	})
 	run("order/GET orders of another customer 403", apiCall{service: "order", method: "GET", path: "/v1/orders?customer_id=cus_nobody", status: 403})
-	run("order/GET orders without customer 400", apiCall{service: "order", method: "GET", path: "/v1/orders", status: 400, invalid: true})
+	run("order/GET orders, the caller's own 200", apiCall{service: "order", method: "GET", path: "/v1/orders", status: 200})
+	run("order/GET orders, an operator without customer 400", apiCall{service: "order", method: "GET", path: "/v1/orders", header: admin, status: 400})
 	run("order/GET orders limit=101 400", apiCall{service: "order", method: "GET", path: "/v1/orders?customer_id=" + customer + "&limit=101", status: 400, invalid: true})
 	run("order/GET orders bad cursor 400", apiCall{service: "order", method: "GET", path: "/v1/orders?customer_id=" + customer + "&cursor=~~~", status: 400})
 	secondID := str(second.body, "id")
@@ -608,8 +611,29 @@ func TestOpenAPI(t *testing.T) {
 		sc.check(t, apiCall{service: "notification", method: "GET", path: "/v1/emails?order_id=" + declinedID, status: 200})
 	})
 	none := uuid.Must(uuid.NewV7()).String()
-	run("notification/GET invoices none 200", apiCall{service: "notification", method: "GET", path: "/v1/invoices?order_id=" + none, status: 200})
-	run("notification/GET emails none 200", apiCall{service: "notification", method: "GET", path: "/v1/emails?order_id=" + none, status: 200})
+	run("notification/GET invoices none, operator 200", apiCall{service: "notification", method: "GET", path: "/v1/invoices?order_id=" + none, header: admin, status: 200})
+	run("notification/GET emails none, operator 200", apiCall{service: "notification", method: "GET", path: "/v1/emails?order_id=" + none, header: admin, status: 200})
+	run("notification/GET invoices none of the customer's 404", apiCall{service: "notification", method: "GET", path: "/v1/invoices?order_id=" + none, status: 404})
+	run("notification/GET emails of another customer 404", apiCall{service: "notification", method: "GET", path: "/v1/emails?order_id=" + orderID,
+		header: []string{"Authorization", "Bearer " + token(t, "cus_openapi_other")}, status: 404})
+	run("notification/GET invoices without token 401", apiCall{service: "notification", method: "GET", path: "/v1/invoices?order_id=" + orderID, header: noAuth, status: 401, invalid: true})
+
+	// ---- identity: sign-up and the login page.
+	email := fmt.Sprintf("openapi-%d@example.com", time.Now().UnixNano())
+	signUp := func(body any) apiCall {
+		return apiCall{service: "identity", method: "POST", path: "/v1/customers", body: body, status: 201}
+	}
+	run("identity/POST customers 201", signUp(map[string]any{"email": email, "password": "correct horse battery", "name": "Spec"}))
+	run("identity/POST customers taken 409", signUp(map[string]any{"email": email, "password": "correct horse battery", "name": "Spec"}).with(409))
+	short := signUp(map[string]any{"email": "x" + email, "password": "short", "name": "Spec"}).with(400)
+	short.invalid = true
+	run("identity/POST customers short password 400", short)
+	badEmail := signUp(map[string]any{"email": "not-an-address", "password": "correct horse battery", "name": "Spec"}).with(400)
+	run("identity/POST customers bad e-mail 400", badEmail)
+	textSignUp := signUp("email=x").with(415)
+	textSignUp.ctype, textSignUp.invalid = "text/plain", true
+	run("identity/POST customers text/plain 415", textSignUp)
+	run("identity/GET login without a challenge 400", apiCall{service: "identity", method: "GET", path: "/login", status: 400, invalid: true})
 	for _, p := range []string{"/v1/invoices", "/v1/emails"} {
 		run("notification/GET "+p+" without order_id 400", apiCall{service: "notification", method: "GET", path: p, status: 400, invalid: true})
 		run("notification/GET "+p+" bad order_id 400", apiCall{service: "notification", method: "GET", path: p + "?order_id=abc", status: 400, invalid: true})

@@ -51,7 +51,8 @@ func TestMain(m *testing.M) {
 		"github.com/orderflow/orderflow/services/inventory",
 		"github.com/orderflow/orderflow/services/payment",
 		"github.com/orderflow/orderflow/services/payment/provider",
-		"github.com/orderflow/orderflow/services/notification")
+		"github.com/orderflow/orderflow/services/notification",
+		"github.com/orderflow/orderflow/services/identity")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build the services:", err)
@@ -111,10 +112,10 @@ func startStack(t *testing.T, extraOrderEnv ...string) *stack {
 		t: t, dir: t.TempDir(), ports: map[string]int{}, env: map[string][]string{},
 		db: map[string]string{}, procs: map[string]*process{}, smtp: smtptest.Start(t),
 	}
-	for _, name := range []string{"order", "inventory", "payment", "provider", "notification"} {
+	for _, name := range []string{"order", "inventory", "payment", "provider", "notification", "identity"} {
 		s.ports[name] = freePort(t)
 	}
-	for _, name := range []string{"order", "inventory", "payment", "notification"} {
+	for _, name := range []string{"order", "inventory", "payment", "notification", "identity"} {
 		s.db[name] = dbtest.NewURL(t, nil) // the services migrate their own database
 	}
 	invoices, emails := queuetest.Name("order-invoices"), queuetest.Name("order-emails")
@@ -136,15 +137,20 @@ func startStack(t *testing.T, extraOrderEnv ...string) *stack {
 		"ORDER_INVENTORY_URL=" + url("inventory"), "ORDER_PAYMENT_URL=" + url("payment"),
 		"ORDER_INVOICE_QUEUE=" + invoices, "ORDER_EMAIL_QUEUE=" + emails, "ORDER_CLIENT_SECRET=" + authtest.OrderSecret,
 		"ORDER_CALL_TIMEOUT=5s", "ORDER_REQUEST_TIMEOUT=8s", "ORDER_RECOVERY_INTERVAL=500ms", "ORDER_RECOVERY_AFTER=9s"}, aws...), extraOrderEnv...)
-	for _, name := range []string{"provider", "inventory", "payment", "notification", "order"} {
+	// identity signs customers up and serves the login pages; the stacks'
+	// customers sign in through authtest's login app (login_hint).
+	s.env["identity"] = []string{"IDENTITY_ADDR=" + addr("identity"), "IDENTITY_DATABASE_URL=" + s.db["identity"],
+		"IDENTITY_HYDRA_ADMIN_URL=" + hydra.AdminURL, "IDENTITY_CSRF_KEY=e2e-csrf-key-0123456789abcdef0123456789",
+		"IDENTITY_LOGIN_RATE=0"}
+	for _, name := range []string{"provider", "inventory", "payment", "notification", "order", "identity"} {
 		s.start(name)
 	}
 	t.Cleanup(func() {
-		for _, name := range []string{"order", "notification", "payment", "inventory", "provider"} {
+		for _, name := range []string{"identity", "order", "notification", "payment", "inventory", "provider"} {
 			s.stop(name)
 		}
 		if t.Failed() {
-			for _, name := range []string{"order", "inventory", "payment", "provider", "notification"} {
+			for _, name := range []string{"order", "inventory", "payment", "provider", "notification", "identity"} {
 				b, _ := os.ReadFile(filepath.Join(s.dir, name+".log"))
 				lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 				if len(lines) > 40 {

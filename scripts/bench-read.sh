@@ -14,8 +14,10 @@
 # requests on a fixed schedule): the p95 a client sees from each.
 # 1-3 run as make bench runs the services: LOG_LEVEL=warn, tracing off
 # (OTEL_SDK_DISABLED=true); 4 shows what tracing every request and logging
-# it at info cost. Rate limiting is off (limit 0). Needs PostgreSQL and
-# Redis (make deps). Everything it starts, it stops.
+# it at info cost. Rate limiting is off (limit 0). Product reads are
+# anonymous: no token, and no Ory Hydra, is needed (inventory fetches the
+# issuer's keys only when a token arrives). Needs PostgreSQL and Redis
+# (make deps). Everything it starts, it stops.
 source "$(dirname "$0")/lib.sh"
 
 CONC=${BENCH_CONCURRENCY:-32}

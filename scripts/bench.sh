@@ -7,7 +7,9 @@
 # Needs PostgreSQL and Redis (make deps), the pgbench binary (Debian:
 # postgresql-contrib; PostgreSQL 15 ships it in postgresql-client) and the
 # Node tools (make deps installs them: fauxqs and maildev are started on free
-# ports when needed). Installs the pinned k6 into bin/ when it is missing.
+# ports when needed). Installs the pinned k6 into bin/ when it is missing and
+# builds Ory Hydra once: the bench starts its own, and the load signs in 100
+# customers there (every call carries a real access token).
 #
 # BENCH_DURATION (20s) is the length of each k6 measurement, BENCH_VUS (16)
 # the concurrency of the closed-model runs; extra arguments go to loadtest/bench.
@@ -25,6 +27,8 @@ if ! [ -x bin/k6 ] || ! bin/k6 version 2>/dev/null | grep -q "k6 $K6_VERSION "; 
   GOBIN="$ROOT/bin" go install "go.k6.io/k6@$K6_VERSION"
 fi
 [ -x tools/node_modules/.bin/fauxqs ] || (cd tools && npm ci --no-audit --no-fund --loglevel=error)
+if [ -z "${HYDRA_BIN:-}" ]; then HYDRA_BIN=$(hydra_bin) || exit 1; fi
+export HYDRA_BIN
 
 # A hard stop a minute after the program's own deadline, in case a child hangs.
 exec timeout --kill-after=30s 15m go run ./loadtest/bench -k6 bin/k6 \

@@ -9,28 +9,42 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/orderflow/orderflow/pkg/authtest"
 	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/smtptest"
 	"github.com/orderflow/orderflow/test/stack"
 )
 
-// adminToken is test/stack's ADMIN_TOKEN.
-const adminToken = stack.AdminToken
+// loadCustomers is how many customers the k6 load signs in: its simulated
+// users take turns with their tokens, so the rate limiters (which key on
+// the token's subject) run on every request without throttling the
+// measurement, as in a shop with many customers.
+const loadCustomers = 100
 
 // environment is everything the bench started: binaries, scratch databases,
-// helper processes (fauxqs, maildev, baselines) and stacks. close undoes it.
+// helper processes (fauxqs, maildev, baselines, Ory Hydra) and stacks.
+// close undoes it.
 type environment struct {
 	o      options
 	dir    string // binaries and k6 summaries
 	logDir string
 	sqs    string
 	smtp   string
+	// hydra issues every token of the run; tokensFile holds the load's
+	// customers' access tokens, one per line (k6's ORDERFLOW_TOKENS_FILE),
+	// and adminToken is an orderflow.admin token for the breaker phase
+	// (also in adminTokenFile, for -serve).
+	hydra          *authtest.Hydra
+	tokensFile     string
+	adminToken     string
+	adminTokenFile string
 
 	on, off *running // the shared stacks, once started
 
@@ -115,6 +129,10 @@ func (e *environment) setUp(ctx context.Context) error {
 		}
 	}
 
+	if err := e.startHydra(ctx); err != nil {
+		return err
+	}
+
 	e.smtp = e.o.smtp
 	if e.smtp == "" {
 		if _, err := os.Stat("tools/node_modules/maildev/dist/bin/maildev.js"); err == nil {
@@ -143,6 +161,56 @@ func (e *environment) setUp(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// startHydra starts the run's Ory Hydra (pkg/authtest, on its own scratch
+// database of the -postgres server) and signs in the load's customers and
+// the admin client. k6 gets the tokens once, at the start of each phase,
+// and the run lasts up to -deadline (14 min): so this Hydra's access
+// tokens live 2 h instead of 15 min, and nothing has to refresh them.
+func (e *environment) startHydra(ctx context.Context) error {
+	if os.Getenv("TEST_DATABASE_URL") == "" { // where authtest creates Hydra's database
+		os.Setenv("TEST_DATABASE_URL", dbURL(e.o.pgURL, "postgres"))
+	}
+	log, err := os.Create(filepath.Join(e.logDir, "hydra.log"))
+	if err != nil {
+		return err
+	}
+	e.closers = append(e.closers, func() { log.Close() })
+	say("starting Ory Hydra and signing in %d customers", loadCustomers)
+	h, err := authtest.StartProcess(ctx, authtest.Options{AccessTokenTTL: 2 * time.Hour, Log: log})
+	if err != nil {
+		return fmt.Errorf("start Ory Hydra: %w", err)
+	}
+	e.hydra = h
+	var ids []string
+	for i := range loadCustomers {
+		ids = append(ids, fmt.Sprintf("cus_k6_%d", i))
+	}
+	tokens, err := stack.CustomerTokens(ctx, h, ids)
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	for _, id := range ids {
+		b.WriteString(tokens[id] + "\n")
+	}
+	e.tokensFile = filepath.Join(e.dir, "tokens.txt")
+	if err := os.WriteFile(e.tokensFile, []byte(b.String()), 0o600); err != nil {
+		return err
+	}
+	if e.adminToken, err = h.AdminToken(ctx); err != nil {
+		return err
+	}
+	e.adminTokenFile = filepath.Join(e.dir, "admin-token.txt")
+	return os.WriteFile(e.adminTokenFile, []byte(e.adminToken), 0o600)
+}
+
+// k6Auth are the k6 variables that carry the tokens (loadtest/k6/lib.js).
+func (e *environment) k6Auth(vars map[string]string) map[string]string {
+	vars["ORDERFLOW_TOKENS_FILE"] = e.tokensFile
+	vars["ORDERFLOW_ADMIN_TOKEN"] = e.adminToken
+	return vars
 }
 
 // command runs name with args to completion, its output in logPath.
@@ -260,7 +328,7 @@ func (e *environment) stack(ctx context.Context, name string, cfg config, only s
 	}
 	serviceEnv["inventory"] = append([]string{"INVENTORY_SEED_PRODUCTS=10000"}, serviceEnv["inventory"]...)
 	base := stack.Config{
-		BinDir: e.dir, LogDir: logDir, Databases: dbs, SQSEndpoint: e.sqs, SMTPAddr: e.smtp,
+		BinDir: e.dir, LogDir: logDir, Databases: dbs, SQSEndpoint: e.sqs, SMTPAddr: e.smtp, Hydra: e.hydra,
 		// Request logs at info would cost every configuration alike and
 		// fill the disk; warnings and errors are kept.
 		// The pools are small: PostgreSQL's max_connections is shared by
@@ -321,6 +389,9 @@ func (e *environment) close() {
 		if err := e.stacks[i].Close(); err != nil {
 			fmt.Fprintln(os.Stderr, "stop stack:", err)
 		}
+	}
+	if e.hydra != nil {
+		e.hydra.Close() // and drops its database
 	}
 	for i := len(e.procs) - 1; i >= 0; i-- {
 		p := e.procs[i]

@@ -4,7 +4,9 @@
 // docs/benchmarks.json and the charts in docs/img/.
 //
 // It starts everything it measures itself, on free loopback ports with fresh
-// databases (test/stack), and stops and drops it all at the end:
+// databases (test/stack), Ory Hydra included (pkg/authtest: every call of
+// the load carries a real access token of one of 100 customers), and stops
+// and drops it all at the end:
 //
 //   - baselines: a bare net/http JSON handler (loadtest/baseline/httpjson),
 //     the same with one go-redis GET (redisget) and with one pgx primary-key
@@ -110,8 +112,10 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("ORDER_URL=%s INVENTORY_URL=%s PAYMENT_URL=%s ADMIN_TOKEN=%s\n",
-			s.order, s.inventory, s.payment, adminToken)
+		fmt.Printf("export ORDER_URL=%s INVENTORY_URL=%s PAYMENT_URL=%s NOTIFICATION_URL=%s\n",
+			s.order, s.inventory, s.payment, s.notification)
+		fmt.Printf("export ORDERFLOW_TOKENS_FILE=%s ORDERFLOW_ADMIN_TOKEN=$(cat %s)\n", env.tokensFile, env.adminTokenFile)
+		fmt.Printf("(tokens of %d customers and of orderflow-admin, issued by %s; they live 2 h)\n", loadCustomers, env.hydra.Issuer)
 		fmt.Println("serving; Ctrl-C stops it")
 		<-ctx.Done()
 		return nil

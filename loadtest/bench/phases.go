@@ -249,8 +249,8 @@ func benchOrders(ctx context.Context, e *environment, r *report) error {
 		return err
 	}
 	vars := func(extra map[string]string) map[string]string {
-		v := map[string]string{"ORDER_URL": on.order, "INVENTORY_URL": on.inventory, "PAYMENT_URL": on.payment,
-			"ADMIN_TOKEN": adminToken, "WORKLOAD": "orders", "DECLINE_RATE": "0", "DURATION": e.o.dur.String()}
+		v := e.k6Auth(map[string]string{"ORDER_URL": on.order, "INVENTORY_URL": on.inventory, "PAYMENT_URL": on.payment,
+			"WORKLOAD": "orders", "DECLINE_RATE": "0", "DURATION": e.o.dur.String()})
 		for k, x := range extra {
 			v[k] = x
 		}
@@ -303,8 +303,8 @@ func benchSeed000(ctx context.Context, e *environment, r *report) error {
 	}{{"off", "patterns off", off}, {"on", "patterns on", on}}
 	limit := e.o.dur + 90*time.Second
 	vars := func(s running, extra map[string]string) map[string]string {
-		v := map[string]string{"ORDER_URL": s.order, "INVENTORY_URL": s.inventory, "PAYMENT_URL": s.payment,
-			"ADMIN_TOKEN": adminToken, "WORKLOAD": "mix", "DURATION": e.o.dur.String()}
+		v := e.k6Auth(map[string]string{"ORDER_URL": s.order, "INVENTORY_URL": s.inventory, "PAYMENT_URL": s.payment,
+			"WORKLOAD": "mix", "DURATION": e.o.dur.String()})
 		for k, x := range extra {
 			v[k] = x
 		}
@@ -357,10 +357,10 @@ func benchBreaker(ctx context.Context, e *environment, r *report) error {
 	if err != nil {
 		return err
 	}
-	s, err := e.runK6(ctx, "breaker", filepath.Join(k6Dir, "breaker.js"), map[string]string{
-		"ORDER_URL": on.order, "INVENTORY_URL": on.inventory, "PAYMENT_URL": on.payment, "ADMIN_TOKEN": adminToken,
+	s, err := e.runK6(ctx, "breaker", filepath.Join(k6Dir, "breaker.js"), e.k6Auth(map[string]string{
+		"ORDER_URL": on.order, "INVENTORY_URL": on.inventory, "PAYMENT_URL": on.payment,
 		"RATE": "20", "OUTAGE_AT": "8s", "OUTAGE_FOR": "15s", "OPENING": "2s", "AFTER": "10s",
-	}, 3*time.Minute)
+	}), 3*time.Minute)
 	if err != nil {
 		return err
 	}

@@ -438,7 +438,8 @@ func (r *report) markdown(img string) []byte {
 			"meanwhile), patterns on. First the most the stack completes with back-to-back clients, then an open " +
 			"load (arrivals at a fixed rate, whatever the latency) at 80% of that."},
 		{"seed000", "Seed 000: patterns off vs on", "The same k6 mix (browse products 80% with If-None-Match " +
-			"sometimes, place orders 15%, read orders 5%; one X-API-Key per simulated user) against two stacks " +
+			"sometimes, place orders 15%, read orders 5%; every call with the access token of one of 100 customers, " +
+			"a new simulated user every 20 requests) against two stacks " +
 			"from the same binaries. **Off**: `INVENTORY_CACHE_ENABLED=false`, `ORDER_NOTIFY_INLINE=true` (the " +
 			"invoice and e-mail are made inside the order request, over real SMTP), `ORDER_RATE_LIMIT=0`, " +
 			"`INVENTORY_RATE_LIMIT=0`. **On**: the shipped defaults. First back to back (peak), then at the same " +

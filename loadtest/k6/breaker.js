@@ -8,11 +8,16 @@
 // OPENING of the outage, while the breaker counts failures), open (the rest
 // of the outage), after (healed; the breaker closes within its delay) —
 // thresholds hold per phase, and the summary has every phase's percentiles.
+// Switching the provider is an admin call: it needs ORDERFLOW_ADMIN_TOKEN.
 //   make loadtest SCENARIO=breaker          (RATE 20/s, OUTAGE_AT 10s, OUTAGE_FOR 15s)
 import { sleep, check } from 'k6';
 import { Rate } from 'k6/metrics';
 import exec from 'k6/execution';
-import { placeOrder, setProvider, summary, trendStats } from './lib.js';
+import { ADMIN_TOKEN, placeOrder, setProvider, summary, trendStats } from './lib.js';
+
+if (ADMIN_TOKEN === '') {
+  throw new Error('the breaker scenario switches the provider: set ORDERFLOW_ADMIN_TOKEN (a token with scope orderflow.admin)');
+}
 
 const rate = parseInt(__ENV.RATE || '20', 10);
 const secs = (v, d) => parseFloat((__ENV[v] || d).replace(/s$/, ''));

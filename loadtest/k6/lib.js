@@ -1,13 +1,26 @@
 // Shared pieces of Orderflow's k6 scenarios: where the services are, the
 // realistic traffic mix, the checks, and the JSON summary every run writes.
 //
+// Every call carries an OAuth 2.0 access token (scripts/loadtest.sh gets
+// them from make dev's Hydra):
+//   ORDERFLOW_TOKEN        a customer's access token (make token prints the
+//                          demo customer's): orders are placed and read as
+//                          that customer
+//   ORDERFLOW_TOKENS_FILE  instead: a file of customers' access tokens, one
+//                          per line (make bench writes one; an absolute path,
+//                          or relative to loadtest/k6/); the simulated users
+//                          take turns with them
+//   ORDERFLOW_ADMIN_TOKEN  an orderflow.admin token, for the admin calls
+//                          (PUT /admin/provider in the breaker scenario)
+// Tokens live 15 minutes at make dev's Hydra: a longer run needs fresh ones.
+//
 // Environment (all optional; the defaults are make dev's ports):
 //   ORDER_URL      http://127.0.0.1:8080     INVENTORY_URL http://127.0.0.1:8081
-//   PAYMENT_URL    http://127.0.0.1:8082     ADMIN_TOKEN   dev-admin-token
+//   PAYMENT_URL    http://127.0.0.1:8082
 //   DECLINE_RATE   0.05   share of orders paid with a declined card (402)
 //   SKUS           1000   hot set: SKU-00001 … SKU-<SKUS> (inventory seeds 10,000)
 //   USER_REQUESTS  20     requests one simulated user sends before the next one
-//                         takes over (each user has its own X-API-Key; see apiKey)
+//                         takes over (with the next token; see user)
 //   RESULTS_DIR    loadtest/results   where handleSummary writes <scenario>.json
 //   SUMMARY_NAME   the file name (default: the scenario's name)
 import http from 'k6/http';
@@ -18,12 +31,22 @@ import exec from 'k6/execution';
 export const ORDER_URL = __ENV.ORDER_URL || __ENV.BASE_URL || 'http://127.0.0.1:8080';
 export const INVENTORY_URL = __ENV.INVENTORY_URL || 'http://127.0.0.1:8081';
 export const PAYMENT_URL = __ENV.PAYMENT_URL || 'http://127.0.0.1:8082';
-export const ADMIN_TOKEN = __ENV.ADMIN_TOKEN || 'dev-admin-token';
+export const ADMIN_TOKEN = __ENV.ORDERFLOW_ADMIN_TOKEN || '';
 const SKUS = parseInt(__ENV.SKUS || '1000', 10);
 const USER_REQUESTS = parseInt(__ENV.USER_REQUESTS || '20', 10);
 const DECLINE_RATE = parseFloat(__ENV.DECLINE_RATE || '0.05');
 // RUN_ID keeps Idempotency-Keys unique across runs against the same stack.
 const RUN_ID = __ENV.RUN_ID || `${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+
+// TOKENS are the customers' access tokens the simulated users take turns
+// with (open() reads the file once, in the init context).
+const TOKENS = (__ENV.ORDERFLOW_TOKENS_FILE
+  ? open(__ENV.ORDERFLOW_TOKENS_FILE).split('\n')
+  : [__ENV.ORDERFLOW_TOKEN || '']).map((t) => t.trim()).filter((t) => t !== '');
+if (TOKENS.length === 0) {
+  throw new Error('no access token: set ORDERFLOW_TOKEN (make token prints one) or ORDERFLOW_TOKENS_FILE; ' +
+    'make loadtest does it for you');
+}
 
 // Business answers (402 declined, 409 out of stock) are correct answers, not
 // failures: http_req_failed counts only what no client should ever see.
@@ -38,21 +61,23 @@ export const orderDuration = new Trend('order_duration', true);
 // etags remembers, per VU, the ETag of products it has seen, so a share of
 // browsing revalidates with If-None-Match like a browser cache would.
 const etags = {};
-// created remembers this VU's last orders for the order reads.
+// created remembers this VU's last orders, and whose they are, for the
+// order reads: another customer's order is a 404.
 const created = [];
 
-// apiKey is the client identity the rate limiter keys on. A load generator
-// is one IP; a shop's traffic is many clients, each sending a few requests.
-// One simulated user per USER_REQUESTS iterations of a VU keeps every
-// client within its per-client limit, so the limiter runs (a Redis call on
-// every request) without throttling the measurement.
-export function apiKey() {
-  const it = exec.vu.iterationInScenario;
-  return `k6-${RUN_ID}-${exec.vu.idInTest}-${Math.floor(it / USER_REQUESTS)}`;
-}
-
-function customer() {
-  return `cus_k6_${exec.vu.idInTest % 500}`;
+// user is the simulated user this iteration belongs to: its access token
+// and a number. The rate limiters key on the token's subject (else on the
+// client address, and a load generator is one address); a shop's traffic is
+// many customers, each sending a few requests. One simulated user per
+// USER_REQUESTS iterations of a VU, taking the tokens in turn, spreads the
+// load over every customer of the tokens, so the limiter runs (a Redis call
+// on every request) without throttling the measurement when there are
+// enough of them. With one token (ORDERFLOW_TOKEN) every request is that
+// customer's and counts against one allowance (make dev: ORDER_RATE_LIMIT
+// 50/s, INVENTORY_RATE_LIMIT 100/s): scenarios above it see 429s.
+function user() {
+  const n = exec.vu.idInTest + Math.floor(exec.vu.iterationInScenario / USER_REQUESTS);
+  return { n, token: TOKENS[n % TOKENS.length] };
 }
 
 function sku() {
@@ -60,14 +85,17 @@ function sku() {
   return `SKU-${String(n).padStart(5, '0')}`;
 }
 
-function headers(extra) {
-  return Object.assign({ 'X-API-Key': apiKey() }, extra || {});
+// headers are a call's headers as token's customer. Product reads need no
+// token, but a signed-in shopper's client sends it anyway, and the limiter
+// then counts the reads per customer rather than per load generator.
+function headers(token, extra) {
+  return Object.assign({ Authorization: `Bearer ${token}` }, extra || {});
 }
 
 // browse reads one product, revalidating a third of the known ones.
 export function browse() {
   const s = sku();
-  const h = headers();
+  const h = headers(user().token);
   const known = etags[s];
   if (known && Math.random() < 0.33) {
     h['If-None-Match'] = known;
@@ -84,18 +112,19 @@ export function browse() {
 // placeOrder places one order under a unique Idempotency-Key. DECLINE_RATE
 // (default 1 in 20) pays with a card that is declined (402): part of a
 // realistic mix, not an error.
+// The customer is the token's subject: the body names none.
 // expect503 marks calls where a 503 is the correct answer (breaker scenario).
 export function placeOrder(tags, expect503) {
   const declined = Math.random() < DECLINE_RATE;
+  const u = user();
   const body = JSON.stringify({
-    customer_id: customer(),
-    email: `${customer()}@example.com`,
+    email: `k6-user-${u.n % 1000}@example.com`,
     items: [{ sku: sku(), quantity: 1 + Math.floor(Math.random() * 2) }],
     payment_method: declined ? 'pm_card_declined' : 'pm_card_ok',
   });
   const key = `k6-${RUN_ID}-${exec.vu.idInTest}-${exec.vu.iterationInScenario}-${Math.random().toString(36).slice(2, 8)}`;
   const res = http.post(`${ORDER_URL}/v1/orders`, body, {
-    headers: headers({ 'Content-Type': 'application/json', 'Idempotency-Key': key }),
+    headers: headers(u.token, { 'Content-Type': 'application/json', 'Idempotency-Key': key }),
     tags: Object.assign({ name: 'create_order' }, tags || {}),
   });
   orderDuration.add(res.timings.duration, tags || {});
@@ -108,8 +137,7 @@ export function placeOrder(tags, expect503) {
   }
   if (res.status === 201) {
     orders.add(1);
-    const id = res.json('id');
-    created.push(id);
+    created.push({ id: res.json('id'), token: u.token });
     if (created.length > 20) {
       created.shift();
     }
@@ -117,15 +145,16 @@ export function placeOrder(tags, expect503) {
   return res;
 }
 
-// readOrders reads one of this VU's orders, or its customer's first page.
+// readOrders reads one of this VU's orders as the customer who placed it,
+// or the current user's first page of their own orders (GET /v1/orders
+// lists the caller's).
 export function readOrders() {
   let res;
   if (created.length > 0 && Math.random() < 0.5) {
-    const id = created[Math.floor(Math.random() * created.length)];
-    res = http.get(`${ORDER_URL}/v1/orders/${id}`, { headers: headers(), tags: { name: 'get_order' } });
+    const o = created[Math.floor(Math.random() * created.length)];
+    res = http.get(`${ORDER_URL}/v1/orders/${o.id}`, { headers: headers(o.token), tags: { name: 'get_order' } });
   } else {
-    res = http.get(`${ORDER_URL}/v1/orders?customer_id=${customer()}&limit=20`,
-      { headers: headers(), tags: { name: 'list_orders' } });
+    res = http.get(`${ORDER_URL}/v1/orders?limit=20`, { headers: headers(user().token), tags: { name: 'list_orders' } });
   }
   const ok = check(res, { 'order read: 200': (r) => r.status === 200 });
   unexpected.add(!ok, { call: 'read_order' });
@@ -145,8 +174,12 @@ export function mix() {
   }
 }
 
-// setProvider changes the simulated payment provider (admin call).
+// setProvider changes the simulated payment provider (admin call, with
+// ORDERFLOW_ADMIN_TOKEN).
 export function setProvider(settings) {
+  if (ADMIN_TOKEN === '') {
+    throw new Error('setProvider needs ORDERFLOW_ADMIN_TOKEN, a token with scope orderflow.admin');
+  }
   const res = http.put(`${PAYMENT_URL}/admin/provider`, JSON.stringify(Object.assign(
     { latency_ms: 0, error_rate: 0, outage: false }, settings)), {
     headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${ADMIN_TOKEN}` },

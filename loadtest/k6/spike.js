@@ -2,6 +2,10 @@
 // then steady again. Shows the rate limiter, the bulkheads and the pools
 // absorbing it, and how fast latency recovers after.
 //   make loadtest SCENARIO=spike            (RATE 50/s, SPIKE_RATE 400/s, SPIKE 20s)
+// With one customer's token (make loadtest's default) the spike is one
+// client, and the limiter answers its excess with 429s (make dev: 50
+// orders/s, 100 product reads/s each): give ORDERFLOW_TOKENS_FILE with many
+// customers' tokens to spike as many clients.
 import { mix, thresholds, duration, summary, trendStats } from './lib.js';
 
 const rate = parseInt(__ENV.RATE || '50', 10);

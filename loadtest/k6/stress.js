@@ -2,6 +2,11 @@
 // to find where latency bends and what breaks first. Thresholds are loose:
 // the point is the curve (look at the summary per stage with RATE_MAX).
 //   make loadtest SCENARIO=stress           (RATE_MAX default 400/s, STEP 30s)
+// With one customer's token (make loadtest's default) every request counts
+// against that customer's allowance (make dev: 50 orders/s, 100 product
+// reads/s), and above it the limiter answers 429: to see the services'
+// curve, give ORDERFLOW_TOKENS_FILE with many customers' tokens or start
+// make dev with ORDER_RATE_LIMIT=0 INVENTORY_RATE_LIMIT=0.
 import { mix, thresholds, duration, summary, trendStats } from './lib.js';
 
 const max = parseInt(__ENV.RATE_MAX || '400', 10);

@@ -8,6 +8,10 @@
 //
 //	go run ./loadtest/overhead -duration 20s -rounds 3 -concurrency 16
 //
+// Both stacks trust one Ory Hydra started for the run (pkg/authtest; the
+// binary from scripts/hydra.sh build, or HYDRA_BIN): each client is a
+// customer placing orders with its own access token.
+//
 // It needs the local PostgreSQL, Redis and SQS endpoint (make deps). With
 // -otlp it exports to that endpoint (Jaeger: http://127.0.0.1:4318) instead
 // of its own receiver; with -targets it writes a Prometheus file_sd file
@@ -37,6 +41,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/orderflow/orderflow/pkg/authtest"
 	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/smtptest"
 	"github.com/orderflow/orderflow/pkg/telemetry/otlptest"
@@ -101,6 +106,25 @@ func run() error {
 		return err
 	}
 	defer smtp.Close()
+	// The clients sign in once; many long rounds can outlast Hydra's
+	// default 15 min tokens, so these live 2 h. Hydra's scratch database
+	// goes on the -postgres server too.
+	if os.Getenv("TEST_DATABASE_URL") == "" {
+		os.Setenv("TEST_DATABASE_URL", strings.TrimSuffix(*pgURL, "/")+"/postgres?sslmode=disable")
+	}
+	hydra, err := authtest.StartProcess(ctx, authtest.Options{AccessTokenTTL: 2 * time.Hour})
+	if err != nil {
+		return err
+	}
+	defer hydra.Close()
+	var customers []string
+	for w := range *concurrency {
+		customers = append(customers, customerID(w))
+	}
+	tokens, err := stack.CustomerTokens(ctx, hydra, customers)
+	if err != nil {
+		return err
+	}
 
 	modes := []*mode{
 		{name: "tracing 100%", env: []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + endpoint, "OTEL_TRACES_SAMPLER_ARG=1"}},
@@ -127,7 +151,7 @@ func run() error {
 			return err
 		}
 		m.s, err = stack.Start(stack.Config{
-			BinDir: dir, LogDir: logDir, Databases: urls, SQSEndpoint: *sqsEndpoint, SMTPAddr: smtp.Addr(),
+			BinDir: dir, LogDir: logDir, Databases: urls, SQSEndpoint: *sqsEndpoint, SMTPAddr: smtp.Addr(), Hydra: hydra,
 			Env: append([]string{"LOG_LEVEL=warn"}, m.env...),
 			ServiceEnv: map[string][]string{
 				"inventory": {"INVENTORY_RATE_LIMIT=0", "INVENTORY_SEED_PRODUCTS=1000"},
@@ -147,14 +171,14 @@ func run() error {
 
 	fmt.Printf("warming up both stacks (%d clients, 5 s each)…\n", *concurrency)
 	for _, m := range modes {
-		load(ctx, m.s, *concurrency, 5*time.Second)
+		load(ctx, m.s, tokens, *concurrency, 5*time.Second)
 	}
 	for r := range *rounds {
 		for _, m := range modes {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			res := load(ctx, m.s, *concurrency, *duration)
+			res := load(ctx, m.s, tokens, *concurrency, *duration)
 			fmt.Printf("round %d  %-13s %7.1f orders/s  (%d ok, %d failed %v)\n", r+1, m.name,
 				float64(res.ok)/res.elapsed.Seconds(), res.ok, res.failed, res.statuses)
 			m.res.ok += res.ok
@@ -181,8 +205,12 @@ func run() error {
 	return nil
 }
 
-// load places orders from n clients for d and returns what happened.
-func load(ctx context.Context, s *stack.Stack, n int, d time.Duration) result {
+func customerID(client int) string { return fmt.Sprintf("cus_%d", client) }
+
+// load places orders from n clients for d and returns what happened. Each
+// client is a customer with its token in tokens; the token says who, so
+// the body names no customer.
+func load(ctx context.Context, s *stack.Stack, tokens map[string]string, n int, d time.Duration) result {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: n}, Timeout: 30 * time.Second}
@@ -201,14 +229,16 @@ func load(ctx context.Context, s *stack.Stack, n int, d time.Duration) result {
 	for w := range n {
 		wg.Go(func() {
 			var mine []time.Duration
+			auth := "Bearer " + tokens[customerID(w)]
 			for i := 0; ctx.Err() == nil; i++ {
 				body, _ := json.Marshal(map[string]any{
-					"customer_id": fmt.Sprintf("cus_%d", w), "email": "load@example.com",
+					"email":          "load@example.com",
 					"items":          []map[string]any{{"sku": fmt.Sprintf("SKU-%05d", 1+(w*131+i*17)%1000), "quantity": 1}},
 					"payment_method": "pm_card_ok",
 				})
 				req, _ := http.NewRequest(http.MethodPost, s.URL("order", "/v1/orders"), bytes.NewReader(body))
 				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Authorization", auth)
 				req.Header.Set("Idempotency-Key", "overhead-"+randomHex())
 				t0 := time.Now()
 				resp, err := client.Do(req)

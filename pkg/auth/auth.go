@@ -78,6 +78,10 @@ type Config struct {
 	Issuer   string // exactly the iss claim, e.g. "http://127.0.0.1:4444/"
 	JWKSURL  string // the issuer's keys; empty: Issuer + ".well-known/jwks.json"
 	Audience string // must be in aud, e.g. "orderflow"
+	// TokenURL is the provider's token endpoint, for the client-credentials
+	// grant of a service that calls others (the discovery document's
+	// token_endpoint; Hydra's is the issuer + "oauth2/token").
+	TokenURL string
 	// CacheTTL bounds how long a verified token's decision is reused
 	// (never past the token's expiry); 0 turns the cache off.
 	CacheTTL time.Duration

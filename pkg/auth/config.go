@@ -16,12 +16,16 @@ import (
 // ReadConfig reads the token rules every service shares from the
 // environment: AUTH_ISSUER (default Hydra on http://127.0.0.1:4444/),
 // AUTH_JWKS_URL (default the issuer's /.well-known/jwks.json),
-// AUTH_AUDIENCE (default orderflow) and AUTH_CACHE_TTL (default 30s; 0 turns
-// the decision cache off).
+// AUTH_TOKEN_URL (for services that get tokens themselves; default the
+// issuer's /oauth2/token, Hydra's path), AUTH_AUDIENCE (default orderflow)
+// and AUTH_CACHE_TTL (default 30s; 0 turns the decision cache off). The
+// JWKS and token URLs may name the provider's internal address while the
+// issuer is the public one the tokens carry.
 func ReadConfig(getenv func(string) string) (Config, error) {
 	cfg := Config{
 		Issuer:   getenv("AUTH_ISSUER"),
 		JWKSURL:  getenv("AUTH_JWKS_URL"),
+		TokenURL: getenv("AUTH_TOKEN_URL"),
 		Audience: getenv("AUTH_AUDIENCE"),
 		CacheTTL: 30 * time.Second,
 	}
@@ -30,6 +34,9 @@ func ReadConfig(getenv func(string) string) (Config, error) {
 	}
 	if cfg.Audience == "" {
 		cfg.Audience = "orderflow"
+	}
+	if cfg.TokenURL == "" {
+		cfg.TokenURL = strings.TrimSuffix(cfg.Issuer, "/") + "/oauth2/token"
 	}
 	var errs []error
 	if u, err := url.Parse(cfg.Issuer); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
@@ -44,10 +51,6 @@ func ReadConfig(getenv func(string) string) (Config, error) {
 	}
 	return cfg, errors.Join(errs...)
 }
-
-// TokenURL is the issuer's token endpoint (Hydra's path; set the issuer's
-// discovery document's token_endpoint for another provider).
-func (c Config) TokenURL() string { return strings.TrimSuffix(c.Issuer, "/") + "/oauth2/token" }
 
 // ClientTransport returns a RoundTripper that sends base's requests with an
 // access token of the client-credentials grant for scopes. The token is

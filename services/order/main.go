@@ -209,7 +209,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// dependency that is down: the breaker counts it.
 	tokenClient := &http.Client{Timeout: 5 * time.Second, Transport: tel.Transport(transport)}
 	withToken := func(scope string) http.RoundTripper {
-		return auth.ClientTransport(cfg.auth.TokenURL(), cfg.clientID, cfg.clientSecret, []string{scope},
+		return auth.ClientTransport(cfg.auth.TokenURL, cfg.clientID, cfg.clientSecret, []string{scope},
 			cfg.auth.Audience, tokenClient, tel.Transport(transport))
 	}
 	inventoryGuard := resilience.New("inventory", cfg.downstream, withToken(auth.ScopeReservations), log)

@@ -2,7 +2,9 @@
 // starts them natively on fresh databases behind TCP proxies (Postgres,
 // Redis, SQS), drives a steady, bounded order load over loopback, injects
 // one fault at a time, heals it, and checks the system's invariants against
-// the databases after each one.
+// the databases after each one. Every call carries a real access token of
+// an Ory Hydra started for the suite: the orders are placed by 50 customers
+// with their own tokens, the provider is switched with an admin token.
 //
 // The short version (provider outage and inventory SIGKILL, a few seconds
 // each) is TestFaultsShort and runs in `make test`; the whole suite is
@@ -11,6 +13,7 @@ package faults
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -29,14 +32,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderflow/orderflow/pkg/authtest"
 	"github.com/orderflow/orderflow/pkg/dbtest"
 	"github.com/orderflow/orderflow/pkg/queue/queuetest"
 	"github.com/orderflow/orderflow/pkg/smtptest"
 	"github.com/orderflow/orderflow/pkg/tcpproxy"
 	"github.com/orderflow/orderflow/test/invariants"
+	teststack "github.com/orderflow/orderflow/test/stack"
 )
 
-const adminToken = "faults-admin-token"
+// customers is how many customers place the load's orders, each with a
+// token of their own.
+const customers = 50
 
 var binDir string
 
@@ -78,6 +85,9 @@ type stack struct {
 	env   map[string][]string
 	db    *invariants.DB // direct to the real server, for the checks
 	smtp  *smtptest.Server
+	hydra *authtest.Hydra
+	// tokens are the customers' access tokens, by customer id.
+	tokens map[string]string
 
 	pg, redis, sqs *tcpproxy.Proxy
 
@@ -139,10 +149,23 @@ func startStack(t *testing.T, extra map[string][]string) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Hydra is not behind a proxy: the faults are the services' own
+	// dependencies. Its tokens live an hour, not 15 minutes: the load signs
+	// its customers in once, and the whole suite runs for several minutes.
+	h := authtest.Start(t, authtest.Options{AccessTokenTTL: time.Hour})
 	s := &stack{
 		t: t, dir: t.TempDir(), ports: map[string]int{}, env: map[string][]string{},
-		db: invariants.Open(t), procs: map[string]*process{}, smtp: smtptest.Start(t),
+		db: invariants.Open(t), procs: map[string]*process{}, smtp: smtptest.Start(t), hydra: h,
 		pg: startProxy(t, pgURL.Host), redis: startProxy(t, redisAddr), sqs: startProxy(t, sqsURL.Host),
+	}
+	var ids []string
+	for i := range customers {
+		ids = append(ids, customerID(i))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if s.tokens, err = teststack.CustomerTokens(ctx, h, ids); err != nil {
+		t.Fatal(err)
 	}
 	if dir := os.Getenv("FAULTS_LOG_DIR"); dir != "" { // keep the services' logs
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -213,7 +236,7 @@ func (s *stack) start(name string) {
 		s.t.Fatal(err)
 	}
 	cmd := exec.Command(filepath.Join(binDir, name))
-	cmd.Env = append(append(os.Environ(), "ADMIN_TOKEN="+adminToken, "LOG_LEVEL=info"), s.env[name]...)
+	cmd.Env = slices.Concat(os.Environ(), []string{"LOG_LEVEL=info"}, teststack.AuthEnv(s.hydra, name), s.env[name])
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start %s: %v", name, err)
@@ -262,13 +285,20 @@ func (s *stack) signal(name string, sig syscall.Signal) {
 	}
 }
 
-// setProvider changes the simulated provider through payment's admin API.
+// setProvider changes the simulated provider through payment's admin API,
+// with a fresh admin token.
 func (s *stack) setProvider(latencyMS int, outage bool) {
 	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	token, err := s.hydra.AdminToken(ctx)
+	if err != nil {
+		s.t.Fatal(err)
+	}
 	body := fmt.Sprintf(`{"latency_ms":%d,"error_rate":0,"outage":%t}`, latencyMS, outage)
-	req, _ := http.NewRequest(http.MethodPut, s.url("payment", "/admin/provider"), strings.NewReader(body))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, s.url("payment", "/admin/provider"), strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		s.t.Fatalf("PUT /admin/provider: %v", err)
@@ -353,10 +383,13 @@ func (l *load) order(i int) {
 			items = append(items, map[string]any{"sku": second, "quantity": 1})
 		}
 	}
-	body, _ := json.Marshal(map[string]any{"customer_id": fmt.Sprintf("cus_%d", i%50),
-		"email": fmt.Sprintf("c%d@example.com", i%50), "items": items, "payment_method": method})
+	// The body names the customer too: it must be the token's subject.
+	customer := customerID(i % customers)
+	body, _ := json.Marshal(map[string]any{"customer_id": customer,
+		"email": fmt.Sprintf("c%d@example.com", i%customers), "items": items, "payment_method": method})
 	req, _ := http.NewRequest(http.MethodPost, l.s.url("order", "/v1/orders"), bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+l.s.tokens[customer])
 	req.Header.Set("Idempotency-Key", fmt.Sprintf("faults-%d-%d", time.Now().UnixNano(), i))
 	r := result{sent: time.Now()}
 	resp, err := l.client.Do(req)
@@ -375,6 +408,9 @@ func (l *load) order(i int) {
 	l.record(r)
 }
 
+func customerID(i int) string { return fmt.Sprintf("cus_%d", i) }
+
+// read reads a product, anonymously as a shop's visitors do.
 func (l *load) read(i int) {
 	r := result{sent: time.Now(), read: true}
 	resp, err := l.client.Get(l.s.url("inventory", "/v1/products/"+skus[i%len(skus)]))

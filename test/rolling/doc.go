@@ -2,7 +2,8 @@
 // order and three inventory replicas behind an HAProxy process configured
 // from deploy/haproxy/haproxy.cfg, with payment, the provider and
 // notification beside them (test/stack), all on free ports and fresh
-// databases.
+// databases, trusting one Ory Hydra started for the test (pkg/authtest):
+// every order is placed by a customer with an access token of its own.
 //
 // TestRollingRestart (part of `make test`) restarts every replica one by
 // one under a steady load and requires zero failed requests and every

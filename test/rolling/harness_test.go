@@ -3,12 +3,14 @@ package rolling
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -21,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderflow/orderflow/pkg/authtest"
 	"github.com/orderflow/orderflow/pkg/queue/queuetest"
 	"github.com/orderflow/orderflow/pkg/smtptest"
 	"github.com/orderflow/orderflow/test/invariants"
@@ -76,11 +79,14 @@ func (r *replica) url(path string) string { return fmt.Sprintf("http://127.0.0.1
 // cluster is the whole system: the single-instance services from
 // test/stack, the replicas, HAProxy, and direct pools for the checks.
 type cluster struct {
-	t       *testing.T
-	dir     string
-	stack   *stack.Stack
-	smtp    *smtptest.Server
-	db      *invariants.DB // direct pools, for the checks
+	t     *testing.T
+	dir   string
+	stack *stack.Stack
+	smtp  *smtptest.Server
+	db    *invariants.DB // direct pools, for the checks
+	hydra *authtest.Hydra
+	// tokens are the load's customers' access tokens, by customer id.
+	tokens  map[string]string
 	order   []*replica
 	inv     []*replica
 	haproxy *exec.Cmd
@@ -120,8 +126,9 @@ func startCluster(t *testing.T, n int) *cluster {
 	}
 	c.db = invariants.Open(t) // the services migrate their own databases
 	dbs := c.db.URLs
+	c.hydra = authtest.Start(t, authtest.Options{})
 	s, err := stack.Start(stack.Config{BinDir: binDir, LogDir: c.dir, Databases: dbs,
-		SQSEndpoint: sqs.Endpoint, SMTPAddr: c.smtp.Addr(),
+		SQSEndpoint: sqs.Endpoint, SMTPAddr: c.smtp.Addr(), Hydra: c.hydra,
 		Only: []string{"provider", "payment", "notification"}})
 	if err != nil {
 		t.Fatal(err)
@@ -133,19 +140,21 @@ func startCluster(t *testing.T, n int) *cluster {
 	c.socket = filepath.Join(c.dir, "haproxy.sock")
 	var suffix [4]byte
 	_, _ = rand.Read(suffix[:])
-	common := []string{"ADMIN_TOKEN=" + stack.AdminToken, "LOG_LEVEL=info", "SHUTDOWN_DRAIN=" + drain}
+	common := []string{"LOG_LEVEL=info", "SHUTDOWN_DRAIN=" + drain}
 	for i := 1; i <= n; i++ {
 		c.inv = append(c.inv, &replica{name: fmt.Sprintf("inventory-%d", i), bin: "inventory", port: freePort(t)})
 		c.order = append(c.order, &replica{name: fmt.Sprintf("order-%d", i), bin: "order", port: freePort(t)})
 	}
 	for _, r := range c.inv {
-		r.env = append(slices.Clone(common), fmt.Sprintf("INVENTORY_ADDR=127.0.0.1:%d", r.port),
+		r.env = append(slices.Concat(common, stack.AuthEnv(c.hydra, "inventory")),
+			fmt.Sprintf("INVENTORY_ADDR=127.0.0.1:%d", r.port),
 			"INVENTORY_DATABASE_URL="+dbs["inventory"], "INVENTORY_SEED_PRODUCTS=100",
 			"INVENTORY_CACHE_PREFIX=rolling-"+hex.EncodeToString(suffix[:])+":",
 			"INVENTORY_SWEEP_INTERVAL=1s", "INVENTORY_RATE_LIMIT=0")
 	}
 	for _, r := range c.order {
-		r.env = append(slices.Clone(common), fmt.Sprintf("ORDER_ADDR=127.0.0.1:%d", r.port),
+		r.env = append(slices.Concat(common, stack.AuthEnv(c.hydra, "order")),
+			fmt.Sprintf("ORDER_ADDR=127.0.0.1:%d", r.port),
 			"ORDER_DATABASE_URL="+dbs["order"], "ORDER_DB_MAX_CONNS=10",
 			// Through HAProxy, so inventory's restarts are drained for order too.
 			"ORDER_INVENTORY_URL="+c.inventoryURL(""), "ORDER_PAYMENT_URL="+s.URL("payment", ""),
@@ -411,10 +420,11 @@ type result struct {
 	orderID string
 }
 
-// load is a closed-loop load: clients virtual clients, each placing an
-// order (one that can only succeed: a card that pays, stock to spare) and
-// reading a product, pausing think between rounds. It stops when stopped,
-// after max rounds per client, or after limit.
+// load is a closed-loop load: clients virtual clients, each a customer
+// with an access token of its own, placing an order (one that can only
+// succeed: a card that pays, stock to spare) and reading a product
+// (anonymously, as a shop's visitors do), pausing think between rounds. It
+// stops when stopped, after max rounds per client, or after limit.
 type load struct {
 	c      *cluster
 	client *http.Client
@@ -435,12 +445,32 @@ const (
 )
 
 func (c *cluster) startLoad(clients int, think time.Duration, mode loadMode, limit time.Duration, max int) *load {
+	c.t.Helper()
+	// Each client signs in once, the first time a load has that many.
+	var missing []string
+	for i := range clients {
+		if _, ok := c.tokens[customerID(i)]; !ok {
+			missing = append(missing, customerID(i))
+		}
+	}
+	if len(missing) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		tokens, err := stack.CustomerTokens(ctx, c.hydra, missing)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		if c.tokens == nil {
+			c.tokens = map[string]string{}
+		}
+		maps.Copy(c.tokens, tokens)
+	}
 	l := &load{c: c, stop: make(chan struct{}),
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: clients * 2}}}
 	deadline := time.Now().Add(limit)
 	for i := range clients {
 		l.wg.Go(func() {
-			key := fmt.Sprintf("rolling-client-%d", i)
+			token := c.tokens[customerID(i)]
 			for n := 0; n < max && time.Now().Before(deadline); n++ {
 				select {
 				case <-l.stop:
@@ -448,10 +478,10 @@ func (c *cluster) startLoad(clients int, think time.Duration, mode loadMode, lim
 				default:
 				}
 				if mode != readsOnly {
-					l.order(key, i, n)
+					l.order(token, i, n)
 				}
 				if mode != ordersOnly {
-					l.read(key, i+n)
+					l.read(i + n)
 				}
 				if think > 0 {
 					time.Sleep(think)
@@ -462,14 +492,18 @@ func (c *cluster) startLoad(clients int, think time.Duration, mode loadMode, lim
 	return l
 }
 
-func (l *load) order(key string, client, n int) {
-	body, _ := json.Marshal(map[string]any{"customer_id": fmt.Sprintf("cus_%d", client),
+func customerID(client int) string { return fmt.Sprintf("cus_%d", client) }
+
+// order places an order as client's customer: the token says who, the body
+// names no customer.
+func (l *load) order(token string, client, n int) {
+	body, _ := json.Marshal(map[string]any{
 		"email": fmt.Sprintf("c%d@example.com", client), "payment_method": "pm_card_ok",
 		"items": []map[string]any{{"sku": skus[(client*7+n)%len(skus)], "quantity": 1}}})
 	req, _ := http.NewRequest(http.MethodPost, l.c.orderURL("/v1/orders"), bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-API-Key", key)
-	req.Header.Set("Idempotency-Key", fmt.Sprintf("%s-%d-%d", key, time.Now().UnixNano(), n))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Idempotency-Key", fmt.Sprintf("rolling-%d-%d-%d", client, time.Now().UnixNano(), n))
 	r := result{}
 	resp, err := l.client.Do(req)
 	if err != nil {
@@ -491,9 +525,8 @@ func (l *load) order(key string, client, n int) {
 	l.record(r)
 }
 
-func (l *load) read(key string, i int) {
+func (l *load) read(i int) {
 	req, _ := http.NewRequest(http.MethodGet, l.c.inventoryURL("/v1/products/"+skus[i%len(skus)]), nil)
-	req.Header.Set("X-API-Key", key)
 	r := result{read: true}
 	resp, err := l.client.Do(req)
 	if err != nil {

@@ -2,10 +2,14 @@
 // payment provider and notification) from freshly built binaries on free
 // ports, for the tests in test/ and the measurements in loadtest/. The
 // services talk to the real local components: PostgreSQL (the caller hands
-// in one database per service), Redis, the SQS endpoint and an SMTP server.
+// in one database per service), Redis, the SQS endpoint and an SMTP server,
+// and they check access tokens of a real Ory Hydra (pkg/authtest), which the
+// caller starts and hands in: one Hydra may serve several stacks. Callers
+// get their own tokens from it (CustomerToken, AdminToken).
 package stack
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -15,9 +19,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/orderflow/orderflow/pkg/authtest"
 )
 
 // Services lists every process, in start order.
@@ -53,6 +60,9 @@ type Config struct {
 	// Env is added to every process (OTEL_*, LOG_LEVEL); ServiceEnv to one.
 	Env        []string
 	ServiceEnv map[string][]string
+	// Hydra is the OpenID Connect provider whose tokens the services
+	// accept and from which order gets its own (required).
+	Hydra *authtest.Hydra
 }
 
 // Stack is a running set of processes.
@@ -70,12 +80,34 @@ type proc struct {
 	done chan struct{}
 }
 
-// AdminToken is the ADMIN_TOKEN of every process.
-const AdminToken = "stack-admin-token"
+// ProviderAPIKey is the merchant key the simulated provider wants and
+// payment sends it.
+const ProviderAPIKey = "stack-provider-key"
+
+// AuthEnv is what process name needs to trust h's tokens and to prove who
+// it is: AUTH_ISSUER for every service; for order its client secret at h
+// (orderflow-order: its calls to inventory, payment and notification carry
+// client-credentials tokens); for payment and the provider the merchant key
+// of that hop. Harnesses that start processes of their own (replicas, the
+// fault suite) use it too.
+func AuthEnv(h *authtest.Hydra, name string) []string {
+	switch name {
+	case "provider":
+		return []string{"PROVIDER_API_KEY=" + ProviderAPIKey}
+	case "payment":
+		return []string{"AUTH_ISSUER=" + h.Issuer, "PAYMENT_PROVIDER_API_KEY=" + ProviderAPIKey}
+	case "order":
+		return []string{"AUTH_ISSUER=" + h.Issuer, "ORDER_CLIENT_ID=orderflow-order", "ORDER_CLIENT_SECRET=" + authtest.OrderSecret}
+	}
+	return []string{"AUTH_ISSUER=" + h.Issuer}
+}
 
 // Start starts the services and waits until each /readyz answers 200. On an
 // error it stops what it started.
 func Start(cfg Config) (*Stack, error) {
+	if cfg.Hydra == nil {
+		return nil, errors.New("stack: Config.Hydra is required (authtest.Start or authtest.StartProcess)")
+	}
 	s := &Stack{cfg: cfg, Ports: map[string]int{}, procs: map[string]*proc{}}
 	suffix := randomSuffix()
 	s.Queues = [2]string{"order-invoices-" + suffix, "order-emails-" + suffix}
@@ -111,7 +143,7 @@ func Start(cfg Config) (*Stack, error) {
 		if len(only) > 0 && !only[name] {
 			continue
 		}
-		e := append(append(append([]string{"ADMIN_TOKEN=" + AdminToken, "LOG_LEVEL=info"}, cfg.Env...), env[name]...), cfg.ServiceEnv[name]...)
+		e := slices.Concat([]string{"LOG_LEVEL=info"}, AuthEnv(cfg.Hydra, name), cfg.Env, env[name], cfg.ServiceEnv[name])
 		if err := s.start(name, e); err != nil {
 			s.Close()
 			return nil, err
@@ -204,4 +236,34 @@ func randomSuffix() string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// CustomerTokens gets an access token for each customer id from h, a few
+// sign-ins at a time (each is a whole authorization-code + PKCE flow), for
+// load that places orders as many customers.
+func CustomerTokens(ctx context.Context, h *authtest.Hydra, customers []string) (map[string]string, error) {
+	out := make(map[string]string, len(customers))
+	var mu sync.Mutex
+	var errs []error
+	sem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	for _, c := range customers {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			tok, err := h.CustomerToken(ctx, c)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("token of %s: %w", c, err))
+				return
+			}
+			out[c] = tok
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%d of %d customer tokens failed, first: %w", len(errs), len(customers), errs[0])
+	}
+	return out, nil
 }

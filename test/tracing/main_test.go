@@ -1,6 +1,7 @@
 // Package tracing checks Orderflow's observability across real processes:
 // one order is one trace through every hop, queue included, and every
-// metric the dashboard needs is on /metrics with sane values.
+// metric the dashboard needs is on /metrics with sane values. Every call
+// carries a real access token of one Ory Hydra shared by the tests.
 package tracing
 
 import (
@@ -11,9 +12,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/orderflow/orderflow/pkg/authtest"
 	"github.com/orderflow/orderflow/pkg/dbtest"
 	"github.com/orderflow/orderflow/pkg/queue/queuetest"
 	"github.com/orderflow/orderflow/pkg/smtptest"
@@ -21,22 +24,63 @@ import (
 	"github.com/orderflow/orderflow/test/stack"
 )
 
-var binDir string
+var (
+	binDir string
+	hydra  *authtest.Hydra // the issuer of every stack's tokens
+)
 
 func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
 	dir, err := os.MkdirTemp("", "orderflow-tracing-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return 1
 	}
+	defer os.RemoveAll(dir)
 	binDir = dir
 	if err := stack.Build(dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return 1
 	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	hydra, err = authtest.StartProcess(ctx, authtest.Options{})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer hydra.Close()
+	return m.Run()
+}
+
+// customer is the customer whose token places the tests' orders.
+const customer = "cus_trace"
+
+// customerToken is customer's access token (authorization code + PKCE).
+func customerToken(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tok, err := hydra.CustomerToken(ctx, customer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// adminToken is an orderflow-admin token (client credentials).
+func adminToken(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tok, err := hydra.AdminToken(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }
 
 // startStack starts all five processes exporting their spans to recv, with
@@ -52,7 +96,7 @@ func startStack(t *testing.T, recv *otlptest.Receiver, serviceEnv map[string][]s
 	}
 	logDir := t.TempDir()
 	s, err := stack.Start(stack.Config{
-		BinDir: binDir, LogDir: logDir, Databases: dbs, SQSEndpoint: sqs.Endpoint, SMTPAddr: smtp.Addr(),
+		BinDir: binDir, LogDir: logDir, Databases: dbs, SQSEndpoint: sqs.Endpoint, SMTPAddr: smtp.Addr(), Hydra: hydra,
 		Env:        []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + recv.Endpoint(), "OTEL_TRACES_SAMPLER_ARG=1"},
 		ServiceEnv: serviceEnv,
 	})
@@ -105,16 +149,18 @@ func call(t *testing.T, method, url string, body any, headers ...string) (int, m
 	return resp.StatusCode, out
 }
 
-var keys int
+var keys atomic.Int64
 
-func placeOrder(t *testing.T, s *stack.Stack, sku string, qty int, method string) (int, map[string]any) {
+// placeOrder places an order as the customer whose token it is; the
+// customer comes from the token, so the body names none.
+func placeOrder(t *testing.T, s *stack.Stack, token, sku string, qty int, method string) (int, map[string]any) {
 	t.Helper()
-	keys++
 	return call(t, http.MethodPost, s.URL("order", "/v1/orders"), map[string]any{
-		"customer_id": "cus_trace", "email": "trace@example.com",
+		"email":          "trace@example.com",
 		"items":          []map[string]any{{"sku": sku, "quantity": qty}},
 		"payment_method": method,
-	}, "Idempotency-Key", fmt.Sprintf("trace-%d-%d", time.Now().UnixNano(), keys))
+	}, "Idempotency-Key", fmt.Sprintf("trace-%d-%d", time.Now().UnixNano(), keys.Add(1)),
+		"Authorization", "Bearer "+token)
 }
 
 // eventually polls cond every 100ms until it holds or timeout passes.
@@ -129,12 +175,14 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 	}
 }
 
-// notified waits until the invoice and the e-mail of order id exist.
-func notified(t *testing.T, s *stack.Stack, id string) {
+// notified waits until the invoice and the e-mail of order id exist, read
+// with token: the order's customer's (404 until there are some) or an
+// admin's.
+func notified(t *testing.T, s *stack.Stack, token, id string) {
 	t.Helper()
 	eventually(t, 30*time.Second, "invoice and e-mail of order "+id, func() bool {
-		_, inv := call(t, http.MethodGet, s.URL("notification", "/v1/invoices?order_id="+id), nil)
-		_, em := call(t, http.MethodGet, s.URL("notification", "/v1/emails?order_id="+id), nil)
+		_, inv := call(t, http.MethodGet, s.URL("notification", "/v1/invoices?order_id="+id), nil, "Authorization", "Bearer "+token)
+		_, em := call(t, http.MethodGet, s.URL("notification", "/v1/emails?order_id="+id), nil, "Authorization", "Bearer "+token)
 		i, _ := inv["invoices"].([]any)
 		e, _ := em["emails"].([]any)
 		return len(i) == 1 && len(e) == 1

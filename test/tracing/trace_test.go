@@ -26,13 +26,17 @@ func TestOneTracePerOrder(t *testing.T) {
 	}
 	t.Cleanup(func() { recv.Close() })
 	s := startStack(t, recv, nil)
+	token := customerToken(t)
 
-	status, body := placeOrder(t, s, "SKU-00001", 1, "pm_card_ok")
+	status, body := placeOrder(t, s, token, "SKU-00001", 1, "pm_card_ok")
 	if status != http.StatusCreated {
 		t.Fatalf("POST /v1/orders = %d %v; want 201", status, body)
 	}
+	if body["customer_id"] != customer {
+		t.Errorf("order customer_id = %v; want %s, the token's subject", body["customer_id"], customer)
+	}
 	id := body["id"].(string)
-	notified(t, s, id)
+	notified(t, s, token, id)
 
 	// The root: order's server span of the POST.
 	var root otlptest.Span

@@ -287,7 +287,7 @@ func (f *fixture) signUp(t *testing.T, email, password string) string {
 	if len(problems) > 0 {
 		t.Fatalf("sign-up %s: %v", email, problems)
 	}
-	c, err := f.svc.SignUp(context.Background(), in)
+	c, err := f.svc.SignUp(context.Background(), "192.0.2.250", in)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -104,7 +104,7 @@ func handleCustomerCreate(log *slog.Logger, svc *Service) http.Handler {
 			writeError(w, r, log, nil, err)
 			return
 		}
-		c, err := svc.SignUp(r.Context(), req)
+		c, err := svc.SignUp(r.Context(), clientIP(r), req)
 		if err != nil {
 			writeError(w, r, log, nil, err)
 			return

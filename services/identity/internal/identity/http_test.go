@@ -301,6 +301,18 @@ func TestHandler_Consent(t *testing.T) {
 	if resp := f.get(t, b, "/consent?consent_challenge=c-remembered"); resp.status != http.StatusFound {
 		t.Errorf("GET /consent (skip) = %d; want 302", resp.status)
 	}
+	// A client registered with the admin scope gets only what a customer may grant.
+	f.hydra.addConsent("c-greedy", ConsentRequest{Client: HydraClient{ID: "greedy", SkipConsent: true},
+		RequestedScope: []string{"openid", "orders", "orderflow.admin", "payments"}, RequestedAudience: aud})
+	if resp := f.get(t, b, "/consent?consent_challenge=c-greedy"); resp.status != http.StatusFound {
+		t.Errorf("GET /consent (greedy client) = %d; want 302", resp.status)
+	}
+	f.hydra.mu.Lock()
+	greedy := f.hydra.granted["c-greedy"]
+	f.hydra.mu.Unlock()
+	if got := strings.Join(greedy[0], " "); got != "openid orders" {
+		t.Errorf("scopes granted to a client asking for orderflow.admin = %q; want %q", got, "openid orders")
+	}
 
 	form := func(ch string) url.Values {
 		page := f.get(t, b, "/consent?consent_challenge="+ch)
@@ -336,7 +348,7 @@ func TestHandler_Consent(t *testing.T) {
 
 	f.hydra.mu.Lock()
 	defer f.hydra.mu.Unlock()
-	want := map[string][2][]string{"c-first-party": {scope, aud}, "c-remembered": {scope, {}}, "c-allow": {scope, aud}}
+	want := map[string][2][]string{"c-first-party": {scope, aud}, "c-remembered": {scope, {}}, "c-allow": {scope, aud}, "c-greedy": {scope, aud}}
 	if diff := cmp.Diff(want, f.hydra.granted); diff != "" {
 		t.Errorf("grants at Hydra (-want +got):\n%s", diff)
 	}
