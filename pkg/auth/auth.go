@@ -5,9 +5,10 @@
 // here; any provider that publishes a JWKS works, so swapping it is
 // configuration). A Verifier checks each token locally, with
 // github.com/coreos/go-oidc/v3: the signature against the issuer's JWKS
-// (fetched once, cached, fetched again when a token names an unknown key
-// id), the algorithm (RS256 only: no "none", no HMAC with a public key),
-// the issuer, the audience and the expiry. Nobody calls the provider per
+// (keys.go: fetched once, cached, fetched again when a token names an
+// unknown key id or the set is an hour old, at most every 10 s), the
+// algorithm (RS256 only: no "none", no HMAC with a public key), the
+// issuer, the audience and the expiry. Nobody calls the provider per
 // request. A verified token's decision is cached for a short time, so a
 // client that sends the same token many times pays for the signature once.
 //
@@ -96,6 +97,7 @@ var ErrInvalidToken = errors.New("invalid token")
 // per process.
 type Verifier struct {
 	v     *oidc.IDTokenVerifier
+	keys  *keySet
 	cfg   Config
 	log   *slog.Logger
 	now   func() time.Time
@@ -121,12 +123,9 @@ func NewVerifier(cfg Config, hc *http.Client, log *slog.Logger) (*Verifier, erro
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = 10_000
 	}
-	ctx := context.Background()
-	if hc != nil {
-		ctx = oidc.ClientContext(ctx, hc)
-	}
-	keys := oidc.NewRemoteKeySet(ctx, cfg.JWKSURL)
+	keys := newKeySet(cfg.JWKSURL, hc)
 	return &Verifier{
+		keys: keys,
 		v: oidc.NewVerifier(cfg.Issuer, keys, &oidc.Config{
 			ClientID:             cfg.Audience,
 			SupportedSigningAlgs: []string{oidc.RS256},

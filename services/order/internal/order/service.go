@@ -86,6 +86,13 @@ func NewService(store *Store, inv Inventory, pay Payments, cfg Config, log *slog
 	return &Service{store: store, inv: inv, pay: pay, cfg: cfg, log: log}
 }
 
+// customerKey is the stored form of a customer's idempotency key: keys are
+// per customer, so two customers who happen to send the same key never see
+// each other's answer or a 422. Customer ids hold no control characters
+// (CreateRequest.Validate, and the token's subject), so the separator
+// keeps the pair unambiguous.
+func customerKey(customerID, key string) string { return customerID + "\x1f" + key }
+
 // pollInterval is how often a duplicate request checks whether the
 // original has finished.
 const pollInterval = 25 * time.Millisecond
@@ -99,6 +106,7 @@ func (s *Service) Create(ctx context.Context, caller auth.Principal, key string,
 		return Outcome{}, ErrCustomerMismatch
 	}
 	req.CustomerID = caller.Subject
+	key = customerKey(caller.Subject, key)
 
 	deadline := time.Now().Add(s.cfg.RequestTimeout)
 	waitCtx, cancel := context.WithDeadline(ctx, deadline)

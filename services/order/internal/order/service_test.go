@@ -438,7 +438,7 @@ func insertOrder(t *testing.T, h *harness, key string, created time.Time) string
 	o := Order{ID: uuid.Must(uuid.NewV7()).String(), CustomerID: "cus_1",
 		PaymentMethod: "pm_card_ok", Currency: "USD", CreatedAt: created,
 		Items: []Item{{SKU: "SKU-1", Quantity: 1}}}
-	c, err := h.svc.store.begin(context.Background(), key, []byte("hash"), o)
+	c, err := h.svc.store.begin(context.Background(), customerKey(o.CustomerID, key), []byte("hash"), o)
 	if err != nil || c.state != claimStarted {
 		t.Fatalf("begin = %+v, %v", c, err)
 	}
@@ -468,7 +468,7 @@ func TestRecover_StalePending(t *testing.T) {
 	var status int
 	var response []byte
 	if err := h.pool.QueryRow(context.Background(),
-		`SELECT status_code, response FROM idempotency_keys WHERE key = 'stale'`).Scan(&status, &response); err != nil {
+		`SELECT status_code, response FROM idempotency_keys WHERE key = $1`, customerKey("cus_1", "stale")).Scan(&status, &response); err != nil {
 		t.Fatal(err)
 	}
 	var p map[string]any
@@ -580,8 +580,8 @@ func TestCreate_InProgressTimesOut(t *testing.T) {
 	h := newHarness(t, Config{RequestTimeout: 100 * time.Millisecond, RecoveryAfter: time.Hour})
 	id := insertOrder(t, h, "k1", time.Now())
 	// insertOrder stored a dummy hash; make it the request's.
-	if _, err := h.pool.Exec(context.Background(), `UPDATE idempotency_keys SET request_hash = $1 WHERE key = 'k1'`,
-		mustParse(t, okBody).hash()); err != nil {
+	if _, err := h.pool.Exec(context.Background(), `UPDATE idempotency_keys SET request_hash = $1 WHERE key = $2`,
+		mustParse(t, okBody).hash(), customerKey("cus_1", "k1")); err != nil {
 		t.Fatal(err)
 	}
 	w := h.post(t, "k1", okBody)
@@ -875,5 +875,24 @@ func TestCreate_NotifyInline(t *testing.T) {
 				t.Errorf("notification calls after a decline = %d; want 1", n)
 			}
 		})
+	}
+}
+
+// TestCreate_KeysPerCustomer: the same Idempotency-Key from two customers
+// is two orders, not a replay or a 422 of the other's.
+func TestCreate_KeysPerCustomer(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{})
+	first := h.post(t, "shared-key", okBody)
+	if first.Code != http.StatusCreated {
+		t.Fatalf("cus_1 = %d %s", first.Code, first.Body)
+	}
+	h.caller = customerCus2
+	second := h.post(t, "shared-key", strings.Replace(okBody, `"customer_id":"cus_1",`, "", 1))
+	if second.Code != http.StatusCreated || second.Header().Get("Idempotent-Replayed") != "" {
+		t.Fatalf("cus_2 with cus_1's key = %d %s (replayed %q); want a new 201", second.Code, second.Body, second.Header().Get("Idempotent-Replayed"))
+	}
+	if a, b := decodeOrder(t, first).ID, decodeOrder(t, second).ID; a == b {
+		t.Errorf("both customers got order %s", a)
 	}
 }
