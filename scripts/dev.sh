@@ -21,13 +21,14 @@ secrets="$RUN_DIR/secrets.env"
 touch "$secrets" && chmod 600 "$secrets"
 for name in HYDRA_SECRETS_SYSTEM ADMIN_CLIENT_SECRET ORDER_CLIENT_SECRET IDENTITY_CSRF_KEY PROVIDER_API_KEY DEMO_PASSWORD; do
   if [ -n "${!name:-}" ]; then
-    sed -i "/^$name=/d" "$secrets"; echo "$name=${!name}" >>"$secrets"
+    sed -i "/^$name=/d" "$secrets"; printf '%s=%q\n' "$name" "${!name}" >>"$secrets"
   elif ! grep -q "^$name=" "$secrets"; then
-    echo "$name=$(openssl rand -hex 24)" >>"$secrets"
+    printf '%s=%q\n' "$name" "$(openssl rand -hex 24)" >>"$secrets"
     new_secrets="${new_secrets:-} $name"
   fi
 done
-set -a; source "$secrets"; set +a
+# Read, not exported: each secret is passed only to the process that needs it.
+source "$secrets"
 
 "$ROOT/scripts/deps.sh" --mail
 
@@ -38,12 +39,8 @@ say "building the services"
 mkdir -p bin
 go build -o bin/ ./services/order ./services/inventory ./services/payment ./services/payment/provider \
   ./services/notification ./services/identity ./tools/token
-# Hydra encrypts its keys with HYDRA_SECRETS_SYSTEM: a new secret cannot
-# read the old database, so it starts from an empty one.
-if [[ " ${new_secrets:-} " == *" HYDRA_SECRETS_SYSTEM "* ]]; then
-  psql "$PG_URL/postgres?sslmode=disable" -qc "DROP DATABASE IF EXISTS hydra WITH (FORCE)" -c "CREATE DATABASE hydra"
-fi
-"$ROOT/scripts/hydra.sh" start
+HYDRA_SECRETS_SYSTEM=$HYDRA_SECRETS_SYSTEM ADMIN_CLIENT_SECRET=$ADMIN_CLIENT_SECRET ORDER_CLIENT_SECRET=$ORDER_CLIENT_SECRET \
+  "$ROOT/scripts/hydra.sh" start
 
 export AWS_REGION=${AWS_REGION:-us-east-1} AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}
 export AWS_ENDPOINT_URL_SQS=${AWS_ENDPOINT_URL_SQS:-http://127.0.0.1:$SQS_PORT}
@@ -73,9 +70,12 @@ if [ "$REPLICAS" -gt 1 ]; then drain=${SHUTDOWN_DRAIN:-3s}; fi
 for f in "$RUN_DIR"/pids/order-*.pid "$RUN_DIR"/pids/inventory-*.pid "$RUN_DIR"/pids/haproxy.pid; do
   [ -e "$f" ] && stop_pid "$(basename "$f" .pid)"
 done
-# Every service checks tokens against Hydra's keys; the gateway on
-# loopback is the proxy whose X-Forwarded-For they believe.
-export AUTH_ISSUER=http://127.0.0.1:$HYDRA_PUBLIC_PORT/ TRUSTED_PROXIES=${TRUSTED_PROXIES:-127.0.0.1}
+# Every service checks tokens against Hydra's keys; the gateway is the
+# proxy whose X-Forwarded-For they believe. It connects from 127.0.0.2
+# (GATEWAY_SOURCE): every other local process comes from 127.0.0.1, so it
+# cannot pick the address it is rate limited by.
+GATEWAY_SOURCE=${GATEWAY_SOURCE:-127.0.0.2}
+export AUTH_ISSUER=http://127.0.0.1:$HYDRA_PUBLIC_PORT/ TRUSTED_PROXIES=${TRUSTED_PROXIES:-$GATEWAY_SOURCE}
 start provider $PROVIDER_PORT PROVIDER_ADDR=127.0.0.1:$PROVIDER_PORT PROVIDER_API_KEY="$PROVIDER_API_KEY"
 start payment $PAYMENT_PORT PAYMENT_ADDR=127.0.0.1:$PAYMENT_PORT \
   PAYMENT_DATABASE_URL="$PG_URL/payments?sslmode=disable" PAYMENT_PROVIDER_URL=http://127.0.0.1:$PROVIDER_PORT \
@@ -137,7 +137,7 @@ need_cmd haproxy haproxy
 "$ROOT/scripts/tls.sh" "$RUN_DIR/tls" >/dev/null
 stop_pid gateway
 port_open 127.0.0.1 "$GATEWAY_PORT" && die "port $GATEWAY_PORT is taken by another process (set GATEWAY_PORT)"
-gw_env=(GATEWAY_ADDR=127.0.0.1:$GATEWAY_PORT GATEWAY_CERT="$RUN_DIR/tls/server.pem"
+gw_env=(GATEWAY_ADDR=127.0.0.1:$GATEWAY_PORT GATEWAY_CERT="$RUN_DIR/tls/server.pem" GATEWAY_SOURCE=$GATEWAY_SOURCE
   ORDER_UPSTREAM=127.0.0.1:$ORDER_PORT INVENTORY_UPSTREAM=127.0.0.1:$INVENTORY_PORT
   NOTIFICATION_UPSTREAM=127.0.0.1:$NOTIFICATION_PORT IDENTITY_UPSTREAM=127.0.0.1:$IDENTITY_PORT
   HYDRA_UPSTREAM=127.0.0.1:$HYDRA_PUBLIC_PORT)
@@ -146,14 +146,22 @@ env "${gw_env[@]}" haproxy -c -q -f deploy/gateway/haproxy.cfg || die "invalid g
 start_bg gateway env "${gw_env[@]}" haproxy -db -f deploy/gateway/haproxy.cfg
 wait_port gateway 127.0.0.1 "$GATEWAY_PORT" 15
 
-# The demo customer (201 the first time, 409 email_taken after; a new
-# DEMO_PASSWORD replaces it).
-if [[ " ${new_secrets:-} " == *" DEMO_PASSWORD "* ]]; then
+# The demo customer: 201 the first time, 409 email_taken after. When it
+# exists with another password (another checkout on this machine made it),
+# it is made again with this one.
+[[ $DEMO_PASSWORD =~ ^[[:print:]]{10,}$ && $DEMO_PASSWORD != *[\"\\]* ]] ||
+  die "DEMO_PASSWORD must be 10+ printable characters without \" or \\"
+# The body on stdin: the password never appears in a command line.
+demo_customer() {
+  curl -s -o "$RUN_DIR/logs/demo-customer.json" -w '%{http_code}' -X POST "http://127.0.0.1:$IDENTITY_PORT/v1/customers" \
+    -H 'Content-Type: application/json' --data-binary @- \
+    <<<"{\"email\":\"demo@orderflow.local\",\"password\":\"$DEMO_PASSWORD\",\"name\":\"Demo Customer\"}"
+}
+code=$(demo_customer)
+if [ "$code" = 409 ] && ! EMAIL=demo@orderflow.local PASSWORD=$DEMO_PASSWORD bin/token >/dev/null 2>&1; then
   psql "$PG_URL/identity?sslmode=disable" -qc "DELETE FROM customers WHERE email = 'demo@orderflow.local'"
+  code=$(demo_customer)
 fi
-code=$(curl -s -o "$RUN_DIR/logs/demo-customer.json" -w '%{http_code}' -X POST "http://127.0.0.1:$IDENTITY_PORT/v1/customers" \
-  -H 'Content-Type: application/json' \
-  -d "{\"email\":\"demo@orderflow.local\",\"password\":\"$DEMO_PASSWORD\",\"name\":\"Demo Customer\"}")
 [ "$code" = 201 ] || [ "$code" = 409 ] || die "creating the demo customer answered $code: $(cat "$RUN_DIR/logs/demo-customer.json")"
 
 cat <<MSG

@@ -20,20 +20,37 @@ start)
   stop_pid hydra
   port_open 127.0.0.1 "$HYDRA_PUBLIC_PORT" && die "port $HYDRA_PUBLIC_PORT is taken by another process (set HYDRA_PUBLIC_PORT)"
   dsn="$PG_URL/hydra?sslmode=disable"
-  DSN="$dsn" "$bin" migrate sql up -e --yes >>"$RUN_DIR/logs/hydra.log" 2>&1 ||
-    die "hydra migrate failed (log: $RUN_DIR/logs/hydra.log)"
-  say "starting Ory Hydra (issuer http://127.0.0.1:$HYDRA_PUBLIC_PORT/, admin :$HYDRA_ADMIN_PORT)"
-  # --dev: plain HTTP on loopback (the gateway terminates TLS in front of it).
-  DSN="$dsn" SECRETS_SYSTEM="$HYDRA_SECRETS_SYSTEM" \
-    SERVE_PUBLIC_PORT=$HYDRA_PUBLIC_PORT SERVE_ADMIN_PORT=$HYDRA_ADMIN_PORT \
-    URLS_SELF_ISSUER="http://127.0.0.1:$HYDRA_PUBLIC_PORT/" \
-    URLS_LOGIN="http://127.0.0.1:${IDENTITY_PORT:-8084}/login" URLS_CONSENT="http://127.0.0.1:${IDENTITY_PORT:-8084}/consent" \
-    start_bg hydra "$bin" serve all --dev -c "$ROOT/deploy/hydra/hydra.yml"
-  wait_http hydra "http://127.0.0.1:$HYDRA_ADMIN_PORT/health/ready" 60
+  serve() {
+    DSN="$dsn" "$bin" migrate sql up -e --yes >>"$RUN_DIR/logs/hydra.log" 2>&1 ||
+      die "hydra migrate failed (log: $RUN_DIR/logs/hydra.log)"
+    say "starting Ory Hydra (issuer http://127.0.0.1:$HYDRA_PUBLIC_PORT/, admin :$HYDRA_ADMIN_PORT)"
+    # --dev: plain HTTP on loopback (the gateway terminates TLS in front of it).
+    DSN="$dsn" SECRETS_SYSTEM="$HYDRA_SECRETS_SYSTEM" \
+      SERVE_PUBLIC_PORT=$HYDRA_PUBLIC_PORT SERVE_ADMIN_PORT=$HYDRA_ADMIN_PORT \
+      URLS_SELF_ISSUER="http://127.0.0.1:$HYDRA_PUBLIC_PORT/" \
+      URLS_LOGIN="http://127.0.0.1:${IDENTITY_PORT:-8084}/login" URLS_CONSENT="http://127.0.0.1:${IDENTITY_PORT:-8084}/consent" \
+      start_bg hydra "$bin" serve all --dev -c "$ROOT/deploy/hydra/hydra.yml"
+    wait_http hydra "http://127.0.0.1:$HYDRA_ADMIN_PORT/health/ready" 60
+  }
+  serve
+  # Hydra encrypts its signing keys with HYDRA_SECRETS_SYSTEM. A database
+  # written with another secret (another checkout on this machine, a
+  # deleted .dev/secrets.env) cannot be read: on this dev server it holds
+  # only Orderflow's clients and short-lived grants, so start it afresh.
+  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HYDRA_PUBLIC_PORT/.well-known/openid-configuration")
+  if [ "$code" = 500 ]; then
+    say "Hydra's database was made with another HYDRA_SECRETS_SYSTEM: starting it afresh"
+    stop_pid hydra
+    psql "$PG_URL/postgres?sslmode=disable" -qc "DROP DATABASE IF EXISTS hydra WITH (FORCE)" -c "CREATE DATABASE hydra"
+    serve
+  fi
   admin="http://127.0.0.1:$HYDRA_ADMIN_PORT"
   hydra_client "$admin" orderflow-cli "$(cat deploy/hydra/clients/orderflow-cli.json)"
-  hydra_client "$admin" orderflow-admin "$(sed "s|\${SECRET}|$ADMIN_CLIENT_SECRET|" deploy/hydra/clients/orderflow-admin.json)"
-  hydra_client "$admin" orderflow-order "$(sed "s|\${SECRET}|$ORDER_CLIENT_SECRET|" deploy/hydra/clients/orderflow-order.json)"
+  # The secrets are put in with bash, not sed: never in a command line.
+  json=$(<deploy/hydra/clients/orderflow-admin.json)
+  hydra_client "$admin" orderflow-admin "${json//'${SECRET}'/$ADMIN_CLIENT_SECRET}"
+  json=$(<deploy/hydra/clients/orderflow-order.json)
+  hydra_client "$admin" orderflow-order "${json//'${SECRET}'/$ORDER_CLIENT_SECRET}"
   ;;
 *)
   die "usage: scripts/hydra.sh build|start"

@@ -8,7 +8,7 @@ cd "$ROOT"
 if [ -z "${EMAIL:-}" ] && [ -z "${PASSWORD:-}" ]; then
   [ -f "$RUN_DIR/secrets.env" ] || die "no demo customer yet: run make dev first (or pass EMAIL=… PASSWORD=…)"
   EMAIL=demo@orderflow.local
-  PASSWORD=$(sed -n 's/^DEMO_PASSWORD=//p' "$RUN_DIR/secrets.env")
+  PASSWORD=$(source "$RUN_DIR/secrets.env" && echo "$DEMO_PASSWORD")
 fi
 [ -n "${EMAIL:-}" ] && [ -n "${PASSWORD:-}" ] || die "give both EMAIL=… and PASSWORD=…"
 bin="$ROOT/bin/token"
