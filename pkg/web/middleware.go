@@ -14,6 +14,35 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 )
 
+// maxRequestIDLen bounds a client-sent X-Request-Id.
+const maxRequestIDLen = 64
+
+// requestID is chi's middleware.RequestID, which takes a client's
+// X-Request-Id as it is: an id longer than 64 bytes or with anything but
+// printable ASCII is dropped and a new one made, so a client cannot write
+// megabytes or control characters into every log line.
+func requestID(next http.Handler) http.Handler {
+	h := middleware.RequestID(next)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id := r.Header.Get(middleware.RequestIDHeader); id != "" && !printableID(id) {
+			r.Header.Del(middleware.RequestIDHeader)
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func printableID(id string) bool {
+	if len(id) > maxRequestIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x21 || id[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
 // Recoverer turns a panic in a handler into a logged 500 problem, so no panic
 // reaches a client as a dropped connection. http.ErrAbortHandler is re-raised:
 // it is how a handler deliberately aborts a response.
@@ -73,7 +102,7 @@ func RequestLogger(log *slog.Logger) func(http.Handler) http.Handler {
 // Unknown routes and methods answer with problem bodies.
 func NewRouter(log *slog.Logger) *chi.Mux {
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, RequestLogger(log), Recoverer(log))
+	r.Use(requestID, RequestLogger(log), Recoverer(log))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		WriteProblem(w, NewProblem(http.StatusNotFound, "not_found", "no such route: "+r.URL.Path))
 	})

@@ -11,6 +11,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/go-chi/chi/v5/middleware"
+
 	"github.com/orderflow/orderflow/pkg/web"
 )
 
@@ -128,4 +130,24 @@ func FuzzDecodeBytes(f *testing.F) {
 			t.Fatalf("DecodeBytes(%q) = %v; want a 4xx problem with a code", body, err)
 		}
 	})
+}
+
+func TestRouter_RequestIDCapped(t *testing.T) {
+	t.Parallel()
+	var got string
+	h := web.NewRouter(slog.New(slog.DiscardHandler))
+	h.Get("/", func(w http.ResponseWriter, r *http.Request) { got = middleware.GetReqID(r.Context()) })
+	for _, tc := range []struct{ sent, want string }{
+		{"abc-123", "abc-123"},
+		{strings.Repeat("x", 65), ""},
+		{"bad\x01id", ""},
+		{"spaced id", ""},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("X-Request-Id", tc.sent)
+		h.ServeHTTP(httptest.NewRecorder(), r)
+		if tc.want != "" && got != tc.want || tc.want == "" && (got == tc.sent || got == "") {
+			t.Errorf("X-Request-Id %q → request id %q; want %q (or a fresh one)", tc.sent, got, tc.want)
+		}
+	}
 }

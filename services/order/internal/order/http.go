@@ -172,8 +172,11 @@ func handleOrderList(log *slog.Logger, svc *Service) http.Handler {
 		q := r.URL.Query()
 		problems := map[string]string{}
 		customerID := q.Get("customer_id")
-		if len(customerID) > MaxIDLength {
+		switch {
+		case len(customerID) > MaxIDLength:
 			problems["customer_id"] = "must be at most 64 characters"
+		case !utf8.ValidString(customerID) || hasControl(customerID):
+			problems["customer_id"] = "must be UTF-8 without control characters"
 		}
 		limit := DefaultLimit
 		if v := q.Get("limit"); v != "" {

@@ -86,6 +86,14 @@ func NewService(store *Store, inv Inventory, pay Payments, cfg Config, log *slog
 	return &Service{store: store, inv: inv, pay: pay, cfg: cfg, log: log}
 }
 
+// canonicalID reports whether id is a UUID in its one canonical form (36
+// characters, lower-case hex and dashes): "urn:uuid:…", braces and upper
+// case are no ids of this API, and never reach the database.
+func canonicalID(id string) bool {
+	u, err := uuid.Parse(id)
+	return err == nil && u.String() == id
+}
+
 // customerKey is the stored form of a customer's idempotency key: keys are
 // per customer, so two customers who happen to send the same key never see
 // each other's answer or a 422. Customer ids hold no control characters
@@ -475,7 +483,7 @@ func (s *Service) logCompensation(ctx context.Context, orderID, action, paymentI
 // customer, ErrNotFound otherwise (another's order is not confirmed to
 // exist).
 func (s *Service) Get(ctx context.Context, caller auth.Principal, id string) (Order, error) {
-	if _, err := uuid.Parse(id); err != nil {
+	if !canonicalID(id) {
 		return Order{}, ErrNotFound
 	}
 	o, err := s.store.Get(ctx, id)
@@ -562,7 +570,7 @@ func decodeCursor(s string) (Cursor, error) {
 // a cancelled order returns it unchanged. Only the order's customer may
 // cancel it: another's order is ErrNotFound.
 func (s *Service) Cancel(ctx context.Context, caller auth.Principal, id string) (Order, error) {
-	if _, err := uuid.Parse(id); err != nil {
+	if !canonicalID(id) {
 		return Order{}, ErrNotFound
 	}
 	owned, err := s.store.Get(ctx, id)

@@ -896,3 +896,34 @@ func TestCreate_KeysPerCustomer(t *testing.T) {
 		t.Errorf("both customers got order %s", a)
 	}
 }
+
+// TestHostileInputs: values that once reached the database as 500s are
+// answered 4xx and change nothing.
+func TestHostileInputs(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{})
+	w := h.post(t, "k-hostile", okBody)
+	id := decodeOrder(t, w).ID
+	h.caller = operator
+	for _, tc := range []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", "/v1/orders?customer_id=%FF", 400},
+		{"GET", "/v1/orders?customer_id=a%00b", 400},
+		{"GET", "/v1/orders/urn:uuid:" + id, 404},
+		{"GET", "/v1/orders/" + strings.ToUpper(id), 404},
+		{"GET", "/v1/orders/%7B" + id + "%7D", 404},
+	} {
+		if w := h.do(t, tc.method, tc.path); w.Code != tc.want {
+			t.Errorf("%s %s = %d %s; want %d", tc.method, tc.path, w.Code, w.Body, tc.want)
+		}
+	}
+	h.caller = customerCus1
+	if w := h.do(t, "POST", "/v1/orders/urn:uuid:"+id+"/cancel"); w.Code != 404 {
+		t.Errorf("cancel urn:uuid: = %d; want 404", w.Code)
+	}
+	if got := h.order(t, id); got.Status != StatusConfirmed {
+		t.Errorf("order after hostile calls = %s; want confirmed", got.Status)
+	}
+}
