@@ -9,9 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
-
 	"github.com/go-chi/chi/v5/middleware"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/orderflow/orderflow/pkg/web"
 )
