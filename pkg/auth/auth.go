@@ -97,11 +97,10 @@ var ErrInvalidToken = errors.New("invalid token")
 // per process.
 type Verifier struct {
 	v     *oidc.IDTokenVerifier
-	keys  *keySet
 	cfg   Config
 	log   *slog.Logger
 	now   func() time.Time
-	mu    sync.Mutex
+	mu    sync.RWMutex
 	cache map[string]cached
 }
 
@@ -123,10 +122,8 @@ func NewVerifier(cfg Config, hc *http.Client, log *slog.Logger) (*Verifier, erro
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = 10_000
 	}
-	keys := newKeySet(cfg.JWKSURL, hc)
 	return &Verifier{
-		keys: keys,
-		v: oidc.NewVerifier(cfg.Issuer, keys, &oidc.Config{
+		v: oidc.NewVerifier(cfg.Issuer, newKeySet(cfg.JWKSURL, hc), &oidc.Config{
 			ClientID:             cfg.Audience,
 			SupportedSigningAlgs: []string{oidc.RS256},
 		}),
@@ -148,9 +145,9 @@ type claims struct {
 func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
 	now := v.now()
 	if v.cfg.CacheTTL > 0 {
-		v.mu.Lock()
+		v.mu.RLock()
 		c, ok := v.cache[raw]
-		v.mu.Unlock()
+		v.mu.RUnlock()
 		if ok && now.Before(c.expires) {
 			return c.p, nil
 		}
