@@ -101,9 +101,32 @@ func TestGateway(t *testing.T) {
 			t.Errorf("protocol = HTTP/%d, TLS %x; want HTTP/2 over TLS 1.3", resp.ProtoMajor, resp.TLS.Version)
 		}
 	})
-	t.Run("no token through the gateway", func(t *testing.T) {
-		if resp, body := call("POST", "/v1/orders", "", `{}`); resp.StatusCode != 401 {
-			t.Errorf("order without a token = %d %s; want 401", resp.StatusCode, body)
+	refusals := []struct {
+		name, method, path, token string
+		want                      int
+	}{
+		{"no token", "POST", "/v1/orders", "", 401},
+		{"a forged token (alg none)", "POST", "/v1/orders", algNone(t, token(t, "cus_gateway")), 401},
+		{"another customer's order list", "GET", "/v1/orders?customer_id=cus_gateway", token(t, "cus_gateway_other"), 403},
+		{"the order service's token on orders", "GET", "/v1/orders", token(t, "order-service:payments"), 403},
+	}
+	for _, tc := range refusals {
+		t.Run("refused through the gateway: "+tc.name, func(t *testing.T) {
+			resp, body := call(tc.method, tc.path, tc.token, `{"items":[{"sku":"SKU-00012","quantity":1}],"payment_method":"pm_card_ok"}`)
+			if resp.StatusCode != tc.want {
+				t.Errorf("%s %s = %d %s; want %d", tc.method, tc.path, resp.StatusCode, body, tc.want)
+			}
+		})
+	}
+	t.Run("another customer's order through the gateway is 404", func(t *testing.T) {
+		_, body := call("GET", "/v1/orders", token(t, "cus_gateway"), "")
+		i := strings.Index(body, `"id":"`)
+		if i < 0 {
+			t.Fatalf("cus_gateway's orders: %s", body)
+		}
+		id := body[i+6 : i+6+36]
+		if resp, body := call("GET", "/v1/orders/"+id, token(t, "cus_gateway_other"), ""); resp.StatusCode != 404 {
+			t.Errorf("another's order = %d %s; want 404", resp.StatusCode, body)
 		}
 	})
 	internal := []struct{ method, path string }{

@@ -11,9 +11,27 @@
 //
 // It prints one line per target a script can read:
 //
-//	RESULT name=<n> requests=<n> rps=<f> p50_ms=<f> p95_ms=<f> p99_ms=<f> errors=<n> hits=<n> late=<n>
+//	RESULT name=<n> requests=<n> rps=<f> p50_ms=<f> p95_ms=<f> p99_ms=<f> errors=<n> hits=<n> http2=<n> late=<n>
 //
-// hits counts responses with X-Cache: HIT.
+// hits counts responses with X-Cache: HIT, http2 those that came over
+// HTTP/2.
+//
+// Prefixes of a target's URL, combinable (304+h1+auth+https://…):
+//
+//	304+   revalidate with If-None-Match (above)
+//	auth+  send an access token: worker w sends line w of -tokens
+//	h1+    an https target over HTTP/1.1 keep-alive; https targets speak
+//	       HTTP/2 otherwise (ALPN), one connection per worker, as if
+//	       each worker were a client of its own; -cacert is the CA they trust
+//
+// With -r name=FILE, target name sends the requests of FILE instead of
+// product reads: lines "PATH TOKEN" (GET PATH with that access token), one
+// picked at random for each request (GET /v1/orders/{id} as its owner).
+//
+// With -marks, readbench prints "MARK begin <name>" before and "MARK end
+// <name>" after each measured slice and waits for a line on stdin before it
+// goes on, so the caller can sample what every process spent on the slice
+// (loadtest/bench: CPU per request by process).
 //
 // With -rate N the load is open instead of closed: requests start on a
 // fixed schedule, N per second across all workers, whatever the latency, and
@@ -25,7 +43,10 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -40,7 +61,7 @@ import (
 )
 
 func main() {
-	if err := run(os.Args, os.Stdout); err != nil {
+	if err := run(os.Args, os.Stdin, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "readbench:", err)
 		os.Exit(1)
 	}
@@ -50,13 +71,21 @@ func main() {
 type target struct {
 	name, base string
 	revalidate bool
-	etags      []string // by sku number, for revalidate
+	auth       bool // product reads carry the worker's token (-tokens)
+	http1      bool // an https target over HTTP/1.1
+	requests   []request
+	clients    []*http.Client // https targets: one per worker
+	etags      []string       // by sku number, for revalidate
 	latencies  []time.Duration
 	measured   time.Duration
 	errors     int
 	hits       int
+	http2      int
 	late       int
 }
+
+// request is one line of a -r file.
+type request struct{ path, token string }
 
 // targets collects the repeatable -t flag.
 type targets []*target
@@ -69,15 +98,46 @@ func (ts *targets) Set(v string) error {
 		return errors.New("want name=URL or name=304+URL")
 	}
 	t := &target{name: name}
-	t.base, t.revalidate = strings.CutPrefix(url, "304+")
+	for cut := true; cut; {
+		switch {
+		case strings.HasPrefix(url, "304+"):
+			t.revalidate, url = true, url[len("304+"):]
+		case strings.HasPrefix(url, "auth+"):
+			t.auth, url = true, url[len("auth+"):]
+		case strings.HasPrefix(url, "h1+"):
+			t.http1, url = true, url[len("h1+"):]
+		default:
+			cut = false
+		}
+	}
+	t.base = url
 	*ts = append(*ts, t)
 	return nil
 }
 
-func run(args []string, stdout io.Writer) error {
+// requestFiles collects the repeatable -r flag: target name → file.
+type requestFiles map[string]string
+
+func (rf requestFiles) String() string { return fmt.Sprint(len(rf), " request files") }
+
+func (rf requestFiles) Set(v string) error {
+	name, file, ok := strings.Cut(v, "=")
+	if !ok || name == "" || file == "" {
+		return errors.New("want name=FILE")
+	}
+	rf[name] = file
+	return nil
+}
+
+func run(args []string, stdin io.Reader, stdout io.Writer) error {
 	fs := flag.NewFlagSet("readbench", flag.ContinueOnError)
 	var ts targets
-	fs.Var(&ts, "t", "target name=URL, or name=304+URL for If-None-Match (repeatable)")
+	reqFiles := requestFiles{}
+	fs.Var(&ts, "t", "target name=URL; URL prefixes 304+, auth+, h1+ (repeatable)")
+	fs.Var(reqFiles, "r", "name=FILE: target name sends FILE's requests (lines PATH TOKEN) instead of product reads (repeatable)")
+	caFile := fs.String("cacert", "", "CA certificate (PEM) that https targets are checked against (default: the system's)")
+	tokensFile := fs.String("tokens", "", "access tokens, one per line, for auth+ targets")
+	marks := fs.Bool("marks", false, "print MARK lines around each measured slice and wait for a line on stdin after each")
 	conc := fs.Int("c", 32, "concurrent keep-alive workers")
 	dur := fs.Duration("d", 10*time.Second, "measured duration per target")
 	slice := fs.Duration("slice", 2*time.Second, "length of one interleaved slice")
@@ -98,13 +158,78 @@ func run(args []string, stdout io.Writer) error {
 	defer transport.CloseIdleConnections()
 	url := func(t *target, i int) string { return fmt.Sprintf("%s/v1/products/SKU-%05d", t.base, i) }
 
+	var roots *x509.CertPool // nil: the system's
+	if *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		if err != nil {
+			return err
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("%s holds no PEM certificate", *caFile)
+		}
+	}
+	var tokens []string
+	if *tokensFile != "" {
+		var err error
+		if tokens, err = lines(*tokensFile); err != nil {
+			return err
+		}
+	}
+	for _, t := range ts {
+		if t.auth && len(tokens) == 0 {
+			return fmt.Errorf("target %s sends tokens (auth+): pass -tokens", t.name)
+		}
+		if f, ok := reqFiles[t.name]; ok {
+			ls, err := lines(f)
+			if err != nil {
+				return err
+			}
+			for _, l := range ls {
+				path, token, ok := strings.Cut(l, " ")
+				if !ok || !strings.HasPrefix(path, "/") {
+					return fmt.Errorf("%s: want lines PATH TOKEN, got %q", f, l)
+				}
+				t.requests = append(t.requests, request{path, strings.TrimSpace(token)})
+			}
+			delete(reqFiles, t.name)
+		}
+		if !strings.HasPrefix(t.base, "https://") {
+			continue
+		}
+		for range *conc {
+			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+				ForceAttemptHTTP2: !t.http1, MaxIdleConnsPerHost: 2, DisableCompression: true}
+			defer tr.CloseIdleConnections()
+			t.clients = append(t.clients, &http.Client{Transport: tr, Timeout: 10 * time.Second})
+		}
+	}
+	for name := range reqFiles {
+		return fmt.Errorf("-r %s: no such target", name)
+	}
+	in := bufio.NewReader(stdin)
+	mark := func(what string, t *target) error {
+		if !*marks {
+			return nil
+		}
+		fmt.Fprintf(stdout, "MARK %s %s\n", what, t.name)
+		if _, err := in.ReadString('\n'); err != nil {
+			return fmt.Errorf("-marks: waiting for the go-ahead on stdin: %w", err)
+		}
+		return nil
+	}
+
 	for _, t := range ts {
 		if !t.revalidate {
 			continue
 		}
+		c := client
+		if t.clients != nil {
+			c = t.clients[0]
+		}
 		t.etags = make([]string, *hot+1)
 		for i := 1; i <= *hot; i++ {
-			resp, err := client.Get(url(t, i))
+			resp, err := c.Get(url(t, i))
 			if err != nil {
 				return fmt.Errorf("learn etag: %w", err)
 			}
@@ -122,8 +247,8 @@ func run(args []string, stdout io.Writer) error {
 		ctx, cancel := context.WithTimeout(context.Background(), d)
 		defer cancel()
 		type tally struct {
-			lat                []time.Duration
-			errors, hits, late int
+			lat                       []time.Duration
+			errors, hits, http2, late int
 		}
 		tallies := make([]tally, *conc)
 		want := http.StatusOK
@@ -136,6 +261,10 @@ func run(args []string, stdout io.Writer) error {
 			wg.Go(func() {
 				rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
 				tl := &tallies[w]
+				c := client
+				if t.clients != nil {
+					c = t.clients[w]
+				}
 				// Open model: worker w owns every conc-th slot of the
 				// schedule, starting at slot w.
 				var interval time.Duration
@@ -145,8 +274,18 @@ func run(args []string, stdout io.Writer) error {
 					next = start.Add(time.Duration(float64(w) / *rate * float64(time.Second)))
 				}
 				for ctx.Err() == nil {
+					var req *http.Request
 					i := 1 + rng.IntN(*hot)
-					req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url(t, i), nil)
+					if t.requests != nil {
+						rq := t.requests[rng.IntN(len(t.requests))]
+						req, _ = http.NewRequestWithContext(ctx, http.MethodGet, t.base+rq.path, nil)
+						req.Header.Set("Authorization", "Bearer "+rq.token)
+					} else {
+						req, _ = http.NewRequestWithContext(ctx, http.MethodGet, url(t, i), nil)
+						if t.auth {
+							req.Header.Set("Authorization", "Bearer "+tokens[w%len(tokens)])
+						}
+					}
 					if t.revalidate {
 						req.Header.Set("If-None-Match", t.etags[i])
 					}
@@ -163,7 +302,7 @@ func run(args []string, stdout io.Writer) error {
 							return
 						}
 					}
-					resp, err := client.Do(req)
+					resp, err := c.Do(req)
 					if err != nil {
 						if ctx.Err() == nil {
 							tl.errors++
@@ -183,6 +322,9 @@ func run(args []string, stdout io.Writer) error {
 					if resp.Header.Get("X-Cache") == "HIT" {
 						tl.hits++
 					}
+					if resp.ProtoMajor == 2 {
+						tl.http2++
+					}
 					tl.lat = append(tl.lat, elapsed)
 				}
 			})
@@ -196,6 +338,7 @@ func run(args []string, stdout io.Writer) error {
 			t.latencies = append(t.latencies, tl.lat...)
 			t.errors += tl.errors
 			t.hits += tl.hits
+			t.http2 += tl.http2
 			t.late += tl.late
 		}
 	}
@@ -207,7 +350,13 @@ func run(args []string, stdout io.Writer) error {
 	}
 	for done := time.Duration(0); done < *dur; done += *slice {
 		for _, t := range ts {
+			if err := mark("begin", t); err != nil {
+				return err
+			}
 			phase(t, min(*slice, *dur-done), true)
+			if err := mark("end", t); err != nil {
+				return err
+			}
 		}
 	}
 
@@ -220,8 +369,26 @@ func run(args []string, stdout io.Writer) error {
 		pct := func(p float64) float64 {
 			return float64(all[min(len(all)-1, int(p*float64(len(all))))].Microseconds()) / 1000
 		}
-		fmt.Fprintf(stdout, "RESULT name=%s requests=%d rps=%.0f p50_ms=%.3f p95_ms=%.3f p99_ms=%.3f errors=%d hits=%d late=%d\n",
-			t.name, len(all), float64(len(all))/t.measured.Seconds(), pct(0.50), pct(0.95), pct(0.99), t.errors, t.hits, t.late)
+		fmt.Fprintf(stdout, "RESULT name=%s requests=%d rps=%.0f p50_ms=%.3f p95_ms=%.3f p99_ms=%.3f errors=%d hits=%d http2=%d late=%d\n",
+			t.name, len(all), float64(len(all))/t.measured.Seconds(), pct(0.50), pct(0.95), pct(0.99), t.errors, t.hits, t.http2, t.late)
 	}
 	return nil
+}
+
+// lines returns the file's non-empty lines, trimmed.
+func lines(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s is empty", path)
+	}
+	return out, nil
 }
