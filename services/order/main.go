@@ -77,6 +77,14 @@ type config struct {
 	// payment: ORDER_BREAKER_*, ORDER_RETRY_*, ORDER_BULKHEAD, with
 	// ORDER_CALL_TIMEOUT as the timeout of each attempt.
 	downstream resilience.Policy
+
+	// compensation* shape the recovery loop's retries of a failed
+	// compensation (refund, release): full-jitter exponential backoff from
+	// compensationBackoff up to compensationMaxBackoff, parked as needing
+	// an operator after compensationMaxAttempts failed attempts.
+	compensationBackoff     time.Duration
+	compensationMaxBackoff  time.Duration
+	compensationMaxAttempts int
 }
 
 func readConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -108,6 +116,12 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		notificationURL: r.String("ORDER_NOTIFICATION_URL", "http://127.0.0.1:8083"),
 	}
 	cfg.downstream = resilience.ReadPolicy(r, "ORDER", cfg.callTimeout)
+	// A refund or release that keeps failing is retried after at most 1s,
+	// 2s, 4s… (drawn at random below that), at most 5 minutes apart, and
+	// parked for an operator after 10 failed attempts.
+	cfg.compensationBackoff = r.Duration("ORDER_COMPENSATION_BACKOFF", time.Second)
+	cfg.compensationMaxBackoff = r.Duration("ORDER_COMPENSATION_MAX_BACKOFF", 5*time.Minute)
+	cfg.compensationMaxAttempts = r.Int("ORDER_COMPENSATION_MAX_ATTEMPTS", 10)
 	var authErr, proxyErr error
 	cfg.auth, authErr = auth.ReadConfig(getenv)
 	cfg.trustedProxies, proxyErr = web.ParsePrefixes(r.String("TRUSTED_PROXIES", ""))
@@ -120,11 +134,17 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	for name, d := range map[string]time.Duration{
 		"ORDER_CALL_TIMEOUT": cfg.callTimeout, "ORDER_REQUEST_TIMEOUT": cfg.requestTimeout,
-		"ORDER_RECOVERY_INTERVAL": cfg.recoveryInterval,
+		"ORDER_RECOVERY_INTERVAL": cfg.recoveryInterval, "ORDER_COMPENSATION_BACKOFF": cfg.compensationBackoff,
 	} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))
 		}
+	}
+	if cfg.compensationMaxBackoff < cfg.compensationBackoff {
+		errs = append(errs, errors.New("ORDER_COMPENSATION_MAX_BACKOFF must be at least ORDER_COMPENSATION_BACKOFF"))
+	}
+	if cfg.compensationMaxAttempts < 1 {
+		errs = append(errs, errors.New("ORDER_COMPENSATION_MAX_ATTEMPTS must be at least 1"))
 	}
 	// A saga younger than its own deadline must never look dead.
 	if cfg.recoveryAfter <= cfg.requestTimeout {
@@ -160,6 +180,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"inventory_url", cfg.inventoryURL, "payment_url", cfg.paymentURL,
 		"call_timeout", cfg.callTimeout.String(), "request_timeout", cfg.requestTimeout.String(),
 		"recovery_interval", cfg.recoveryInterval.String(), "recovery_after", cfg.recoveryAfter.String(),
+		"compensation_backoff", cfg.compensationBackoff.String(),
+		"compensation_max_backoff", cfg.compensationMaxBackoff.String(),
+		"compensation_max_attempts", cfg.compensationMaxAttempts,
 		"invoice_queue", cfg.invoiceQueue, "email_queue", cfg.emailQueue,
 		"sqs_endpoint", cfg.sqs.Endpoint, "sqs_region", cfg.sqs.Region,
 		"auth_issuer", cfg.auth.Issuer, "auth_audience", cfg.auth.Audience, "auth_cache_ttl", cfg.auth.CacheTTL.String(),
@@ -226,7 +249,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// The policies bound each attempt; CallTimeout is only the backstop of a
 	// whole call with its retries. The request keeps its deadline.
 	svcCfg := order.Config{CallTimeout: cfg.downstream.Budget(), RequestTimeout: cfg.requestTimeout,
-		RecoveryAfter: cfg.recoveryAfter}
+		RecoveryAfter:       cfg.recoveryAfter,
+		CompensationBackoff: cfg.compensationBackoff, CompensationMaxBackoff: cfg.compensationMaxBackoff,
+		CompensationMaxAttempts: cfg.compensationMaxAttempts}
 	if cfg.notifyInline {
 		log.WarnContext(ctx, "ORDER_NOTIFY_INLINE is on: invoices and e-mails are made inside the request")
 		svcCfg.Notify = order.NewNotificationClient(cfg.notificationURL,
@@ -236,6 +261,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		order.NewInventoryClient(cfg.inventoryURL, inventoryGuard),
 		order.NewPaymentClient(cfg.paymentURL, paymentGuard),
 		svcCfg, log)
+	if err := observeCompensations(tel.MeterFor("orderflow/order"), svc); err != nil {
+		return err
+	}
 	relay := outbox.NewRelay(pool, sqsClient, []string{cfg.invoiceQueue, cfg.emailQueue}, log,
 		outbox.WithTracerProvider(tel.Tracer))
 	if err := outbox.ObserveLag(pool, tel.MeterFor("orderflow/outbox")); err != nil {

@@ -181,6 +181,18 @@ func TestRun(t *testing.T) {
 		return resp.StatusCode == http.StatusOK
 	})
 
+	// The gauge counts the compensations waiting for an operator, from the
+	// database, over all replicas.
+	if got := needsAttention(t, base); got != "0" {
+		t.Errorf("orderflow_compensation_needs_attention = %q; want 0", got)
+	}
+	if _, err := pool.Exec(context.Background(), `UPDATE orders SET needs_attention_at = now() WHERE id = $1`, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := needsAttention(t, base); got != "1" {
+		t.Errorf("orderflow_compensation_needs_attention = %q after parking one; want 1", got)
+	}
+
 	cancel()
 	select {
 	case err := <-done:
@@ -207,4 +219,26 @@ func waitFor(t *testing.T, done <-chan error, ok func() bool) {
 			t.Fatal("timed out waiting")
 		}
 	}
+}
+
+// needsAttention returns the value of orderflow_compensation_needs_attention
+// in the service's /metrics, "" when it is absent.
+func needsAttention(t *testing.T, base string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "orderflow_compensation_needs_attention{") || strings.HasPrefix(line, "orderflow_compensation_needs_attention ") {
+			return line[strings.LastIndex(line, " ")+1:]
+		}
+	}
+	t.Errorf("/metrics has no orderflow_compensation_needs_attention:\n%s", body)
+	return ""
 }

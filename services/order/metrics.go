@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -10,7 +12,44 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/orderflow/orderflow/pkg/web"
+	"github.com/orderflow/orderflow/services/order/internal/order"
 )
+
+// observeCompensations exports the recovery loop's compensations, read when
+// scraped: orderflow_compensation_needs_attention, how many orders (over
+// all replicas, from the database) have a compensation the loop gave up on
+// and an operator must look at (GET /admin/compensations) — the alert fires
+// while it is above 0 — and orderflow_compensation_attempts_total{outcome},
+// this replica's attempts by outcome (done, retry, needs_attention).
+func observeCompensations(meter metric.Meter, svc *order.Service) error {
+	_, err := meter.Int64ObservableGauge("orderflow.compensation.needs_attention",
+		metric.WithDescription("Orders whose compensation (refund, release) failed every automatic attempt and waits for an operator."),
+		metric.WithInt64Callback(func(ctx context.Context, o metric.Int64Observer) error {
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			n, err := svc.CountNeedingAttention(ctx)
+			if err != nil {
+				return err
+			}
+			o.Observe(int64(n))
+			return nil
+		}))
+	if err != nil {
+		return fmt.Errorf("compensation needs_attention metric: %w", err)
+	}
+	_, err = meter.Int64ObservableCounter("orderflow.compensation.attempts",
+		metric.WithDescription("The recovery loop's compensation attempts by outcome: done, retry (failed, retried later), needs_attention (failed for the last time)."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			for outcome, n := range svc.CompensationOutcomes() {
+				o.Observe(int64(n), metric.WithAttributes(attribute.String("outcome", outcome)))
+			}
+			return nil
+		}))
+	if err != nil {
+		return fmt.Errorf("compensation attempts metric: %w", err)
+	}
+	return nil
+}
 
 // sagaMetrics counts the outcome of every order the saga finishes, from the
 // answer to POST /v1/orders: orderflow_orders_total{status} and

@@ -141,19 +141,27 @@ func requireVolume(t *testing.T, pool *pgxpool.Pool, want map[string]float64) {
 const orderColumns = `id, customer_id, email, status, payment_method, total_cents, currency,
 	payment_id, failure_reason, created_at, updated_at`
 
+// compensationColumns is copied from services/order/internal/order/store.go.
+const compensationColumns = `id, status, compensation_attempts, compensation_error, needs_attention_at`
+
 func TestIndexes_Order(t *testing.T) {
 	t.Parallel()
 	// 200k orders of 20k customers with three items each, an idempotency key
 	// each, and an outbox where all but 0.1% of the events were sent. A few
-	// orders are pending or due for compensation, as in steady state.
+	// orders are pending or due for compensation, and a few cancellations'
+	// compensations were parked for an operator, as in steady state.
 	const seed = `
 INSERT INTO orders (id, customer_id, email, status, payment_method, total_cents, currency, payment_id,
-                    compensate_after, created_at, updated_at)
+                    compensate_after, compensation_attempts, compensation_error, needs_attention_at,
+                    created_at, updated_at)
 SELECT md5('o' || i)::uuid, 'cus_' || (i % 20000), 'c' || i || '@example.com',
        CASE WHEN i % 500 = 0 THEN 'pending' WHEN i % 20 = 0 THEN 'payment_failed'
             WHEN i % 50 = 1 THEN 'cancelled' ELSE 'confirmed' END,
        'pm_card_ok', 1500, 'USD', 'pay_' || i,
        CASE WHEN i % 1000 = 20 THEN now() - interval '1 minute' END,
+       CASE WHEN i % 5000 = 1 THEN 10 ELSE 0 END,
+       CASE WHEN i % 5000 = 1 THEN 'refund pay_' || i || ': connection refused' END,
+       CASE WHEN i % 5000 = 1 THEN now() - i * interval '10 seconds' END,
        now() - i * interval '10 seconds', now() - i * interval '10 seconds'
 FROM generate_series(1, 200000) AS i;
 INSERT INTO order_items (order_id, sku, quantity, unit_price_cents)
@@ -242,7 +250,8 @@ FROM generate_series(1, 200000) AS i`
 			[]any{orderID, "pending", "confirmed", "pay_1", nil, &secs}},
 		{"Store.apply storeResponse", `UPDATE idempotency_keys SET status_code = $3, response = $4, updated_at = now()
 				WHERE key = $1 AND order_id = $2`, []any{"key-42", orderID, 201, []byte(`{}`)}},
-		{"Store.clearCompensation", `UPDATE orders SET compensate_after = NULL WHERE id = $1`, []any{orderID}},
+		{"Store.clearCompensation", `UPDATE orders SET compensate_after = NULL, needs_attention_at = NULL, compensation_error = NULL
+		WHERE id = $1`, []any{orderID}},
 		{"Store.failStale", `WITH stale AS (
 				SELECT id FROM orders
 				WHERE status = 'pending' AND created_at <= now() - make_interval(secs => $1::float8)
@@ -258,9 +267,26 @@ FROM generate_series(1, 200000) AS i`
 		WHERE id IN (
 			SELECT id FROM orders
 			WHERE compensate_after <= now() AND status NOT IN ('pending', 'confirmed')
-			ORDER BY compensate_after LIMIT 50
+			ORDER BY compensate_after LIMIT $2
 			FOR UPDATE SKIP LOCKED)
-		RETURNING ` + orderColumns, []any{secs}},
+		RETURNING id, compensation_attempts`, []any{secs, 8}},
+		{"Store.recordCompensationFailure", `UPDATE orders SET compensation_attempts = compensation_attempts + 1,
+			compensation_error = $2,
+			compensate_after = CASE WHEN compensation_attempts + 1 >= $3 THEN NULL
+				ELSE now() + make_interval(secs => $4::float8) END,
+			needs_attention_at = CASE WHEN compensation_attempts + 1 >= $3 THEN now() END
+		WHERE id = $1 AND compensate_after IS NOT NULL
+		RETURNING compensation_attempts, needs_attention_at IS NOT NULL`, []any{orderID, "release: boom", 10, secs}},
+		{"Store.retryCompensation", `UPDATE orders SET compensation_attempts = 0, needs_attention_at = NULL, compensate_after = now()
+		WHERE id = $1 AND (needs_attention_at IS NOT NULL OR compensate_after IS NOT NULL)
+		RETURNING ` + compensationColumns, []any{orderID}},
+		{"Store.retryCompensation exists", `SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1)`, []any{orderID}},
+		{"Store.needingAttention first page", `SELECT ` + compensationColumns + ` FROM orders WHERE needs_attention_at IS NOT NULL
+			ORDER BY needs_attention_at, id LIMIT $1`, []any{21}},
+		{"Store.needingAttention after cursor", `SELECT ` + compensationColumns + ` FROM orders WHERE needs_attention_at IS NOT NULL
+			AND (needs_attention_at, id) > ($1, $2::uuid)
+			ORDER BY needs_attention_at, id LIMIT $3`, []any{created, orderID, 101}},
+		{"Store.countNeedingAttention", `SELECT count(*) FROM orders WHERE needs_attention_at IS NOT NULL`, nil},
 		{"outbox.Add", `INSERT INTO outbox (event_id, event_type, order_id, payload) VALUES ($1, $2, $3, $4)`,
 			[]any{id, "order.confirmed", orderID, []byte(`{}`)}},
 		{"Relay.PublishBatch pick", `

@@ -99,12 +99,16 @@ func (f *fakeInventory) Release(ctx context.Context, orderID string) error {
 
 // fakePayments is a hand-written payment service. When settleOnError is
 // set, a failing capture still captures: the answer was lost, not the
-// payment.
+// payment. When refundHangs is set, a refund answers only when its context
+// ends, the way a downstream that accepted the connection and went silent
+// does; onHang, when set, is told of each hanging refund.
 type fakePayments struct {
 	mu            sync.Mutex
 	captureErr    error
 	settleOnError bool
 	refundErr     error
+	refundHangs   bool
+	onHang        func(paymentID string)
 	listErr       error
 	payments      map[string][]Payment // by order id
 	captures      []PaymentRequest
@@ -144,8 +148,17 @@ func (f *fakePayments) Capture(ctx context.Context, p PaymentRequest) (Payment, 
 
 func (f *fakePayments) Refund(ctx context.Context, paymentID string) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.refunds = append(f.refunds, paymentID)
+	if f.refundHangs {
+		hook := f.onHang
+		f.mu.Unlock()
+		if hook != nil {
+			hook(paymentID)
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	defer f.mu.Unlock()
 	if f.refundErr != nil {
 		return f.refundErr
 	}

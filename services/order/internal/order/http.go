@@ -178,14 +178,7 @@ func handleOrderList(log *slog.Logger, svc *Service) http.Handler {
 		case !utf8.ValidString(customerID) || hasControl(customerID):
 			problems["customer_id"] = "must be UTF-8 without control characters"
 		}
-		limit := DefaultLimit
-		if v := q.Get("limit"); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > MaxLimit {
-				problems["limit"] = "must be an integer from 1 to 100"
-			}
-			limit = n
-		}
+		limit := parseLimit(q.Get("limit"), problems)
 		if err := web.ValidationProblem(problems); err != nil {
 			writeError(w, r, log, err)
 			return
@@ -216,6 +209,78 @@ func handleOrderCancel(log *slog.Logger, svc *Service) http.Handler {
 	})
 }
 
+// compensationResponse is a compensation as GET /admin/compensations shows
+// it; absent values are null.
+type compensationResponse struct {
+	OrderID             string     `json:"order_id"`
+	Status              string     `json:"status"`
+	Attempts            int        `json:"attempts"`
+	LastError           *string    `json:"last_error"`
+	NeedsAttentionSince *time.Time `json:"needs_attention_since"`
+}
+
+func newCompensationResponse(c Compensation) compensationResponse {
+	r := compensationResponse{OrderID: c.OrderID, Status: c.Status, Attempts: c.Attempts,
+		LastError: nullable(c.LastError)}
+	if !c.NeedsAttentionSince.IsZero() {
+		r.NeedsAttentionSince = ptr(c.NeedsAttentionSince.UTC())
+	}
+	return r
+}
+
+// parseLimit reads the limit query parameter of a list (DefaultLimit when
+// absent) into limit, or sets its problem.
+func parseLimit(v string, problems map[string]string) int {
+	if v == "" {
+		return DefaultLimit
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > MaxLimit {
+		problems["limit"] = "must be an integer from 1 to 100"
+	}
+	return n
+}
+
+func handleCompensationList(log *slog.Logger, svc *Service) http.Handler {
+	type response struct {
+		Compensations []compensationResponse `json:"compensations"`
+		NextCursor    string                 `json:"next_cursor"`
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		problems := map[string]string{}
+		limit := parseLimit(q.Get("limit"), problems)
+		if err := web.ValidationProblem(problems); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		page, err := svc.NeedingAttention(r.Context(), q.Get("cursor"), limit)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		resp := response{Compensations: make([]compensationResponse, len(page.Compensations)), NextCursor: page.NextCursor}
+		for i, c := range page.Compensations {
+			resp.Compensations[i] = newCompensationResponse(c)
+		}
+		web.WriteJSON(w, http.StatusOK, resp)
+	})
+}
+
+// handleCompensationRetry answers 202: the compensation is due, and the
+// recovery loop's next round runs it.
+func handleCompensationRetry(log *slog.Logger, svc *Service) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		caller, _ := auth.FromContext(r.Context())
+		c, err := svc.RetryCompensation(r.Context(), caller, chi.URLParam(r, "order_id"))
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		web.WriteJSON(w, http.StatusAccepted, newCompensationResponse(c))
+	})
+}
+
 // writeError maps an error to its problem response; only 5xx are logged.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	var p *web.Problem
@@ -223,6 +288,8 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	case errors.As(err, &p):
 	case errors.Is(err, ErrNotFound):
 		p = web.NewProblem(http.StatusNotFound, "not_found", "no such order")
+	case errors.Is(err, ErrNoCompensation):
+		p = web.NewProblem(http.StatusConflict, "no_compensation", "the order has no outstanding compensation to retry")
 	case errors.Is(err, ErrNotCancellable):
 		p = web.NewProblem(http.StatusConflict, "not_cancellable", "only a confirmed order can be cancelled")
 	case errors.Is(err, ErrCustomerMismatch):

@@ -55,6 +55,9 @@ var (
 	ErrCustomerMismatch = errors.New("customer is not the caller")
 	// ErrCustomerRequired: an operator's list names no customer.
 	ErrCustomerRequired = errors.New("customer_id is required")
+	// ErrNoCompensation: the order has no compensation outstanding (none
+	// was needed, or it is done), so there is nothing to retry.
+	ErrNoCompensation = errors.New("order has no outstanding compensation")
 	// errLostRace means a conditional status update found the order in
 	// another status: the recovery loop (or a concurrent cancel) won.
 	errLostRace = errors.New("order changed status concurrently")
@@ -75,6 +78,23 @@ type Order struct {
 	FailureReason string
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
+}
+
+// Compensation is an order whose compensation (release the reservation,
+// refund captured payments) is outstanding, as an operator sees it.
+type Compensation struct {
+	OrderID string
+	// Status is the order's (final) status: failed, payment_failed, cancelled…
+	Status string
+	// Attempts counts the recovery loop's failed attempts since the last
+	// operator retry.
+	Attempts int
+	// LastError is what the last failed attempt reported, empty before one.
+	LastError string
+	// NeedsAttentionSince is when the loop gave up retrying on its own
+	// (after Config.CompensationMaxAttempts failures); zero while it still
+	// retries.
+	NeedsAttentionSince time.Time
 }
 
 // Item is one order line. UnitPriceCents is 0 until inventory has priced it.

@@ -1,8 +1,6 @@
 package order
 
 import (
-	"context"
-	"fmt"
 	"time"
 
 	"github.com/orderflow/orderflow/pkg/resilience"
@@ -21,35 +19,19 @@ type breakerClock interface {
 // retry before every breaker has half-opened would be rejected again at
 // once.
 func (s *Service) RetryAfter() int {
+	return resilience.RetryAfterSeconds(s.breakerWait())
+}
+
+// breakerWait is how long the longest open breaker in front of inventory or
+// payment stays open (0 when none is). A compensation is not retried before
+// then: the attempt would be rejected without a call and only use up one of
+// its attempts.
+func (s *Service) breakerWait() time.Duration {
 	var longest time.Duration
 	for _, c := range []any{s.inv, s.pay} {
 		if b, ok := c.(breakerClock); ok {
 			longest = max(longest, b.RetryAfter())
 		}
 	}
-	return resilience.RetryAfterSeconds(longest)
-}
-
-// retryCompensationSoon brings the next attempt of a failed compensation
-// forward from the end of its lease to when the breakers allow calls again
-// (at least a second): a release rejected by an open breaker took no time,
-// and must not wait out a whole lease while the dependency is back.
-func (s *Service) retryCompensationSoon(ctx context.Context, orderID string) {
-	d := time.Duration(s.RetryAfter()) * time.Second
-	if err := s.store.retryCompensationIn(ctx, orderID, d); err != nil {
-		s.log.WarnContext(ctx, "reschedule compensation", "order_id", orderID, "error", err)
-	}
-}
-
-// retryCompensationIn moves the order's compensation, leased until later,
-// to d from now; it never moves it later.
-// It lives here rather than in store.go because only the resilience path
-// needs it.
-func (s *Store) retryCompensationIn(ctx context.Context, orderID string, d time.Duration) error {
-	const q = `UPDATE orders SET compensate_after = LEAST(compensate_after, now() + make_interval(secs => $2::float8))
-		WHERE id = $1 AND compensate_after IS NOT NULL`
-	if _, err := s.pool.Exec(ctx, q, orderID, d.Seconds()); err != nil {
-		return fmt.Errorf("reschedule compensation of %s: %w", orderID, err)
-	}
-	return nil
+	return longest
 }

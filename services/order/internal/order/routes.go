@@ -34,5 +34,11 @@ func NewHandler(log *slog.Logger, svc *Service, ready map[string]web.Check, auth
 	reader := public.With(auth.Require(auth.ScopeOrders, auth.ScopeAdmin))
 	reader.Method(http.MethodGet, "/v1/orders", handleOrderList(log, svc))
 	reader.Method(http.MethodGet, "/v1/orders/{id}", handleOrderGet(log, svc))
+
+	// Admin (orderflow.admin): the compensations the recovery loop gave up
+	// on, and sending one back to it. Not behind the gateway.
+	admin := r.With(auth.Require(auth.ScopeAdmin))
+	admin.Method(http.MethodGet, "/admin/compensations", handleCompensationList(log, svc))
+	admin.Method(http.MethodPost, "/admin/compensations/{order_id}/retry", handleCompensationRetry(log, svc))
 	return r
 }

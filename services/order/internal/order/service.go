@@ -7,11 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/google/uuid"
 
@@ -57,8 +60,33 @@ type Config struct {
 	// gets to settle before the loop refunds it.
 	RecoveryAfter time.Duration
 	// Lease is how long the recovery loop holds an order it compensates
-	// (1 minute when zero).
+	// before another replica may take it, for when the process dies in the
+	// middle (1 minute when zero). It is at least twice
+	// CompensationTimeout, so a running compensation never loses it.
 	Lease time.Duration
+	// CompensationTimeout bounds one attempt at one order's compensation,
+	// all its calls together (3 × CallTimeout when zero: a release, the
+	// list of the order's payments and a refund). A downstream that hangs
+	// costs the attempt, never the recovery loop.
+	CompensationTimeout time.Duration
+	// CompensationConcurrency is how many orders' compensations the
+	// recovery loop runs at once (8 when zero).
+	CompensationConcurrency int
+	// CompensationBackoff (1 s when zero) and CompensationMaxBackoff (5 min
+	// when zero) shape the wait before the recovery loop retries a failed
+	// compensation: after n failed attempts it is drawn uniformly from 0 to
+	// CompensationBackoff·2^(n−1), capped at CompensationMaxBackoff ("full
+	// jitter"), so the compensations that one outage failed together do not
+	// all hit the recovered dependency at the same moment. It is never
+	// shorter than the time an open circuit breaker still rejects calls.
+	CompensationBackoff    time.Duration
+	CompensationMaxBackoff time.Duration
+	// CompensationMaxAttempts is how many of the recovery loop's attempts
+	// may fail before the compensation is parked as needing attention (10
+	// when zero): no longer retried on its own, logged once at error level,
+	// counted by CountNeedingAttention, listed by GET /admin/compensations until
+	// an operator retries it (RetryCompensation).
+	CompensationMaxAttempts int
 	// Notify, when set, is called with the order.confirmed event after the
 	// confirmation commits and before the 201 is answered: the invoice and
 	// e-mail are made inside the request, the way a shop without a queue
@@ -76,14 +104,37 @@ type Service struct {
 	pay   Payments
 	cfg   Config
 	log   *slog.Logger
+	// jitter draws the wait before a compensation's retry from [0, d].
+	jitter func(d time.Duration) time.Duration
+	// outcomes counts the recovery loop's compensation attempts.
+	outcomes struct{ done, retry, parked atomic.Uint64 }
 }
 
 // NewService returns a Service. inv and pay are the downstream clients.
 func NewService(store *Store, inv Inventory, pay Payments, cfg Config, log *slog.Logger) *Service {
+	if cfg.CompensationTimeout <= 0 {
+		cfg.CompensationTimeout = 3 * cfg.CallTimeout
+	}
+	if cfg.CompensationTimeout <= 0 {
+		cfg.CompensationTimeout = time.Minute
+	}
 	if cfg.Lease <= 0 {
 		cfg.Lease = time.Minute
 	}
-	return &Service{store: store, inv: inv, pay: pay, cfg: cfg, log: log}
+	cfg.Lease = max(cfg.Lease, 2*cfg.CompensationTimeout)
+	if cfg.CompensationConcurrency <= 0 {
+		cfg.CompensationConcurrency = 8
+	}
+	if cfg.CompensationBackoff <= 0 {
+		cfg.CompensationBackoff = time.Second
+	}
+	if cfg.CompensationMaxBackoff <= 0 {
+		cfg.CompensationMaxBackoff = 5 * time.Minute
+	}
+	if cfg.CompensationMaxAttempts <= 0 {
+		cfg.CompensationMaxAttempts = 10
+	}
+	return &Service{store: store, inv: inv, pay: pay, cfg: cfg, log: log, jitter: fullJitter}
 }
 
 // canonicalID reports whether id is a UUID in its one canonical form (36
@@ -438,30 +489,42 @@ func (s *Service) refund(ctx context.Context, orderID, paymentID string) error {
 }
 
 // compensate refunds paymentID (when set) and releases the reservation.
+// The error names each step that failed.
 func (s *Service) compensate(ctx context.Context, orderID, paymentID string) error {
 	var errs []error
 	if paymentID != "" {
-		errs = append(errs, s.refund(ctx, orderID, paymentID))
+		if err := s.refund(ctx, orderID, paymentID); err != nil {
+			errs = append(errs, fmt.Errorf("refund %s: %w", paymentID, err))
+		}
 	}
-	errs = append(errs, s.release(ctx, orderID))
+	if err := s.release(ctx, orderID); err != nil {
+		errs = append(errs, fmt.Errorf("release: %w", err))
+	}
 	return errors.Join(errs...)
 }
 
 // compensateAll releases the reservation and refunds every captured payment
 // payment knows for the order: the recovery loop cannot know whether a
-// capture whose answer was lost went through.
+// capture whose answer was lost went through. The error names each step
+// that failed.
 func (s *Service) compensateAll(ctx context.Context, orderID string) error {
-	errs := []error{s.release(ctx, orderID)}
+	var errs []error
+	if err := s.release(ctx, orderID); err != nil {
+		errs = append(errs, fmt.Errorf("release: %w", err))
+	}
 	payments, err := call(ctx, s.cfg.CallTimeout, func(ctx context.Context) ([]Payment, error) {
 		return s.pay.ListByOrder(ctx, orderID)
 	})
 	if err != nil {
 		s.logCompensation(ctx, orderID, "list_payments", "", err)
-		return errors.Join(append(errs, err)...)
+		return errors.Join(append(errs, fmt.Errorf("list payments: %w", err))...)
 	}
 	for _, p := range payments {
-		if p.Status == "captured" {
-			errs = append(errs, s.refund(ctx, orderID, p.ID))
+		if p.Status != "captured" {
+			continue
+		}
+		if err := s.refund(ctx, orderID, p.ID); err != nil {
+			errs = append(errs, fmt.Errorf("refund %s: %w", p.ID, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -607,45 +670,35 @@ func (s *Service) Cancel(ctx context.Context, caller auth.Principal, id string) 
 	return o, nil
 }
 
-// Recover runs one round of the recovery loop: it fails the pending orders
-// whose saga died and runs every compensation that is due.
+// storeTimeout bounds each of the recovery loop's own statements: failing
+// stale orders, leasing due compensations, recording an attempt.
+const storeTimeout = 10 * time.Second
+
+// maxLeaseBatch is the most compensations one statement leases.
+const maxLeaseBatch = 50
+
+// Recover runs one round of the recovery loop and waits for it: it fails
+// the pending orders whose saga died, then runs the compensations that are
+// due (at most CompensationConcurrency, each within CompensationTimeout).
+// RunRecovery does the same without waiting for the compensations.
 func (s *Service) Recover(ctx context.Context) error {
-	ids, err := s.store.failStale(ctx, s.cfg.RecoveryAfter, unavailableBody)
-	if err != nil {
-		return err
-	}
-	for _, id := range ids {
-		s.log.WarnContext(ctx, "saga timed out; order failed", "order_id", id,
-			"failure_reason", ReasonSagaTimeout)
-	}
-	due, err := s.store.leaseDue(ctx, s.cfg.Lease)
-	if err != nil {
-		return err
-	}
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
-	for _, o := range due {
-		if ctx.Err() != nil {
-			break // shutting down; the leases run out
-		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if err := s.compensateAll(ctx, o.ID); err != nil {
-				s.retryCompensationSoon(ctx, o.ID) // a later round retries
-				return
-			}
-			if err := s.store.clearCompensation(ctx, o.ID); err != nil {
-				s.log.WarnContext(ctx, "clear compensation", "order_id", o.ID, "error", err)
-			}
-		})
-	}
-	wg.Wait()
-	return nil
+	staleErr := s.failStale(ctx)
+	w := newCompensators(s.cfg.CompensationConcurrency)
+	dueErr := s.compensateDue(ctx, w, time.Now())
+	w.wg.Wait()
+	return errors.Join(staleErr, dueErr)
 }
 
-// RunRecovery runs Recover every interval until ctx is done.
+// RunRecovery runs a recovery round every interval until ctx is done. The
+// compensations run in the background, at most CompensationConcurrency at
+// once and each within CompensationTimeout, so a downstream that hangs
+// delays neither the next round's failing of dead sagas nor the other
+// orders' compensations. It returns once the running compensations have
+// ended: ctx's end cancels their calls, and their leases run out so that
+// another replica retries them.
 func (s *Service) RunRecovery(ctx context.Context, interval time.Duration) {
+	w := newCompensators(s.cfg.CompensationConcurrency)
+	defer w.wg.Wait()
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -654,10 +707,221 @@ func (s *Service) RunRecovery(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		if err := s.Recover(ctx); err != nil && ctx.Err() == nil {
+		// Both halves run every round, whatever the other's fate.
+		err := errors.Join(s.failStale(ctx), s.compensateDue(ctx, w, time.Now().Add(interval)))
+		if err != nil && ctx.Err() == nil {
 			s.log.ErrorContext(ctx, "recovery round failed", "error", err)
 		}
 	}
+}
+
+// failStale fails the pending orders whose saga died and schedules their
+// compensation.
+func (s *Service) failStale(ctx context.Context) error {
+	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	ids, err := s.store.failStale(sctx, s.cfg.RecoveryAfter, unavailableBody)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		s.log.WarnContext(ctx, "saga timed out; order failed", "order_id", id,
+			"failure_reason", ReasonSagaTimeout)
+	}
+	return nil
+}
+
+// compensators are the recovery loop's compensations in flight: a slot
+// each, at most cap(slots).
+type compensators struct {
+	slots chan struct{}
+	wg    sync.WaitGroup
+}
+
+func newCompensators(n int) *compensators {
+	return &compensators{slots: make(chan struct{}, n)}
+}
+
+// compensateDue leases as many due compensations as w has free slots and
+// starts each in its own goroutine, again while slots free up and more are
+// due, until until (at least once). It never waits for a slot: a round
+// whose slots are all held by slow compensations leases nothing. Only one
+// goroutine calls it per w, so the free slots it counts stay free.
+func (s *Service) compensateDue(ctx context.Context, w *compensators, until time.Time) error {
+	for ctx.Err() == nil {
+		free := min(cap(w.slots)-len(w.slots), maxLeaseBatch)
+		if free == 0 {
+			return nil
+		}
+		lctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		due, err := s.store.leaseDue(lctx, s.cfg.Lease, free)
+		cancel()
+		if err != nil {
+			return err
+		}
+		for _, d := range due {
+			w.slots <- struct{}{}
+			w.wg.Go(func() {
+				defer func() { <-w.slots }()
+				s.compensateLeased(ctx, d)
+			})
+		}
+		if len(due) < free || !time.Now().Before(until) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// compensateLeased runs one attempt at a leased compensation within
+// CompensationTimeout and records its outcome.
+func (s *Service) compensateLeased(ctx context.Context, d dueCompensation) {
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.CompensationTimeout)
+	err := s.compensateAll(cctx, d.orderID)
+	cancel()
+	// The outcome is written even when the attempt used up its deadline.
+	dctx, cancel := detached(ctx, storeTimeout)
+	defer cancel()
+	switch {
+	case err == nil:
+		s.outcomes.done.Add(1)
+		if err := s.store.clearCompensation(dctx, d.orderID); err != nil {
+			s.log.WarnContext(ctx, "clear compensation", "order_id", d.orderID, "error", err)
+		}
+	case ctx.Err() != nil:
+		// Shutting down cut the attempt short: that is no failure of the
+		// dependency. The lease runs out and a replica tries again.
+	default:
+		s.compensationFailed(dctx, d, err)
+	}
+}
+
+// compensationFailed counts a failed attempt and schedules the next one
+// with backoff, or parks the compensation once it has failed
+// CompensationMaxAttempts times.
+func (s *Service) compensationFailed(ctx context.Context, d dueCompensation, err error) {
+	failures := d.attempts + 1
+	retryIn := max(s.jitter(backoffCeiling(failures, s.cfg.CompensationBackoff, s.cfg.CompensationMaxBackoff)),
+		s.breakerWait())
+	msg := errorText(err)
+	attempts, parked, rerr := s.store.recordCompensationFailure(ctx, d.orderID, msg, retryIn, s.cfg.CompensationMaxAttempts)
+	switch {
+	case rerr != nil:
+		// Not counted: the lease runs out and the attempt is made again.
+		s.log.WarnContext(ctx, "record compensation failure", "order_id", d.orderID, "error", rerr)
+	case parked:
+		s.outcomes.parked.Add(1)
+		s.log.ErrorContext(ctx, "compensation needs attention: no more automatic retries",
+			"order_id", d.orderID, "attempts", attempts, "error", msg)
+	case attempts > 0:
+		s.outcomes.retry.Add(1)
+		s.log.WarnContext(ctx, "compensation failed; retrying later", "order_id", d.orderID,
+			"attempts", attempts, "retry_in", retryIn.String(), "error", msg)
+	}
+}
+
+// backoffCeiling is the longest wait after failures failed attempts:
+// base·2^(failures−1), at most ceiling.
+func backoffCeiling(failures int, base, ceiling time.Duration) time.Duration {
+	d := base
+	for i := 1; i < failures && d < ceiling; i++ {
+		d *= 2
+	}
+	return min(d, ceiling)
+}
+
+// fullJitter draws a wait uniformly from [0, d].
+func fullJitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return rand.N(d + 1)
+}
+
+// maxErrorText is how much of a compensation's error is kept for the
+// operator.
+const maxErrorText = 1000
+
+// errorText is err's message on one line of printable text, at most
+// maxErrorText bytes: joined errors are separated by "; ".
+func errorText(err error) string {
+	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+	msg = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, msg)
+	if len(msg) > maxErrorText {
+		msg = strings.ToValidUTF8(msg[:maxErrorText], "")
+	}
+	return msg
+}
+
+// CompensationPage is one page of the compensations needing attention.
+type CompensationPage struct {
+	Compensations []Compensation
+	// NextCursor is empty on the last page.
+	NextCursor string
+}
+
+// NeedingAttention returns a page of the compensations the recovery loop
+// gave up on, longest parked first. cursor is the NextCursor of the
+// previous page, empty for the first. It is for operators (routes.go).
+func (s *Service) NeedingAttention(ctx context.Context, cursor string, limit int) (CompensationPage, error) {
+	var after *Cursor
+	if cursor != "" {
+		c, err := decodeCursor(cursor)
+		if err != nil {
+			return CompensationPage{}, err
+		}
+		after = &c
+	}
+	list, err := s.store.needingAttention(ctx, after, limit+1)
+	if err != nil {
+		return CompensationPage{}, err
+	}
+	page := CompensationPage{Compensations: list}
+	if len(list) > limit {
+		page.Compensations = list[:limit]
+		last := page.Compensations[limit-1]
+		page.NextCursor = encodeCursor(Cursor{CreatedAt: last.NeedsAttentionSince, ID: last.OrderID})
+	}
+	return page, nil
+}
+
+// CountNeedingAttention is how many compensations wait for an operator,
+// over all replicas: the orderflow.compensation.needs_attention gauge.
+func (s *Service) CountNeedingAttention(ctx context.Context) (int, error) {
+	return s.store.countNeedingAttention(ctx)
+}
+
+// CompensationOutcomes counts this process's compensation attempts by
+// outcome since it started: "done", "retry" (failed, retried later) and
+// "needs_attention" (failed for the last time, parked).
+func (s *Service) CompensationOutcomes() map[string]uint64 {
+	return map[string]uint64{
+		"done":            s.outcomes.done.Load(),
+		"retry":           s.outcomes.retry.Load(),
+		"needs_attention": s.outcomes.parked.Load(),
+	}
+}
+
+// RetryCompensation makes the order's outstanding compensation (parked, or
+// waiting out its backoff) due at once with its attempts reset: an operator
+// fixed what made it fail. The recovery loop runs it in its next round.
+// ErrNotFound when there is no such order, ErrNoCompensation when it has
+// nothing outstanding. caller is the operator, for the log.
+func (s *Service) RetryCompensation(ctx context.Context, caller auth.Principal, orderID string) (Compensation, error) {
+	if !canonicalID(orderID) {
+		return Compensation{}, ErrNotFound
+	}
+	c, err := s.store.retryCompensation(ctx, orderID)
+	if err != nil {
+		return Compensation{}, err
+	}
+	s.log.InfoContext(ctx, "compensation retry requested", "order_id", orderID, "operator", caller.Subject)
+	return c, nil
 }
 
 // call runs fn under its own timeout.

@@ -293,7 +293,8 @@ func TestCreate_PaymentUnknownThenRecovered(t *testing.T) {
 
 func TestCreate_CompensationRetriedUntilItWorks(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, Config{RecoveryAfter: 0, Lease: time.Millisecond})
+	h := newHarness(t, Config{RecoveryAfter: 0, CompensationBackoff: time.Millisecond,
+		CompensationMaxBackoff: time.Millisecond})
 	h.inv.set(func(f *fakeInventory) { f.reserveErr, f.releaseErr = errDown, errDown })
 	m := wantProblem(t, h.post(t, "k1", okBody), http.StatusServiceUnavailable, "dependency_unavailable")
 	id := m["order_id"].(string)
@@ -304,7 +305,7 @@ func TestCreate_CompensationRetriedUntilItWorks(t *testing.T) {
 		t.Fatalf("a failed compensation was dropped")
 	}
 	h.inv.set(func(f *fakeInventory) { f.releaseErr = nil })
-	time.Sleep(5 * time.Millisecond) // let the 1ms lease run out
+	time.Sleep(5 * time.Millisecond) // let the 1ms backoff run out
 	if err := h.svc.Recover(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -914,6 +915,13 @@ func TestHostileInputs(t *testing.T) {
 		{"GET", "/v1/orders/urn:uuid:" + id, 404},
 		{"GET", "/v1/orders/" + strings.ToUpper(id), 404},
 		{"GET", "/v1/orders/%7B" + id + "%7D", 404},
+		{"GET", "/admin/compensations?cursor=%FF", 400},
+		{"GET", "/admin/compensations?cursor=a%00b", 400},
+		{"GET", "/admin/compensations?limit=%00", 400},
+		{"POST", "/admin/compensations/urn:uuid:" + id + "/retry", 404},
+		{"POST", "/admin/compensations/" + strings.ToUpper(id) + "/retry", 404},
+		{"POST", "/admin/compensations/%7B" + id + "%7D/retry", 404},
+		{"POST", "/admin/compensations/a%00b/retry", 404},
 	} {
 		if w := h.do(t, tc.method, tc.path); w.Code != tc.want {
 			t.Errorf("%s %s = %d %s; want %d", tc.method, tc.path, w.Code, w.Body, tc.want)

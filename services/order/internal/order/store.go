@@ -113,7 +113,9 @@ func (s *Store) Get(ctx context.Context, id string) (Order, error) {
 	return orders[0], nil
 }
 
-// Cursor is a position in a customer's order list: the last order returned.
+// Cursor is a position in a keyset-paginated list: the sort time and id of
+// the last row returned (created_at of an order in a customer's list,
+// needs_attention_at of a parked compensation).
 type Cursor struct {
 	CreatedAt time.Time
 	ID        string
@@ -430,9 +432,11 @@ func newEvent(typ string, o Order) events.Order {
 	}
 }
 
-// clearCompensation records that an order's compensation is done.
+// clearCompensation records that an order's compensation is done. The
+// attempt count stays, as its history.
 func (s *Store) clearCompensation(ctx context.Context, id string) error {
-	const q = `UPDATE orders SET compensate_after = NULL WHERE id = $1`
+	const q = `UPDATE orders SET compensate_after = NULL, needs_attention_at = NULL, compensation_error = NULL
+		WHERE id = $1`
 	if _, err := s.pool.Exec(ctx, q, id); err != nil {
 		return fmt.Errorf("clear compensation of %s: %w", id, err)
 	}
@@ -479,26 +483,142 @@ func (s *Store) failStale(ctx context.Context, age time.Duration, unavailable fu
 	return ids, nil
 }
 
-// leaseDue returns up to 50 orders whose compensation is due and pushes
+// dueCompensation is an order whose compensation the recovery loop leased.
+type dueCompensation struct {
+	orderID string
+	// attempts is how many attempts failed before this one.
+	attempts int
+}
+
+// leaseDue returns up to limit orders whose compensation is due and pushes
 // their compensate_after lease ahead, so no other replica takes them while
-// this one works; a crash just lets the lease run out.
-func (s *Store) leaseDue(ctx context.Context, lease time.Duration) ([]Order, error) {
+// this one works; a crash just lets the lease run out. Parked compensations
+// (needs attention) have no compensate_after and are never leased.
+func (s *Store) leaseDue(ctx context.Context, lease time.Duration, limit int) ([]dueCompensation, error) {
 	const q = `UPDATE orders SET compensate_after = now() + make_interval(secs => $1::float8)
 		WHERE id IN (
 			SELECT id FROM orders
 			WHERE compensate_after <= now() AND status NOT IN ('pending', 'confirmed')
-			ORDER BY compensate_after LIMIT 50
+			ORDER BY compensate_after LIMIT $2
 			FOR UPDATE SKIP LOCKED)
-		RETURNING ` + orderColumns
-	rows, err := s.pool.Query(ctx, q, lease.Seconds())
+		RETURNING id, compensation_attempts`
+	rows, err := s.pool.Query(ctx, q, lease.Seconds(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("lease compensations: %w", err)
 	}
-	orders, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Order, error) { return scanOrder(r) })
+	due, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (dueCompensation, error) {
+		var d dueCompensation
+		err := r.Scan(&d.orderID, &d.attempts)
+		return d, err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("lease compensations: %w", err)
 	}
-	return orders, nil
+	return due, nil
+}
+
+// recordCompensationFailure counts a failed attempt of the order's
+// compensation with its error. Below maxAttempts failures the next attempt
+// is due retryIn from now; at maxAttempts the compensation is parked: no
+// longer due, needing attention since now. It reports the attempts counted
+// so far and whether this failure parked it; an order whose compensation is
+// no longer outstanding (done meanwhile) is left alone (0, false).
+func (s *Store) recordCompensationFailure(ctx context.Context, id, lastError string, retryIn time.Duration, maxAttempts int) (attempts int, parked bool, err error) {
+	// Every SET expression sees the row as it was before the UPDATE.
+	const q = `UPDATE orders SET compensation_attempts = compensation_attempts + 1,
+			compensation_error = $2,
+			compensate_after = CASE WHEN compensation_attempts + 1 >= $3 THEN NULL
+				ELSE now() + make_interval(secs => $4::float8) END,
+			needs_attention_at = CASE WHEN compensation_attempts + 1 >= $3 THEN now() END
+		WHERE id = $1 AND compensate_after IS NOT NULL
+		RETURNING compensation_attempts, needs_attention_at IS NOT NULL`
+	err = s.pool.QueryRow(ctx, q, id, lastError, maxAttempts, retryIn.Seconds()).Scan(&attempts, &parked)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("record compensation failure of %s: %w", id, err)
+	}
+	return attempts, parked, nil
+}
+
+// compensationColumns is the column list of a Compensation, in
+// scanCompensation's order.
+const compensationColumns = `id, status, compensation_attempts, compensation_error, needs_attention_at`
+
+func scanCompensation(row pgx.Row) (Compensation, error) {
+	var c Compensation
+	var lastError *string
+	var since *time.Time
+	if err := row.Scan(&c.OrderID, &c.Status, &c.Attempts, &lastError, &since); err != nil {
+		return Compensation{}, err
+	}
+	c.LastError = deref(lastError)
+	if since != nil {
+		c.NeedsAttentionSince = since.UTC()
+	}
+	return c, nil
+}
+
+// retryCompensation makes the order's outstanding compensation, parked or
+// waiting out its backoff, due now with its attempt count reset: an
+// operator fixed what made it fail. ErrNoCompensation when the order has
+// none outstanding, ErrNotFound when there is no such order.
+func (s *Store) retryCompensation(ctx context.Context, id string) (Compensation, error) {
+	const q = `UPDATE orders SET compensation_attempts = 0, needs_attention_at = NULL, compensate_after = now()
+		WHERE id = $1 AND (needs_attention_at IS NOT NULL OR compensate_after IS NOT NULL)
+		RETURNING ` + compensationColumns
+	c, err := scanCompensation(s.pool.QueryRow(ctx, q, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		const exists = `SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1)`
+		var found bool
+		if err := s.pool.QueryRow(ctx, exists, id).Scan(&found); err != nil {
+			return Compensation{}, fmt.Errorf("retry compensation of %s: %w", id, err)
+		}
+		err = ErrNotFound
+		if found {
+			err = ErrNoCompensation
+		}
+	}
+	if err != nil {
+		return Compensation{}, fmt.Errorf("retry compensation of %s: %w", id, err)
+	}
+	return c, nil
+}
+
+// needingAttention returns up to limit parked compensations, longest
+// parked first, after cursor (nil for the first page).
+func (s *Store) needingAttention(ctx context.Context, after *Cursor, limit int) ([]Compensation, error) {
+	var rows pgx.Rows
+	var err error
+	if after == nil {
+		const q = `SELECT ` + compensationColumns + ` FROM orders WHERE needs_attention_at IS NOT NULL
+			ORDER BY needs_attention_at, id LIMIT $1`
+		rows, err = s.pool.Query(ctx, q, limit)
+	} else {
+		const q = `SELECT ` + compensationColumns + ` FROM orders WHERE needs_attention_at IS NOT NULL
+			AND (needs_attention_at, id) > ($1, $2::uuid)
+			ORDER BY needs_attention_at, id LIMIT $3`
+		rows, err = s.pool.Query(ctx, q, after.CreatedAt, after.ID, limit)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list compensations needing attention: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Compensation, error) { return scanCompensation(r) })
+	if err != nil {
+		return nil, fmt.Errorf("list compensations needing attention: %w", err)
+	}
+	return list, nil
+}
+
+// countNeedingAttention counts the parked compensations.
+func (s *Store) countNeedingAttention(ctx context.Context) (int, error) {
+	const q = `SELECT count(*) FROM orders WHERE needs_attention_at IS NOT NULL`
+	var n int
+	if err := s.pool.QueryRow(ctx, q).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count compensations needing attention: %w", err)
+	}
+	return n, nil
 }
 
 // Ping checks that the database answers, for readiness.
