@@ -1,6 +1,7 @@
 package main
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -27,9 +28,17 @@ type procCPU struct {
 // every Linux architecture Go supports.
 const clockTick = 10 * time.Millisecond
 
-// sampleCPU reads /proc. binDir is where the bench's binaries live: a
-// process started from there is named by its binary (order, inventory, …).
-func sampleCPU(binDir string) cpuSample {
+// procNames is how sampleCPU names the processes the bench started: by
+// binary for those in binDir (order, inventory, …), by pid for helpers
+// whose binary other work on the machine may run too (the gateway's
+// haproxy: make dev runs one with the same command line).
+type procNames struct {
+	binDir string
+	pids   map[int]string
+}
+
+// sampleCPU reads /proc.
+func sampleCPU(names procNames) cpuSample {
 	s := cpuSample{procs: map[int]procCPU{}}
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru); err == nil {
@@ -59,7 +68,10 @@ func sampleCPU(binDir string) cpuSample {
 		utime, _ := strconv.ParseInt(f[11], 10, 64)
 		stime, _ := strconv.ParseInt(f[12], 10, 64)
 		cmdline, _ := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
-		r := role(binDir, stat[open+1:end], strings.Split(string(cmdline), "\x00"))
+		r, ok := names.pids[pid]
+		if !ok {
+			r = role(names.binDir, stat[open+1:end], strings.Split(string(cmdline), "\x00"))
+		}
 		if r == "" {
 			continue
 		}
@@ -70,7 +82,9 @@ func sampleCPU(binDir string) cpuSample {
 
 // role names what a process is to the benchmark; "" for the load
 // generators, which this program starts and waits for, so their CPU time
-// comes exactly from its children's rusage instead.
+// comes exactly from its children's rusage instead. readbench, which runs
+// while it is sampled (loadtest/bench/trust.go), is the load generator by
+// name.
 func role(binDir, comm string, argv []string) string {
 	exe := ""
 	if len(argv) > 0 {
@@ -82,6 +96,9 @@ func role(binDir, comm string, argv []string) string {
 	case exe == "":
 		return "kernel threads" // no command line: softirq, kworker, …
 	case binDir != "" && strings.HasPrefix(exe, binDir):
+		if filepath.Base(exe) == "readbench" {
+			return loadGenerator
+		}
 		return filepath.Base(exe)
 	case strings.HasPrefix(comm, "postgres"):
 		return "postgres"
@@ -97,7 +114,7 @@ func role(binDir, comm string, argv []string) string {
 			}
 		}
 	case strings.Contains(exe, "go-build") && strings.HasSuffix(exe, "/bench"):
-		return "bench (this program)"
+		return benchRole
 	}
 	return "other: " + comm
 }
@@ -109,15 +126,16 @@ type cpuShare struct {
 	Share float64 `json:"share"`
 }
 
-// cpuPerOp divides the CPU each role used between before and after by ops.
-// A process that started in between counts from zero. This process's
-// children (k6, pgbench) count as "load generator". The total is the CPU of
-// the whole machine.
-func cpuPerOp(before, after cpuSample, ops int64) (shares []cpuShare, total float64) {
-	if ops <= 0 {
-		return nil, 0
-	}
-	by := map[string]time.Duration{}
+// Roles the report looks for: k6, pgbench and readbench; this program.
+const (
+	loadGenerator = "load generator"
+	benchRole     = "bench (this program)"
+)
+
+// cpuUsed adds to by the CPU each role used between before and after. A
+// process that started in between counts from zero. This process's
+// children (k6, pgbench) count as the load generator.
+func cpuUsed(by map[string]time.Duration, before, after cpuSample) {
 	for pid, p := range after.procs {
 		d := p.used
 		if b, ok := before.procs[pid]; ok {
@@ -128,8 +146,16 @@ func cpuPerOp(before, after cpuSample, ops int64) (shares []cpuShare, total floa
 		}
 	}
 	if d := after.children - before.children; d > 0 {
-		by["load generator"] += d
+		by[loadGenerator] += d
 	}
+}
+
+// perOp is the CPU of each role in by, and of all of them, per operation.
+func perOp(by map[string]time.Duration, ops int64) (shares []cpuShare, total float64) {
+	if ops <= 0 {
+		return nil, 0
+	}
+	by = maps.Clone(by)
 	var sum time.Duration
 	for _, d := range by {
 		sum += d
@@ -166,13 +192,49 @@ func (p cpuProfile) share(role string) (cpuShare, bool) {
 	return cpuShare{}, false
 }
 
+// cpuTally is the CPU by role and the operations of one configuration,
+// summed over the rounds or slices it was measured in.
+type cpuTally struct {
+	by  map[string]time.Duration
+	ops int64
+}
+
+// add adds what every process used between before and after.
+func (t *cpuTally) add(before, after cpuSample) {
+	if t.by == nil {
+		t.by = map[string]time.Duration{}
+	}
+	cpuUsed(t.by, before, after)
+}
+
+// profile is the tally per operation.
+func (t *cpuTally) profile() cpuProfile {
+	shares, total := perOp(t.by, t.ops)
+	return cpuProfile{Ops: t.ops, TotalMs: total, Shares: shares}
+}
+
 // profileCPU runs measure while sampling every process's CPU time once a
 // second, and records the CPU per operation under key; measure
-// returns how many operations it completed. The sampling keeps processes
-// that end before measure returns (pgbench's PostgreSQL backends): each
-// counts up to its last sample, so at most a second of theirs is lost.
-func (r *report) profileCPU(binDir, key string, measure func() (int64, error)) error {
-	before := sampleCPU(binDir)
+// returns how many operations it completed.
+func (r *report) profileCPU(names procNames, key string, measure func() (int64, error)) error {
+	var t cpuTally
+	if err := t.measure(names, measure); err != nil {
+		return err
+	}
+	if r.CPU == nil {
+		r.CPU = map[string]cpuProfile{}
+	}
+	r.CPU[key] = t.profile()
+	return nil
+}
+
+// measure runs measure while sampling every process's CPU time once a
+// second, and adds what they used and the operations measure says it
+// completed to t. The sampling keeps processes that end before measure
+// returns (pgbench's PostgreSQL backends): each counts up to its last
+// sample, so at most a second of theirs is lost.
+func (t *cpuTally) measure(names procNames, measure func() (int64, error)) error {
+	before := sampleCPU(names)
 	last := cpuSample{procs: map[int]procCPU{}}
 	merge := func(s cpuSample) {
 		for pid, p := range s.procs {
@@ -185,14 +247,14 @@ func (r *report) profileCPU(binDir, key string, measure func() (int64, error)) e
 	done := make(chan struct{})
 	go func() { // merges only until done is closed: no lock needed
 		defer close(done)
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
 		for {
 			select {
 			case <-stop:
 				return
-			case <-t.C:
-				merge(sampleCPU(binDir))
+			case <-tick.C:
+				merge(sampleCPU(names))
 			}
 		}
 	}()
@@ -202,11 +264,8 @@ func (r *report) profileCPU(binDir, key string, measure func() (int64, error)) e
 	if err != nil {
 		return err
 	}
-	merge(sampleCPU(binDir))
-	shares, total := cpuPerOp(before, last, ops)
-	if r.CPU == nil {
-		r.CPU = map[string]cpuProfile{}
-	}
-	r.CPU[key] = cpuProfile{Ops: ops, TotalMs: total, Shares: shares}
+	merge(sampleCPU(names))
+	t.add(before, last)
+	t.ops += ops
 	return nil
 }

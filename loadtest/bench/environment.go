@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -45,15 +46,24 @@ type environment struct {
 	tokensFile     string
 	adminToken     string
 	adminTokenFile string
+	// customers are the load's customer ids, tokens their access tokens.
+	customers []string
+	tokens    map[string]string
 
 	on, off *running // the shared stacks, once started
 
 	mu      sync.Mutex
 	dbs     []string
 	procs   []*exec.Cmd
+	roles   map[int]string // helpers named by pid in the CPU profiles
 	stacks  []*stack.Stack
 	closers []func()
 }
+
+// gatewaySource is the address the bench's gateway connects to the
+// services from, and the one the services believe X-Forwarded-For from
+// (TRUSTED_PROXIES), as in make dev.
+const gatewaySource = "127.0.0.2"
 
 // config is one stack configuration: what it adds to each service's
 // environment.
@@ -191,6 +201,7 @@ func (e *environment) startHydra(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	e.customers, e.tokens = ids, tokens
 	var b strings.Builder
 	for _, id := range ids {
 		b.WriteString(tokens[id] + "\n")
@@ -215,12 +226,20 @@ func (e *environment) k6Auth(vars map[string]string) map[string]string {
 
 // command runs name with args to completion, its output in logPath.
 func (e *environment) command(ctx context.Context, logPath, name string, args ...string) error {
+	return e.commandEnv(ctx, nil, logPath, name, args...)
+}
+
+// commandEnv is command with env added to the bench's environment.
+func (e *environment) commandEnv(ctx context.Context, env []string, logPath, name string, args ...string) error {
 	f, err := os.Create(logPath)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	cmd := exec.CommandContext(ctx, name, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.WaitDelay = 5 * time.Second
 	return cmd.Run()
@@ -228,9 +247,15 @@ func (e *environment) command(ctx context.Context, logPath, name string, args ..
 
 // background starts a helper process that lives until close.
 func (e *environment) background(name string, env []string, cmdName string, args ...string) error {
+	_, err := e.startBackground(name, env, cmdName, args...)
+	return err
+}
+
+// startBackground is background, returning the process.
+func (e *environment) startBackground(name string, env []string, cmdName string, args ...string) (*exec.Cmd, error) {
 	f, err := os.Create(filepath.Join(e.logDir, name+".log"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cmd := exec.Command(cmdName, args...)
 	cmd.Env = append(os.Environ(), env...)
@@ -238,13 +263,30 @@ func (e *environment) background(name string, env []string, cmdName string, args
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		f.Close()
-		return err
+		return nil, err
 	}
 	e.mu.Lock()
 	e.procs = append(e.procs, cmd)
 	e.closers = append(e.closers, func() { f.Close() })
 	e.mu.Unlock()
-	return nil
+	return cmd, nil
+}
+
+// nameProcess gives pid a role of its own in the CPU profiles.
+func (e *environment) nameProcess(pid int, role string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.roles == nil {
+		e.roles = map[int]string{}
+	}
+	e.roles[pid] = role
+}
+
+// procNames is how the CPU profiles name this run's processes.
+func (e *environment) procNames() procNames {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return procNames{binDir: e.dir, pids: maps.Clone(e.roles)}
 }
 
 // baseline starts one of the baseline servers on a free port and returns
@@ -334,7 +376,11 @@ func (e *environment) stack(ctx context.Context, name string, cfg config, only s
 		// The pools are small: PostgreSQL's max_connections is shared by
 		// every stack of the run (and whatever else runs on the machine),
 		// and on a few cores more connections only queue in the server.
-		Env: []string{"LOG_LEVEL=warn", "OTEL_SDK_DISABLED=true",
+		// TRUSTED_PROXIES: the trust phase's gateway (trust.go) connects
+		// from gatewaySource, and the services read the client address
+		// from its X-Forwarded-For as they do behind make dev's; every
+		// other caller connects from 127.0.0.1.
+		Env: []string{"LOG_LEVEL=warn", "OTEL_SDK_DISABLED=true", "TRUSTED_PROXIES=" + gatewaySource,
 			"ORDER_DB_MAX_CONNS=" + e.dbConns(), "INVENTORY_DB_MAX_CONNS=" + e.dbConns(),
 			"PAYMENT_DB_MAX_CONNS=" + e.dbConns(), "NOTIFICATION_DB_MAX_CONNS=" + e.dbConns()},
 		ServiceEnv: serviceEnv,
@@ -394,16 +440,7 @@ func (e *environment) close() {
 		e.hydra.Close() // and drops its database
 	}
 	for i := len(e.procs) - 1; i >= 0; i-- {
-		p := e.procs[i]
-		_ = syscall.Kill(-p.Process.Pid, syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = p.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
+		terminate(e.procs[i])
 	}
 	for _, c := range e.closers {
 		c()

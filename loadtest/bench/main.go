@@ -19,9 +19,17 @@
 //   - seed 000: the same k6 traffic mix against the stack with the patterns
 //     switched off by configuration (INVENTORY_CACHE_ENABLED=false,
 //     ORDER_NOTIFY_INLINE=true, *_RATE_LIMIT=0) and on;
-//   - a payment provider outage: the order p99 once the breaker is open.
+//   - a payment provider outage: the order p99 once the breaker is open;
+//   - the cost of trust (trust.go): product reads, order reads and orders
+//     through the TLS gateway (HAProxy) vs straight to the services, and
+//     with the token decision cache vs AUTH_CACHE_TTL=0, side by side, with
+//     the CPU per request of every process.
 //
 // Every phase is bounded in time and the whole run has a deadline (-deadline).
+// -only runs some phases alone (go run ./loadtest/bench -only trust
+// -duration 10s) and merges their figures into the report in -json, if
+// there is one: the other phases' figures are kept, and the page says which
+// phases were measured again, when.
 // With -serve it only starts one patterns-on stack, prints its URLs and waits
 // for Ctrl-C (for trying the k6 scenarios without make dev).
 package main
@@ -68,6 +76,54 @@ type options struct {
 	render      bool
 	keepLogs    string
 	loadAverage string
+	only        string
+	trustRounds int
+}
+
+// phase is one part of the run. key names it for -only, and prefix is
+// how its measurement and CPU profile keys begin (what a merge replaces);
+// housekeeping steps have neither.
+type phase struct {
+	key, name, prefix string
+	fn                func(context.Context, *environment, *report) error
+}
+
+var phases = []phase{
+	{"pgbench", "pgbench order transaction", "pgbench_", benchPgbench},
+	{"reads", "read path and HTTP baselines", "read_", benchReads},
+	{"seed000", "seed 000: patterns off vs on", "seed_", benchSeed000},
+	{"", "stopping the patterns-off stack", "", stopOff},
+	{"orders", "orders end to end", "orders_", benchOrders},
+	{"breaker", "provider outage", "breaker_", benchBreaker},
+	{"", "stopping the patterns-on stack", "", stopOn},
+	{"trust", "the cost of trust", "trust_", benchTrust},
+}
+
+// selectPhases returns the phases -only names (all when it is empty),
+// housekeeping included.
+func selectPhases(only string) ([]phase, error) {
+	if only == "" {
+		return phases, nil
+	}
+	want := map[string]bool{}
+	for _, k := range strings.Split(only, ",") {
+		want[strings.TrimSpace(k)] = true
+	}
+	var out []phase
+	var known []string
+	for _, p := range phases {
+		if p.key != "" {
+			known = append(known, p.key)
+		}
+		if p.key == "" || want[p.key] {
+			out = append(out, p)
+			delete(want, p.key)
+		}
+	}
+	for k := range want {
+		return nil, fmt.Errorf("-only: no phase %q (phases: %s)", k, strings.Join(known, ", "))
+	}
+	return out, nil
 }
 
 func run() error {
@@ -87,10 +143,16 @@ func run() error {
 	flag.BoolVar(&o.serve, "serve", false, "start one patterns-on stack, print its URLs, wait for Ctrl-C")
 	flag.BoolVar(&o.render, "render", false, "measure nothing: rewrite the report, ratios, targets and charts from the -json file")
 	flag.StringVar(&o.keepLogs, "logs", "", "keep the services' logs in this directory")
+	flag.StringVar(&o.only, "only", "", "run only these phases (comma-separated: pgbench, reads, seed000, orders, breaker, trust) and merge them into the -json report")
+	flag.IntVar(&o.trustRounds, "trust-rounds", 2, "alternating k6 rounds per configuration in the trust phase (each -duration/rounds)")
 	flag.Parse()
 
 	if o.render {
 		return render(o)
+	}
+	selected, err := selectPhases(o.only)
+	if err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -122,22 +184,37 @@ func run() error {
 	}
 
 	start := time.Now()
-	r := &report{Machine: describeMachine(o.loadAverage), Params: map[string]string{
+	params := map[string]string{
 		"duration": o.dur.String(), "read_duration": o.readDur.String(), "vus": fmt.Sprint(o.vus),
-	}}
-	r.Machine.PGConnections = pgConnections(ctx, o.pgURL)
-	phases := []struct {
-		name string
-		fn   func(context.Context, *environment, *report) error
-	}{
-		{"pgbench order transaction", benchPgbench},
-		{"read path and HTTP baselines", benchReads},
-		{"seed 000: patterns off vs on", benchSeed000},
-		{"stopping the patterns-off stack", stopOff},
-		{"orders end to end", benchOrders},
-		{"provider outage", benchBreaker},
+		"trust_rounds": fmt.Sprint(o.trustRounds),
 	}
-	for _, p := range phases {
+	r := &report{Machine: describeMachine(o.loadAverage), Params: params}
+	r.Machine.PGConnections = pgConnections(ctx, o.pgURL)
+	var merged *rerun
+	if o.only != "" {
+		base, ok, err := mergeBase(o.jsonOut, selected)
+		if err != nil {
+			return err
+		}
+		if ok {
+			merged = &rerun{Date: r.Machine.Date, LoadBefore: o.loadAverage, Params: params,
+				PGConnections: r.Machine.PGConnections}
+			for _, p := range selected {
+				if p.key != "" {
+					merged.Phases = append(merged.Phases, p.key)
+				}
+			}
+			r = base
+			say("merging phases %s into the report of %s (%s)", strings.Join(merged.Phases, ", "), r.Machine.Date, o.jsonOut)
+		} else {
+			r.Notes = append(r.Notes, fmt.Sprintf("only the phases %q were run (-only)", o.only))
+		}
+	}
+	for _, p := range selected {
+		if p.key == "" && o.only != "" { // housekeeping, quietly
+			_ = p.fn(ctx, env, r)
+			continue
+		}
 		if ctx.Err() != nil {
 			r.Notes = append(r.Notes, fmt.Sprintf("phase %q not run: %v", p.name, ctx.Err()))
 			continue
@@ -150,17 +227,73 @@ func run() error {
 		}
 		say("%s: %s", p.name, time.Since(t).Round(time.Second))
 	}
-	r.Machine.LoadAfter = loadAverage()
-	r.Elapsed = time.Since(start).Round(time.Second).String()
+	if merged != nil {
+		merged.LoadAfter = loadAverage()
+		merged.Elapsed = time.Since(start).Round(time.Second).String()
+		r.addRerun(*merged)
+	} else {
+		r.Machine.LoadAfter = loadAverage()
+		r.Elapsed = time.Since(start).Round(time.Second).String()
+	}
 	r.evaluate()
 	if err := r.write(o); err != nil {
 		return err
 	}
-	say("wrote %s, %s and %s/ in %s", o.mdOut, o.jsonOut, o.imgDir, r.Elapsed)
+	say("wrote %s, %s and %s/ in %s", o.mdOut, o.jsonOut, o.imgDir, time.Since(start).Round(time.Second))
 	for _, t := range r.Targets {
 		fmt.Printf("  %-60s %-22s %s\n", t.Name, t.Measured, t.Verdict)
 	}
 	return nil
+}
+
+// mergeBase reads the report in path for a run of some phases only: it
+// returns it without those phases' figures, and ok false when there is no
+// report to merge into.
+func mergeBase(path string, selected []phase) (*report, bool, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	var r report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, false, fmt.Errorf("%s: %w", path, err)
+	}
+	replaced := func(key string) bool {
+		for _, p := range selected {
+			if p.prefix != "" && strings.HasPrefix(key, p.prefix) {
+				return true
+			}
+		}
+		return false
+	}
+	var kept []measurement
+	for _, m := range r.Measurements {
+		if !replaced(m.Key) {
+			kept = append(kept, m)
+		}
+	}
+	r.Measurements = kept
+	for k := range r.CPU {
+		if replaced(k) {
+			delete(r.CPU, k)
+		}
+	}
+	var notes []string
+	for _, n := range r.Notes {
+		stale := false
+		for _, p := range selected {
+			stale = stale || (p.key != "" && strings.HasPrefix(n, fmt.Sprintf("phase %q", p.name)))
+		}
+		if !stale {
+			notes = append(notes, n)
+		}
+	}
+	r.Notes = notes
+	r.Ratios, r.Targets, r.Findings = nil, nil, nil
+	return &r, true, nil
 }
 
 // render rebuilds the report from the figures of an earlier run: the
@@ -214,6 +347,12 @@ func (s k6Summary) value(metric, stat string) float64 {
 // runK6 runs script with env and returns its summary. A failed threshold
 // (exit code 99) is not an error: the bench judges the figures.
 func (e *environment) runK6(ctx context.Context, name, script string, vars map[string]string, limit time.Duration) (k6Summary, error) {
+	return e.runK6Env(ctx, nil, name, script, vars, limit)
+}
+
+// runK6Env is runK6 with env added to k6's process environment
+// (SSL_CERT_FILE: the CA it checks the gateway's certificate against).
+func (e *environment) runK6Env(ctx context.Context, env []string, name, script string, vars map[string]string, limit time.Duration) (k6Summary, error) {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	vars["RESULTS_DIR"] = e.dir
@@ -224,7 +363,7 @@ func (e *environment) runK6(ctx context.Context, name, script string, vars map[s
 	}
 	args = append(args, script)
 	logPath := filepath.Join(e.logDir, "k6-"+name+".log")
-	if err := e.command(ctx, logPath, e.o.k6, args...); err != nil {
+	if err := e.commandEnv(ctx, env, logPath, e.o.k6, args...); err != nil {
 		var exit interface{ ExitCode() int }
 		if !errors.As(err, &exit) || exit.ExitCode() != 99 {
 			return k6Summary{}, fmt.Errorf("k6 %s: %w (log %s)", name, err, logPath)

@@ -188,7 +188,7 @@ func benchPgbench(ctx context.Context, e *environment, r *report) error {
 	}
 	secs := int(math.Max(5, e.o.dur.Seconds()*0.75))
 	logPath := filepath.Join(e.logDir, "pgbench.log")
-	err = r.profileCPU(e.dir, "pgbench_order_tx", func() (int64, error) {
+	err = r.profileCPU(e.procNames(), "pgbench_order_tx", func() (int64, error) {
 		if err := e.command(pctx, logPath, "pgbench", "-n", "-c", fmt.Sprint(e.o.vus), "-j", "2",
 			"-T", fmt.Sprint(secs), "-M", "prepared", "-f", "loadtest/baseline/pgbench/order.sql", db); err != nil {
 			return 0, fmt.Errorf("pgbench: %w (log %s)", err, logPath)
@@ -258,7 +258,7 @@ func benchOrders(ctx context.Context, e *environment, r *report) error {
 	}
 	limit := e.o.dur + 90*time.Second
 	var s k6Summary
-	err = r.profileCPU(e.dir, "orders_peak", func() (int64, error) {
+	err = r.profileCPU(e.procNames(), "orders_peak", func() (int64, error) {
 		var err error
 		s, err = e.runK6(ctx, "orders-closed", filepath.Join(k6Dir, "bench.js"),
 			vars(map[string]string{"MODE": "closed", "VUS": fmt.Sprint(e.o.vus)}), limit)
@@ -346,6 +346,16 @@ func stopOff(_ context.Context, e *environment, _ *report) error {
 	if e.off != nil {
 		e.stop(*e.off)
 		e.off = nil
+	}
+	return nil
+}
+
+// stopOn stops the patterns-on stack once the phases that share it are
+// done: the trust phase starts stacks of its own.
+func stopOn(_ context.Context, e *environment, _ *report) error {
+	if e.on != nil {
+		e.stop(*e.on)
+		e.on = nil
 	}
 	return nil
 }

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -81,6 +83,39 @@ type report struct {
 	// measurements that have a key here.
 	CPU   map[string]cpuProfile `json:"cpu,omitempty"`
 	Notes []string              `json:"notes,omitempty"`
+	// Reruns are the phases measured again on their own (-only) and
+	// merged into this report since the run that Machine describes.
+	Reruns []rerun `json:"reruns,omitempty"`
+}
+
+// rerun is one -only run merged into the report.
+type rerun struct {
+	Phases        []string          `json:"phases"`
+	Date          string            `json:"date"`
+	Elapsed       string            `json:"elapsed"`
+	LoadBefore    string            `json:"load_average_before"`
+	LoadAfter     string            `json:"load_average_after"`
+	PGConnections string            `json:"postgres_connections"`
+	Params        map[string]string `json:"parameters"`
+}
+
+// addRerun records x; earlier reruns of the same phases no longer hold
+// figures of the report and are forgotten.
+func (r *report) addRerun(x rerun) {
+	var kept []rerun
+	for _, old := range r.Reruns {
+		var left []string
+		for _, p := range old.Phases {
+			if !slices.Contains(x.Phases, p) {
+				left = append(left, p)
+			}
+		}
+		if len(left) > 0 {
+			old.Phases = left
+			kept = append(kept, old)
+		}
+	}
+	r.Reruns = append(kept, x)
 }
 
 func (r *report) add(m measurement) { r.Measurements = append(r.Measurements, m) }
@@ -143,9 +178,12 @@ func (r *report) evaluate() {
 		for _, m := range from {
 			if m.ErrorRate > 0.01 {
 				met, v = false, fmt.Sprintf("INVALID: %s had %.1f%% errors", m.Key, 100*m.ErrorRate)
-				r.Notes = append(r.Notes, fmt.Sprintf("%s: %.1f%% of its requests failed; see the services' "+
+				note := fmt.Sprintf("%s: %.1f%% of its requests failed; see the services' "+
 					"logs (-logs DIR). A common cause is PostgreSQL's max_connections shared with other work.",
-					m.Name, 100*m.ErrorRate))
+					m.Name, 100*m.ErrorRate)
+				if !slices.Contains(r.Notes, note) { // -render and merges evaluate again
+					r.Notes = append(r.Notes, note)
+				}
 			}
 		}
 		r.Targets = append(r.Targets, target{Name: name, Target: want, Measured: measured, Met: met, Verdict: v})
@@ -238,7 +276,9 @@ func (r *report) evaluate() {
 		addTarget("order p99 after the breaker opens (provider outage)", "< 100 ms",
 			fmt.Sprintf("%.1f ms", open.P99), open.P99 < 100 && open.P99 > 0, open)
 	}
+	r.evaluateTrust(addRatio, addTarget)
 	r.findings()
+	r.trustFindings()
 }
 
 // findings explains, with this run's own figures, where a target was missed.
@@ -376,6 +416,15 @@ func (r *report) write(o options) error {
 	return os.WriteFile(o.mdOut, r.markdown(rel), 0o644)
 }
 
+// params writes run parameters as flags, in a stable order.
+func params(p map[string]string) string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(p)) {
+		out = append(out, fmt.Sprintf("-%s %s", strings.ReplaceAll(k, "_", "-"), p[k]))
+	}
+	return strings.Join(out, " ")
+}
+
 func ms(v float64) string {
 	switch {
 	case v == 0:
@@ -412,7 +461,14 @@ func (r *report) markdown(img string) []byte {
 	w("interleaved read measurement and the side-by-side seed 000 runs are built to be fair under such\n")
 	w("noise; the absolute rates are not.\n\n")
 
-	w("## Targets (issues 6 and 9)\n\n| target | wanted | measured | |\n|---|---|---|---|\n")
+	for _, x := range r.Reruns {
+		w("**Merged in since:** the %s phase, measured again on its own on %s in %s (`go run ./loadtest/bench -only %s`, %s;\n",
+			strings.Join(x.Phases, ", "), x.Date, x.Elapsed, strings.Join(x.Phases, ","), params(x.Params))
+		w("load average %s before, %s after; PostgreSQL connections at start: %s). Its figures, ratios and targets come\n",
+			x.LoadBefore, x.LoadAfter, x.PGConnections)
+		w("from that run, side by side within it; the other phases' from the run above.\n\n")
+	}
+	w("## Targets\n\n| target | wanted | measured | |\n|---|---|---|---|\n")
 	for _, t := range r.Targets {
 		w("| %s | %s | %s | **%s** |\n", t.Name, t.Target, t.Measured, t.Verdict)
 	}
@@ -472,6 +528,7 @@ func (r *report) markdown(img string) []byte {
 		}
 		w("\n")
 	}
+	r.trustMarkdown(&b)
 	if pg, ok := r.CPU["pgbench_order_tx"]; ok {
 		if ord, ok := r.CPU["orders_peak"]; ok {
 			cpus := float64(r.Machine.CPUs)
@@ -527,7 +584,8 @@ func (r *report) markdown(img string) []byte {
 	w("E-mails go to a maildev started for the run (real SMTP). The k6 scenarios themselves are in\n")
 	w("loadtest/k6/ (`make loadtest SCENARIO=…`); the bench uses `bench.js` and `breaker.js`.\n")
 	w("`go run ./loadtest/bench -render` rebuilds this page, the ratios, targets, findings and charts\n")
-	w("from benchmarks.json without measuring again.\n")
+	w("from benchmarks.json without measuring again; `-only trust` (or any phase: pgbench, reads, seed000,\n")
+	w("orders, breaker, trust) measures that phase again and merges it into benchmarks.json and this page.\n")
 	return b.Bytes()
 }
 

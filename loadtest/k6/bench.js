@@ -6,6 +6,7 @@
 //             latency at a given load)
 //   DURATION  length, default 20s
 // The thresholds are only the error rate: the bench judges the figures itself.
+import { Rate } from 'k6/metrics';
 import { mix, placeOrder, summary, trendStats } from './lib.js';
 
 const mode = __ENV.MODE || 'closed';
@@ -32,9 +33,15 @@ export const options = {
   discardResponseBodies: false,
 };
 
+// http2 is the share of orders sent over HTTP/2: the gateway's protocol
+// (ALPN over TLS 1.3) in the bench's trust phase; the services themselves
+// speak HTTP/1.1.
+const http2 = new Rate('http2');
+
 export default function () {
   if (workload === 'orders') {
-    placeOrder();
+    const res = placeOrder();
+    http2.add(res.proto === 'HTTP/2.0');
   } else {
     mix();
   }
