@@ -70,7 +70,7 @@ dashboard: ## render the dashboard's queries against the native Prometheus into 
 overhead: ## order throughput with tracing at 100% vs off, side by side
 	@go run ./loadtest/overhead -duration 15s -rounds 4 -concurrency 8
 
-bench: ## the benchmark report: baselines, read path, orders, seed 000 off vs on, provider outage -> docs/benchmarks.md (~5 min)
+bench: ## the benchmark report: baselines, read path, orders, seed 000 off vs on, provider outage, the cost of trust -> docs/benchmarks.md (~9 min)
 	@scripts/bench.sh
 
 loadtest: ## one k6 scenario against make dev (SCENARIO=smoke|load|stress|spike|soak|breaker)
