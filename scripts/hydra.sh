@@ -44,13 +44,10 @@ start)
     psql "$PG_URL/postgres?sslmode=disable" -qc "DROP DATABASE IF EXISTS hydra WITH (FORCE)" -c "CREATE DATABASE hydra"
     serve
   fi
-  admin="http://127.0.0.1:$HYDRA_ADMIN_PORT"
-  hydra_client "$admin" orderflow-cli "$(cat deploy/hydra/clients/orderflow-cli.json)"
-  # The secrets are put in with bash, not sed: never in a command line.
-  json=$(<deploy/hydra/clients/orderflow-admin.json)
-  hydra_client "$admin" orderflow-admin "${json//'${SECRET}'/$ADMIN_CLIENT_SECRET}"
-  json=$(<deploy/hydra/clients/orderflow-order.json)
-  hydra_client "$admin" orderflow-order "${json//'${SECRET}'/$ORDER_CLIENT_SECRET}"
+  HYDRA_ADMIN_URL="http://127.0.0.1:$HYDRA_ADMIN_PORT" HYDRA_WAIT_SECONDS=30 \
+    ADMIN_CLIENT_SECRET="$ADMIN_CLIENT_SECRET" ORDER_CLIENT_SECRET="$ORDER_CLIENT_SECRET" \
+    sh "$ROOT/deploy/hydra/register-clients.sh" >>"$RUN_DIR/logs/hydra.log" ||
+    die "registering the OAuth clients failed (log: $RUN_DIR/logs/hydra.log)"
   ;;
 *)
   die "usage: scripts/hydra.sh build|start"

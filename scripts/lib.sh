@@ -123,17 +123,3 @@ hydra_bin() {
   ln -sf "$bin" "$ROOT/bin/hydra"
   echo "$bin"
 }
-
-# hydra_client ADMIN_URL ID JSON: creates the OAuth 2.0 client, or updates it
-# to JSON when it exists (so a changed secret or scope takes effect).
-hydra_client() {
-  local admin=$1 id=$2 json=$3 code
-  code=$(curl -s -o /dev/null -w '%{http_code}' "$admin/admin/clients/$id")
-  if [ "$code" = 200 ]; then
-    curl -sf -o /dev/null -X PUT "$admin/admin/clients/$id" -H 'Content-Type: application/json' --data-binary @- <<<"$json" ||
-      die "could not update the OAuth client $id"
-  else
-    curl -sf -o /dev/null -X POST "$admin/admin/clients" -H 'Content-Type: application/json' --data-binary @- <<<"$json" ||
-      die "could not create the OAuth client $id"
-  fi
-}

@@ -1,10 +1,11 @@
 #!/bin/sh
 # Registers Orderflow's OAuth 2.0 clients (clients/*.json beside this
 # script) at Ory Hydra's admin API, or updates a client that exists, so a
-# changed secret or scope takes effect. scripts/hydra.sh does the same for
-# make dev; this one is for containers: docker-compose.yml's hydra-clients
-# one-shot and the register-clients init container of identity's pods on
-# Kubernetes. POSIX sh, sed and curl only (the curlimages/curl image).
+# changed secret or scope takes effect. One script for every place that
+# registers them: scripts/hydra.sh (make dev), docker-compose.yml's
+# hydra-clients one-shot and the register-clients init container of
+# identity's pods on Kubernetes. POSIX sh, awk and curl only (the
+# curlimages/curl image).
 #
 # A client file holding ${SECRET} is a confidential client: the secret
 # comes from the variable named after the client id, orderflow-<name> ->
@@ -33,7 +34,7 @@ wait_seconds=${HYDRA_WAIT_SECONDS:-120}
 
 # secret_of ID: the secret of client ID from its variable, refused when
 # unset, the placeholder, short, or holding a character that would need
-# escaping in JSON or in sed's replacement.
+# escaping in JSON or in awk's replacement.
 secret_of() {
   name=$(printf '%s' "${1#orderflow-}" | tr 'a-z-' 'A-Z_')_CLIENT_SECRET
   eval "value=\${$name:-}"
@@ -66,19 +67,21 @@ done
 
 for f in "$dir"/*.json; do
   id=$(basename "$f" .json)
+  # The secret goes in through awk's environment and the body through
+  # curl's stdin: it never appears in a command line (ps, /proc/*/cmdline).
+  secret=""
   if grep -q '\${SECRET}' "$f"; then
-    json=$(sed "s|\${SECRET}|$(secret_of "$id")|" "$f")
-  else
-    json=$(cat "$f")
+    secret=$(secret_of "$id")
   fi
+  json=$(SECRET="$secret" awk '{ gsub(/\$\{SECRET\}/, ENVIRON["SECRET"]); print }' "$f")
   code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$admin/admin/clients/$id") || code=000
   if [ "$code" = 200 ]; then
-    curl -s -f -o /dev/null --max-time 10 -X PUT "$admin/admin/clients/$id" \
-      -H 'Content-Type: application/json' --data-binary "$json" || die "could not update client $id"
+    printf '%s' "$json" | curl -s -f -o /dev/null --max-time 10 -X PUT "$admin/admin/clients/$id" \
+      -H 'Content-Type: application/json' --data-binary @- || die "could not update client $id"
     echo "register-clients: updated $id"
   else
-    curl -s -f -o /dev/null --max-time 10 -X POST "$admin/admin/clients" \
-      -H 'Content-Type: application/json' --data-binary "$json" || die "could not create client $id"
+    printf '%s' "$json" | curl -s -f -o /dev/null --max-time 10 -X POST "$admin/admin/clients" \
+      -H 'Content-Type: application/json' --data-binary @- || die "could not create client $id"
     echo "register-clients: created $id"
   fi
 done
