@@ -136,7 +136,7 @@ func startStack(t *testing.T, extraOrderEnv ...string) *stack {
 	s.env["order"] = append(append([]string{"ORDER_ADDR=" + addr("order"), "ORDER_DATABASE_URL=" + s.db["order"],
 		"ORDER_INVENTORY_URL=" + url("inventory"), "ORDER_PAYMENT_URL=" + url("payment"),
 		"ORDER_INVOICE_QUEUE=" + invoices, "ORDER_EMAIL_QUEUE=" + emails, "ORDER_CLIENT_SECRET=" + authtest.OrderSecret,
-		"ORDER_CALL_TIMEOUT=5s", "ORDER_REQUEST_TIMEOUT=8s", "ORDER_RECOVERY_INTERVAL=500ms", "ORDER_RECOVERY_AFTER=9s"}, aws...), extraOrderEnv...)
+		"ORDER_CALL_TIMEOUT=1800ms", "ORDER_REQUEST_TIMEOUT=8s", "ORDER_RECOVERY_INTERVAL=500ms", "ORDER_RECOVERY_AFTER=9s"}, aws...), extraOrderEnv...)
 	// identity signs customers up and serves the login pages; the stacks'
 	// customers sign in through authtest's login app (login_hint).
 	s.env["identity"] = []string{"IDENTITY_ADDR=" + addr("identity"), "IDENTITY_DATABASE_URL=" + s.db["identity"],

@@ -24,6 +24,14 @@ import (
 // StartHint tells a person how to start the local server when it is down.
 const StartHint = "start PostgreSQL with `make deps` (or: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start)"
 
+// The server-side limits Open sets on every connection unless the database
+// URL sets them: shorter than the services' own store budgets (10 s), so
+// the server cancels a hung statement before its caller gives up on it.
+const (
+	DefaultStatementTimeout         = "5s"
+	DefaultIdleInTransactionTimeout = "30s"
+)
+
 // Option adjusts the pool configuration Open builds.
 type Option func(*pgxpool.Config)
 
@@ -42,6 +50,18 @@ func Open(ctx context.Context, databaseURL string, maxConns int, opts ...Option)
 	}
 	if maxConns > 0 {
 		cfg.MaxConns = int32(maxConns)
+	}
+	// A statement or transaction that hangs (a lock never released, a
+	// server in trouble) is ended by the server, so it can hold neither a
+	// connection of the pool nor the goroutine waiting on it for long. A
+	// database URL may set its own (…&statement_timeout=2000).
+	for name, value := range map[string]string{
+		"statement_timeout":                   DefaultStatementTimeout,
+		"idle_in_transaction_session_timeout": DefaultIdleInTransactionTimeout,
+	} {
+		if _, set := cfg.ConnConfig.RuntimeParams[name]; !set {
+			cfg.ConnConfig.RuntimeParams[name] = value
+		}
 	}
 	for _, o := range opts {
 		o(cfg)

@@ -222,6 +222,7 @@ func New(name string, p Policy, next http.RoundTripper, log *slog.Logger) *Downs
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	next = budgetHeader{next: next, attempt: p.Timeout}
 	d := &Downstream{name: name, policy: p}
 
 	// The timeout is innermost: each attempt gets its own, and the breaker
@@ -382,3 +383,28 @@ func (d *Downstream) Rejections(reason string) uint64 {
 // Rejections; it is kept apart so a future fallback (a cached answer, a
 // default) is counted without changing the dashboards.
 func (d *Downstream) Fallbacks() uint64 { return d.fallbacks.Load() }
+
+// RequestTimeoutHeader tells the downstream how long this attempt waits for
+// its answer, in whole milliseconds; pkg/web's Deadline reads it.
+const RequestTimeoutHeader = "Request-Timeout"
+
+// budgetHeader sends each attempt's budget along with it: the attempt's
+// timeout, or what is left of the caller's deadline when that is sooner. A
+// downstream that knows it cannot be waited for longer stops there instead
+// of finishing work nobody will read, and its own calls inherit the rest.
+type budgetHeader struct {
+	next    http.RoundTripper
+	attempt time.Duration
+}
+
+func (b budgetHeader) RoundTrip(req *http.Request) (*http.Response, error) {
+	budget := b.attempt
+	if dl, ok := req.Context().Deadline(); ok {
+		budget = min(budget, time.Until(dl))
+	}
+	if budget > 0 {
+		req = req.Clone(req.Context()) // a RoundTripper must not change its request
+		req.Header.Set(RequestTimeoutHeader, strconv.FormatInt(max(budget.Milliseconds(), 1), 10))
+	}
+	return b.next.RoundTrip(req)
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -353,5 +354,44 @@ func TestRetryAfterSeconds(t *testing.T) {
 		if got := RetryAfterSeconds(tt.d); got != tt.want {
 			t.Errorf("RetryAfterSeconds(%v) = %d; want %d", tt.d, got, tt.want)
 		}
+	}
+}
+
+// TestDownstream_SendsBudget: every attempt tells the downstream how long
+// it is waited for: the attempt's timeout, or the caller's remaining
+// deadline when that is sooner.
+func TestDownstream_SendsBudget(t *testing.T) {
+	t.Parallel()
+	got := make(chan string, 1)
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get(RequestTimeoutHeader)
+	}))
+	t.Cleanup(s.Close)
+	d := New("test", DefaultPolicy(4*time.Second), nil, nil)
+	tests := []struct {
+		name     string
+		deadline time.Duration // 0: none
+		min, max int64
+	}{
+		{name: "attempt timeout", min: 3900, max: 4000},
+		{name: "caller's deadline", deadline: 1500 * time.Millisecond, min: 1000, max: 1500},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			if tt.deadline > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tt.deadline)
+				defer cancel()
+			}
+			if status, err := call(t, d, ctx, http.MethodGet, s.URL); status != 200 || err != nil {
+				t.Fatalf("call = %d, %v; want 200", status, err)
+			}
+			h := <-got
+			ms, err := strconv.ParseInt(h, 10, 64)
+			if err != nil || ms < tt.min || ms > tt.max {
+				t.Errorf("%s = %q; want %d–%d ms", RequestTimeoutHeader, h, tt.min, tt.max)
+			}
+		})
 	}
 }

@@ -1,12 +1,14 @@
 package web
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -177,6 +179,30 @@ func ClientAddr(trusted []netip.Prefix) func(http.Handler) http.Handler {
 				}
 			}
 			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// RequestTimeoutHeader carries the caller's remaining budget for a call, in
+// whole milliseconds. pkg/resilience sets it on every attempt it sends, so a
+// downstream stops working when its caller has stopped waiting.
+const RequestTimeoutHeader = "Request-Timeout"
+
+// Deadline bounds every request it wraps by limit, or by the caller's
+// Request-Timeout when that is shorter. A value that is not a positive
+// number of milliseconds is ignored: it can only ever shorten the deadline,
+// so any caller may send it.
+func Deadline(limit time.Duration) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			d := limit
+			if ms, err := strconv.ParseInt(r.Header.Get(RequestTimeoutHeader), 10, 64); err == nil && ms > 0 &&
+				ms < int64(limit/time.Millisecond) {
+				d = time.Duration(ms) * time.Millisecond
+			}
+			ctx, cancel := context.WithTimeout(r.Context(), d)
+			defer cancel()
+			next.ServeHTTP(w, r.WithContext(ctx))
 		})
 	}
 }

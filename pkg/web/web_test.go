@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/google/go-cmp/cmp"
@@ -147,6 +148,41 @@ func TestRouter_RequestIDCapped(t *testing.T) {
 		h.ServeHTTP(httptest.NewRecorder(), r)
 		if tc.want != "" && got != tc.want || tc.want == "" && (got == tc.sent || got == "") {
 			t.Errorf("X-Request-Id %q → request id %q; want %q (or a fresh one)", tc.sent, got, tc.want)
+		}
+	}
+}
+
+func TestDeadline(t *testing.T) {
+	t.Parallel()
+	limit := 5 * time.Second
+	tests := []struct {
+		header   string
+		min, max time.Duration
+	}{
+		{header: "", min: 4900 * time.Millisecond, max: limit},
+		{header: "1500", min: 1400 * time.Millisecond, max: 1500 * time.Millisecond},
+		{header: "60000", min: 4900 * time.Millisecond, max: limit}, // never longer than the limit
+		{header: "0", min: 4900 * time.Millisecond, max: limit},
+		{header: "-5", min: 4900 * time.Millisecond, max: limit},
+		{header: "1.5", min: 4900 * time.Millisecond, max: limit},
+		{header: "9999999999999999999999", min: 4900 * time.Millisecond, max: limit},
+	}
+	for _, tt := range tests {
+		var left time.Duration
+		h := web.Deadline(limit)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			dl, ok := r.Context().Deadline()
+			if !ok {
+				t.Fatalf("Request-Timeout %q: no deadline", tt.header)
+			}
+			left = time.Until(dl)
+		}))
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		if tt.header != "" {
+			r.Header.Set(web.RequestTimeoutHeader, tt.header)
+		}
+		h.ServeHTTP(httptest.NewRecorder(), r)
+		if left < tt.min || left > tt.max {
+			t.Errorf("Request-Timeout %q: deadline in %v; want %v–%v", tt.header, left, tt.min, tt.max)
 		}
 	}
 }

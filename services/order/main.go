@@ -48,6 +48,7 @@ type config struct {
 	paymentURL       string
 	callTimeout      time.Duration
 	requestTimeout   time.Duration
+	readTimeout      time.Duration
 	recoveryInterval time.Duration
 	recoveryAfter    time.Duration
 	invoiceQueue     string
@@ -95,8 +96,9 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		dbMaxConns:       r.Int("ORDER_DB_MAX_CONNS", 20),
 		inventoryURL:     r.String("ORDER_INVENTORY_URL", "http://127.0.0.1:8081"),
 		paymentURL:       r.String("ORDER_PAYMENT_URL", "http://127.0.0.1:8082"),
-		callTimeout:      r.Duration("ORDER_CALL_TIMEOUT", 5*time.Second),
+		callTimeout:      r.Duration("ORDER_CALL_TIMEOUT", 4*time.Second),
 		requestTimeout:   r.Duration("ORDER_REQUEST_TIMEOUT", 15*time.Second),
+		readTimeout:      r.Duration("ORDER_READ_TIMEOUT", 5*time.Second),
 		recoveryInterval: r.Duration("ORDER_RECOVERY_INTERVAL", 5*time.Second),
 		recoveryAfter:    r.Duration("ORDER_RECOVERY_AFTER", 30*time.Second),
 		invoiceQueue:     r.String("ORDER_INVOICE_QUEUE", "order-invoices"),
@@ -133,7 +135,7 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		errs = append(errs, errors.New("ORDER_DB_MAX_CONNS must be at least 1"))
 	}
 	for name, d := range map[string]time.Duration{
-		"ORDER_CALL_TIMEOUT": cfg.callTimeout, "ORDER_REQUEST_TIMEOUT": cfg.requestTimeout,
+		"ORDER_CALL_TIMEOUT": cfg.callTimeout, "ORDER_REQUEST_TIMEOUT": cfg.requestTimeout, "ORDER_READ_TIMEOUT": cfg.readTimeout,
 		"ORDER_RECOVERY_INTERVAL": cfg.recoveryInterval, "ORDER_COMPENSATION_BACKOFF": cfg.compensationBackoff,
 	} {
 		if d <= 0 {
@@ -145,6 +147,14 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if cfg.compensationMaxAttempts < 1 {
 		errs = append(errs, errors.New("ORDER_COMPENSATION_MAX_ATTEMPTS must be at least 1"))
+	}
+	// Budgets nest (docs/patterns/resilience.md, "Time budgets"): a call
+	// with all its retries and backoffs fits inside the saga, so the saga's
+	// deadline never cuts the last attempt short.
+	if b := cfg.downstream.Budget(); b >= cfg.requestTimeout {
+		errs = append(errs, fmt.Errorf("ORDER_REQUEST_TIMEOUT (%s) must be longer than a call with its retries "+
+			"(%s: (ORDER_RETRY_MAX+1) × ORDER_CALL_TIMEOUT + ORDER_RETRY_MAX × 1.25 × ORDER_RETRY_MAX_BACKOFF)",
+			cfg.requestTimeout, b))
 	}
 	// A saga younger than its own deadline must never look dead.
 	if cfg.recoveryAfter <= cfg.requestTimeout {
@@ -248,7 +258,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	store := order.NewStore(pool)
 	// The policies bound each attempt; CallTimeout is only the backstop of a
 	// whole call with its retries. The request keeps its deadline.
-	svcCfg := order.Config{CallTimeout: cfg.downstream.Budget(), RequestTimeout: cfg.requestTimeout,
+	svcCfg := order.Config{CallTimeout: cfg.downstream.Budget(), RequestTimeout: cfg.requestTimeout, ReadTimeout: cfg.readTimeout,
 		RecoveryAfter:       cfg.recoveryAfter,
 		CompensationBackoff: cfg.compensationBackoff, CompensationMaxBackoff: cfg.compensationMaxBackoff,
 		CompensationMaxAttempts: cfg.compensationMaxAttempts}

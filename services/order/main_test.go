@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -241,4 +242,35 @@ func needsAttention(t *testing.T, base string) string {
 	}
 	t.Errorf("/metrics has no orderflow_compensation_needs_attention:\n%s", body)
 	return ""
+}
+
+// TestReadConfig_BudgetsNest: a call with all its retries must fit inside
+// the saga's deadline, and the saga inside the recovery loop's patience.
+func TestReadConfig_BudgetsNest(t *testing.T) {
+	t.Parallel()
+	base := map[string]string{"ORDER_CLIENT_SECRET": "s", "AUTH_ISSUER": "http://127.0.0.1:4444/"}
+	tests := []struct {
+		name    string
+		vars    map[string]string
+		wantErr string
+	}{
+		{name: "defaults", vars: map[string]string{}},
+		// (2+1) × 5s + 2 × 1.25 × 1s = 17.5s: the old defaults.
+		{name: "call longer than the saga", vars: map[string]string{"ORDER_CALL_TIMEOUT": "5s"}, wantErr: "ORDER_REQUEST_TIMEOUT (15s) must be longer than a call with its retries (17.5s"},
+		{name: "fewer retries fit", vars: map[string]string{"ORDER_CALL_TIMEOUT": "5s", "ORDER_RETRY_MAX": "1"}},
+		{name: "saga longer than recovery", vars: map[string]string{"ORDER_REQUEST_TIMEOUT": "40s"}, wantErr: "ORDER_RECOVERY_AFTER must be longer"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vars := maps.Clone(base)
+			maps.Copy(vars, tt.vars)
+			_, err := readConfig([]string{"order"}, func(k string) string { return vars[k] }, io.Discard)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("readConfig = %v; want nil", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("readConfig = %v; want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
 }

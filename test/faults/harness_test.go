@@ -197,7 +197,7 @@ func startStack(t *testing.T, extra map[string][]string) *stack {
 	s.env["order"] = append([]string{"ORDER_ADDR=" + addr("order"), "ORDER_DATABASE_URL=" + dbURL["order"], "ORDER_DB_MAX_CONNS=10",
 		"ORDER_INVENTORY_URL=http://" + addr("inventory"), "ORDER_PAYMENT_URL=http://" + addr("payment"),
 		"ORDER_INVOICE_QUEUE=" + invoices, "ORDER_EMAIL_QUEUE=" + emails,
-		"ORDER_CALL_TIMEOUT=5s", "ORDER_REQUEST_TIMEOUT=6s", "ORDER_RECOVERY_INTERVAL=500ms",
+		"ORDER_CALL_TIMEOUT=1500ms", "ORDER_RETRY_MAX_BACKOFF=200ms", "ORDER_REQUEST_TIMEOUT=6s", "ORDER_RECOVERY_INTERVAL=500ms",
 		"ORDER_RECOVERY_AFTER=7s"}, aws...)
 	for name, vars := range extra {
 		s.env[name] = append(s.env[name], vars...)

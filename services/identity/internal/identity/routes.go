@@ -3,6 +3,7 @@ package identity
 import (
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/orderflow/orderflow/pkg/web"
 )
@@ -18,6 +19,7 @@ func NewHandler(log *slog.Logger, svc *Service, csrf *CSRF) (http.Handler, error
 		return nil, err
 	}
 	r := web.NewRouter(log)
+	r.Use(web.Deadline(requestTimeout))
 	// Anyone: probes.
 	r.Method(http.MethodGet, "/healthz", web.Healthz())
 	r.Method(http.MethodGet, "/readyz", web.Readyz(map[string]web.Check{
@@ -38,3 +40,9 @@ func NewHandler(log *slog.Logger, svc *Service, csrf *CSRF) (http.Handler, error
 	r.Method(http.MethodPost, "/consent", handleConsentSubmit(log, svc, csrf, pg))
 	return r, nil
 }
+
+// requestTimeout is the deadline of every request (shortened by the
+// caller's Request-Timeout): longer than a call to Hydra with its retries
+// (IDENTITY_HYDRA_TIMEOUT 3 s × 3 + backoffs = 11.5 s), so a login is never
+// cut off between Hydra's answers (docs/patterns/resilience.md, "Time budgets").
+const requestTimeout = 15 * time.Second

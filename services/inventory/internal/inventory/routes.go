@@ -3,6 +3,7 @@ package inventory
 import (
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/web"
@@ -15,6 +16,7 @@ import (
 // limited.
 func NewHandler(log *slog.Logger, svc *Service, authn, rateLimit func(http.Handler) http.Handler) http.Handler {
 	r := web.NewRouter(log)
+	r.Use(web.Deadline(requestTimeout))
 	if authn != nil {
 		r.Use(authn)
 	}
@@ -41,3 +43,8 @@ func NewHandler(log *slog.Logger, svc *Service, authn, rateLimit func(http.Handl
 
 	return r
 }
+
+// requestTimeout is the deadline of every request (shortened by the
+// caller's Request-Timeout): no route needs more, and none may hold a
+// connection or goroutine longer (docs/patterns/resilience.md, "Time budgets").
+const requestTimeout = 5 * time.Second

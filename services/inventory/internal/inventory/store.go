@@ -46,11 +46,21 @@ SELECT 'SKU-' || lpad(i::text, greatest(5, length(i::text)), '0'),
        1000000
 FROM generate_series(1, $1::int) AS i
 ON CONFLICT (sku) DO NOTHING`
-	tag, err := s.pool.Exec(ctx, q, n)
+	// A bulk load of a whole catalogue may take longer than the pool's
+	// statement_timeout, which is there for requests.
+	var seeded int64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL statement_timeout = 0"); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, q, n)
+		seeded = tag.RowsAffected()
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("seed products: %w", err)
 	}
-	return tag.RowsAffected(), nil
+	return seeded, nil
 }
 
 // Product returns one product.

@@ -3,6 +3,7 @@ package notification
 import (
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/web"
@@ -14,6 +15,7 @@ import (
 // the SQS client.
 func NewHandler(log *slog.Logger, svc *Service, authn func(http.Handler) http.Handler, ready map[string]web.Check) http.Handler {
 	r := web.NewRouter(log)
+	r.Use(web.Deadline(requestTimeout))
 	if authn != nil {
 		r.Use(authn)
 	}
@@ -32,3 +34,8 @@ func NewHandler(log *slog.Logger, svc *Service, authn func(http.Handler) http.Ha
 	r.With(auth.Require(auth.ScopeNotify)).Method(http.MethodPost, "/internal/notify", handleNotify(log, svc))
 	return r
 }
+
+// requestTimeout is the deadline of every request (shortened by the
+// caller's Request-Timeout): no route needs more, and none may hold a
+// connection or goroutine longer (docs/patterns/resilience.md, "Time budgets").
+const requestTimeout = 5 * time.Second

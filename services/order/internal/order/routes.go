@@ -25,19 +25,25 @@ func NewHandler(log *slog.Logger, svc *Service, ready map[string]web.Check, auth
 	if limit != nil {
 		public = r.With(limit)
 	}
+	// Every route below has a deadline (shortened by the caller's
+	// Request-Timeout): a saga or a cancel gets RequestTimeout, a read
+	// ReadTimeout. See docs/patterns/resilience.md, "Time budgets".
+	writes := web.Deadline(svc.cfg.RequestTimeout)
+	reads := web.Deadline(svc.cfg.ReadTimeout)
+
 	// A customer (scope orders), on their own orders: the use cases take
 	// the customer from the token.
-	customer := public.With(auth.Require(auth.ScopeOrders))
+	customer := public.With(writes, auth.Require(auth.ScopeOrders))
 	customer.Method(http.MethodPost, "/v1/orders", handleOrderCreate(log, svc))
 	customer.Method(http.MethodPost, "/v1/orders/{id}/cancel", handleOrderCancel(log, svc))
 	// A customer (their own) or an operator (orderflow.admin: any).
-	reader := public.With(auth.Require(auth.ScopeOrders, auth.ScopeAdmin))
+	reader := public.With(reads, auth.Require(auth.ScopeOrders, auth.ScopeAdmin))
 	reader.Method(http.MethodGet, "/v1/orders", handleOrderList(log, svc))
 	reader.Method(http.MethodGet, "/v1/orders/{id}", handleOrderGet(log, svc))
 
 	// Admin (orderflow.admin): the compensations the recovery loop gave up
 	// on, and sending one back to it. Not behind the gateway.
-	admin := r.With(auth.Require(auth.ScopeAdmin))
+	admin := r.With(reads, auth.Require(auth.ScopeAdmin))
 	admin.Method(http.MethodGet, "/admin/compensations", handleCompensationList(log, svc))
 	admin.Method(http.MethodPost, "/admin/compensations/{order_id}/retry", handleCompensationRetry(log, svc))
 	return r

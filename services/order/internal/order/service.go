@@ -53,8 +53,11 @@ type Config struct {
 	// CallTimeout bounds each call to inventory or payment.
 	CallTimeout time.Duration
 	// RequestTimeout bounds a whole create-order saga, and how long a
-	// duplicate request waits for the original.
+	// duplicate request waits for the original; it is also the deadline of
+	// a cancel (a refund and a release). It must be longer than CallTimeout.
 	RequestTimeout time.Duration
+	// ReadTimeout is the deadline of every read route (5 s when zero).
+	ReadTimeout time.Duration
 	// RecoveryAfter is how old a pending order must be before the recovery
 	// loop declares its saga dead, and how long an unknown payment outcome
 	// gets to settle before the loop refunds it.
@@ -112,6 +115,9 @@ type Service struct {
 
 // NewService returns a Service. inv and pay are the downstream clients.
 func NewService(store *Store, inv Inventory, pay Payments, cfg Config, log *slog.Logger) *Service {
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 5 * time.Second
+	}
 	if cfg.CompensationTimeout <= 0 {
 		cfg.CompensationTimeout = 3 * cfg.CallTimeout
 	}
@@ -167,7 +173,12 @@ func (s *Service) Create(ctx context.Context, caller auth.Principal, key string,
 	req.CustomerID = caller.Subject
 	key = customerKey(caller.Subject, key)
 
+	// The saga keeps the caller's deadline when it is sooner (a gateway or
+	// client that sent Request-Timeout, or the route's own limit).
 	deadline := time.Now().Add(s.cfg.RequestTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
 	waitCtx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 
@@ -318,7 +329,7 @@ func (s *Service) saga(ctx context.Context, key string, o Order) (Outcome, error
 		}
 		return s.finish(ctx, key, t, problemOutcome(unavailableProblem(o.ID), o.ID))
 	}
-	dctx, cancel := detached(ctx, s.cfg.CallTimeout)
+	dctx, cancel := detached(ctx, storeTimeout)
 	err = s.store.setPrices(dctx, o)
 	cancel()
 	if err != nil {
@@ -414,7 +425,7 @@ func (s *Service) finishWithEvent(ctx context.Context, key string, t transition,
 		}
 		return want
 	}
-	dctx, cancel := detached(ctx, s.cfg.CallTimeout)
+	dctx, cancel := detached(ctx, storeTimeout)
 	defer cancel()
 	_, out, event, err := s.store.apply(dctx, t, respond)
 	if err != nil {
@@ -662,7 +673,7 @@ func (s *Service) Cancel(ctx context.Context, caller auth.Principal, id string) 
 	if err := s.compensate(cctx, o.ID, o.PaymentID); err != nil {
 		return o, nil // the recovery loop retries
 	}
-	dctx, cancel := detached(ctx, s.cfg.CallTimeout)
+	dctx, cancel := detached(ctx, storeTimeout)
 	defer cancel()
 	if err := s.store.clearCompensation(dctx, o.ID); err != nil {
 		s.log.WarnContext(ctx, "clear compensation", "order_id", o.ID, "error", err)
@@ -670,8 +681,12 @@ func (s *Service) Cancel(ctx context.Context, caller auth.Principal, id string) 
 	return o, nil
 }
 
-// storeTimeout bounds each of the recovery loop's own statements: failing
-// stale orders, leasing due compensations, recording an attempt.
+// storeTimeout bounds each of the service's own database writes that must
+// happen whatever the request's deadline (a saga's final status, its
+// prices) and each of the recovery loop's statements: failing stale
+// orders, leasing due compensations, recording an attempt. The pool's
+// statement_timeout (pkg/postgres) is shorter, so a hung statement is
+// cancelled by the server before this gives up on it.
 const storeTimeout = 10 * time.Second
 
 // maxLeaseBatch is the most compensations one statement leases.

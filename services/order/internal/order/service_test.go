@@ -14,6 +14,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
+
+	"github.com/orderflow/orderflow/pkg/web"
 )
 
 func decodeMap(t *testing.T, w *httptest.ResponseRecorder) map[string]any {
@@ -246,7 +248,32 @@ func TestCreate_SlowInventoryTimesOut(t *testing.T) {
 	h.inv.set(func(f *fakeInventory) { f.reserveDelay = 5 * time.Second })
 	w := h.post(t, "k1", okBody)
 	m := wantProblem(t, w, http.StatusServiceUnavailable, "dependency_unavailable")
-	if got := h.order(t, m["order_id"].(string)); got.Status != StatusFailed {
+	id, _ := m["order_id"].(string)
+	if got := h.order(t, id); got.Status != StatusFailed {
+		t.Errorf("status = %s; want failed", got.Status)
+	}
+}
+
+// TestCreate_KeepsCallersDeadline: a caller that will wait 300 ms (its
+// Request-Timeout) gets its answer by then, not after the saga's own 10 s,
+// and the order is failed, not left pending.
+func TestCreate_KeepsCallersDeadline(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{CallTimeout: 9 * time.Second, RequestTimeout: 10 * time.Second})
+	h.inv.set(func(f *fakeInventory) { f.reserveDelay = 8 * time.Second })
+	r := httptest.NewRequest(http.MethodPost, "/v1/orders", strings.NewReader(okBody))
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("Idempotency-Key", "k1")
+	r.Header.Set(web.RequestTimeoutHeader, "300")
+	w := httptest.NewRecorder()
+	start := time.Now()
+	h.h.ServeHTTP(w, r)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("answered after %v; want about 300ms (the caller's Request-Timeout), well before the saga's 10s", took)
+	}
+	m := wantProblem(t, w, http.StatusServiceUnavailable, "dependency_unavailable")
+	id, _ := m["order_id"].(string)
+	if got := h.order(t, id); got.Status != StatusFailed {
 		t.Errorf("status = %s; want failed", got.Status)
 	}
 }
