@@ -171,7 +171,9 @@ func TestVerifier_Hydra(t *testing.T) {
 }
 
 func TestVerifier_Expired(t *testing.T) {
-	h := authtest.Start(t, authtest.Options{AccessTokenTTL: time.Second})
+	// Long enough to be fresh when first checked on a busy machine (the
+	// sign-in itself takes a while), short enough to wait out.
+	h := authtest.Start(t, authtest.Options{AccessTokenTTL: 6 * time.Second})
 	ctx := context.Background()
 	v, _ := auth.NewVerifier(auth.Config{Issuer: h.Issuer, Audience: "orderflow", CacheTTL: time.Minute}, nil, nil)
 	tok, err := h.CustomerToken(ctx, "cus_bob")
@@ -181,8 +183,9 @@ func TestVerifier_Expired(t *testing.T) {
 	if _, err := v.Verify(ctx, tok); err != nil {
 		t.Fatalf("Verify(fresh token) = %v", err)
 	}
-	// The cached decision must not outlive the token (go-oidc allows no leeway).
-	time.Sleep(1500 * time.Millisecond)
+	// The cached decision must not outlive the token (go-oidc allows no
+	// leeway): wait until just past its exp.
+	time.Sleep(time.Until(tokenExpiry(t, tok)) + 500*time.Millisecond)
 	if _, err := v.Verify(ctx, tok); !errors.Is(err, auth.ErrInvalidToken) {
 		t.Errorf("Verify(expired token) = %v; want ErrInvalidToken", err)
 	}
@@ -257,4 +260,25 @@ func must(b []byte, err error) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// tokenExpiry reads a token's exp claim, unverified: the test only needs to
+// know when to look again.
+func tokenExpiry(t *testing.T, token string) time.Time {
+	t.Helper()
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		t.Fatalf("token has %d parts; want 3", len(parts))
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims struct {
+		Exp int64 `json:"exp"`
+	}
+	if err := json.Unmarshal(payload, &claims); err != nil || claims.Exp == 0 {
+		t.Fatalf("token claims %s: %v", payload, err)
+	}
+	return time.Unix(claims.Exp, 0)
 }

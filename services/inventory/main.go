@@ -25,6 +25,7 @@ import (
 	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/ratelimit"
 	"github.com/orderflow/orderflow/pkg/redisconn"
+	"github.com/orderflow/orderflow/pkg/retention"
 	"github.com/orderflow/orderflow/pkg/telemetry"
 	"github.com/orderflow/orderflow/pkg/web"
 	"github.com/orderflow/orderflow/services/inventory/internal/inventory"
@@ -216,6 +217,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer cancelLoops()
 	wg.Go(func() { svc.RunSweeper(loopCtx, cfg.sweepInterval, log) })
 	wg.Go(func() { cache.Retry(loopCtx, 500*time.Millisecond) })
+	wg.Go(func() {
+		retention.Run(loopCtx, time.Hour, log, retention.Job{Name: "reservations",
+			Keep: inventory.ReservationRetention, Delete: store.PurgeReservations})
+	})
 
 	drain := web.NewDrainer(cfg.shutdownDrain, log)
 	srv := web.NewServer(cfg.addr, drain.Handler(tel.Handler(web.ClientAddr(cfg.trustedProxies)(handler))), log)

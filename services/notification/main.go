@@ -25,6 +25,7 @@ import (
 	"github.com/orderflow/orderflow/pkg/env"
 	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/queue"
+	"github.com/orderflow/orderflow/pkg/retention"
 	"github.com/orderflow/orderflow/pkg/telemetry"
 	"github.com/orderflow/orderflow/pkg/web"
 	"github.com/orderflow/orderflow/services/notification/internal/notification"
@@ -196,6 +197,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	wg.Go(func() {
 		_ = tel.WatchQueues(ctx, client, []string{cfg.invoiceQueue, cfg.emailQueue}, 5*time.Second)
+	})
+	wg.Go(func() {
+		retention.Run(ctx, time.Hour, log, retention.Job{Name: "processed_events",
+			Keep: notification.ProcessedRetention, Delete: store.PurgeProcessed})
 	})
 
 	drain := web.NewDrainer(cfg.shutdownDrain, log)

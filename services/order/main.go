@@ -26,6 +26,7 @@ import (
 	"github.com/orderflow/orderflow/pkg/ratelimit"
 	"github.com/orderflow/orderflow/pkg/redisconn"
 	"github.com/orderflow/orderflow/pkg/resilience"
+	"github.com/orderflow/orderflow/pkg/retention"
 	"github.com/orderflow/orderflow/pkg/telemetry"
 	"github.com/orderflow/orderflow/pkg/web"
 	"github.com/orderflow/orderflow/services/order/internal/order"
@@ -87,6 +88,14 @@ type config struct {
 	compensationMaxBackoff  time.Duration
 	compensationMaxAttempts int
 }
+
+// Rows that have done their job are deleted once an hour, in batches
+// (pkg/retention): answered idempotency keys after order.KeyRetention,
+// outbox rows a day after they were sent (the queue has the event).
+const (
+	retentionInterval = time.Hour
+	outboxRetention   = 24 * time.Hour
+)
 
 func readConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	r := env.New(getenv)
@@ -311,6 +320,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer cancelLoops()
 	wg.Go(func() { svc.RunRecovery(loopCtx, cfg.recoveryInterval) })
 	wg.Go(func() { relay.Run(loopCtx, 200*time.Millisecond) })
+	wg.Go(func() {
+		retention.Run(loopCtx, retentionInterval, log,
+			retention.Job{Name: "idempotency_keys", Keep: order.KeyRetention, Delete: store.PurgeKeys},
+			retention.Job{Name: "outbox", Keep: outboxRetention, Delete: func(ctx context.Context, before time.Time, limit int) (int64, error) {
+				return outbox.Purge(ctx, pool, before, limit)
+			}})
+	})
 	wg.Go(func() {
 		_ = tel.WatchQueues(loopCtx, sqsClient, []string{cfg.invoiceQueue, cfg.emailQueue}, 5*time.Second)
 	})

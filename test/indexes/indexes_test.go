@@ -300,6 +300,20 @@ LIMIT $1
 FOR UPDATE SKIP LOCKED`, []any{10}},
 		{"Relay.PublishBatch markSent", `UPDATE outbox SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY($1)`, []any{[]int64{1, 2, 3}}},
 		{"Relay.PublishBatch markFailed", `UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1`, []any{int64(7), "boom"}},
+		{"Store.PurgeKeys", `
+DELETE FROM idempotency_keys WHERE key IN (
+    SELECT key FROM idempotency_keys
+    WHERE created_at < $1 AND status_code IS NOT NULL
+    ORDER BY created_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED)`, []any{created, 1000}},
+		{"outbox.Purge", `
+DELETE FROM outbox WHERE id IN (
+    SELECT id FROM outbox
+    WHERE sent_at < $1
+    ORDER BY sent_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED)`, []any{created, 1000}},
 	})
 }
 
@@ -415,5 +429,12 @@ FROM generate_series(1, 200000) AS i`
 		FROM invoices WHERE order_id = $1 ORDER BY number`, []any{orderID}},
 		{"Store.SentEmailsByOrder", `SELECT id::text, event_id::text, order_id::text, "to", subject, kind, body, sent_at
 		FROM emails WHERE order_id = $1 AND sent_at IS NOT NULL ORDER BY sent_at, id`, []any{orderID}},
+		{"Store.PurgeProcessed", `
+DELETE FROM processed_events WHERE (consumer, event_id) IN (
+    SELECT consumer, event_id FROM processed_events
+    WHERE processed_at < $1
+    ORDER BY processed_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED)`, []any{time.Now().Add(-14 * 24 * time.Hour), 1000}},
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -177,7 +178,11 @@ func testRedis(t *testing.T) *redis.Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = rdb.Close() })
-	if err := rdb.Ping(context.Background()).Err(); err != nil {
+	// A generous deadline: the client's own timeouts are tuned for a
+	// request path that fails open, not for a busy test machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(ctx).Err(); err != nil {
 		t.Fatalf("Redis is needed for this test and does not answer on 127.0.0.1:6379 (start it with `make deps` or `redis-server --daemonize yes`): %v", err)
 	}
 	return rdb

@@ -196,6 +196,13 @@ ORDER BY expires_at
 LIMIT $1
 FOR UPDATE SKIP LOCKED`, []any{SweepBatchSize}},
 		{"ExpireReservations mark", `UPDATE reservations SET status = 'expired', updated_at = now() WHERE order_id = ANY($1)`, []any{ids}},
+		{"PurgeReservations", `
+DELETE FROM reservations WHERE order_id IN (
+    SELECT order_id FROM reservations
+    WHERE status IN ('released', 'expired') AND updated_at < $1
+    ORDER BY updated_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED)`, []any{time.Now().Add(-ReservationRetention), 1000}},
 		{"returnStock sum", `
 SELECT sku, sum(quantity)::int
 FROM reservation_items

@@ -423,3 +423,27 @@ ORDER BY sku`
 	}
 	return items, nil
 }
+
+// ReservationRetention is how long a released or expired reservation is
+// kept after it ended: long after any late reserve or release of its order.
+const ReservationRetention = 30 * 24 * time.Hour
+
+// PurgeReservations deletes at most limit released or expired reservations
+// (their items go with them) that ended before before, oldest first.
+// Committed reservations are sales and are kept. A release that arrives
+// after the purge finds no reservation and leaves a tombstone, as for any
+// unknown order.
+func (s *Store) PurgeReservations(ctx context.Context, before time.Time, limit int) (int64, error) {
+	const q = `
+DELETE FROM reservations WHERE order_id IN (
+    SELECT order_id FROM reservations
+    WHERE status IN ('released', 'expired') AND updated_at < $1
+    ORDER BY updated_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED)`
+	tag, err := s.pool.Exec(ctx, q, before, limit)
+	if err != nil {
+		return 0, fmt.Errorf("purge reservations: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

@@ -173,3 +173,25 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ProcessedRetention is how long a processed event's id is kept: 14 days,
+// the longest an SQS queue keeps a message, so no redelivery can come later.
+const ProcessedRetention = 14 * 24 * time.Hour
+
+// PurgeProcessed deletes at most limit processed-event ids recorded before
+// before, oldest first (the idempotent consumers' ledger: see
+// ProcessedRetention).
+func (s *Store) PurgeProcessed(ctx context.Context, before time.Time, limit int) (int64, error) {
+	const q = `
+DELETE FROM processed_events WHERE (consumer, event_id) IN (
+    SELECT consumer, event_id FROM processed_events
+    WHERE processed_at < $1
+    ORDER BY processed_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED)`
+	tag, err := s.pool.Exec(ctx, q, before, limit)
+	if err != nil {
+		return 0, fmt.Errorf("purge processed events: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

@@ -158,6 +158,10 @@ func canonicalID(id string) bool {
 // keeps the pair unambiguous.
 func customerKey(customerID, key string) string { return customerID + "\x1f" + key }
 
+// KeyRetention is how long an answered idempotency key is kept: a retry
+// within a day gets the first answer; later, the key is a new request.
+const KeyRetention = 24 * time.Hour
+
 // pollInterval is how often a duplicate request checks whether the
 // original has finished.
 const pollInterval = 25 * time.Millisecond

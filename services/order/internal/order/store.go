@@ -623,3 +623,22 @@ func (s *Store) countNeedingAttention(ctx context.Context) (int, error) {
 
 // Ping checks that the database answers, for readiness.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+// PurgeKeys deletes at most limit answered idempotency keys created before
+// before, oldest first; a key whose request is still running is kept. A
+// client that retries with the same key after that gets a new order, as
+// with any payment API whose keys expire (docs/patterns/idempotency.md).
+func (s *Store) PurgeKeys(ctx context.Context, before time.Time, limit int) (int64, error) {
+	const q = `
+DELETE FROM idempotency_keys WHERE key IN (
+    SELECT key FROM idempotency_keys
+    WHERE created_at < $1 AND status_code IS NOT NULL
+    ORDER BY created_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED)`
+	tag, err := s.pool.Exec(ctx, q, before, limit)
+	if err != nil {
+		return 0, fmt.Errorf("purge idempotency keys: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

@@ -7,8 +7,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/pkg/events"
 	"github.com/orderflow/orderflow/pkg/queue"
@@ -55,4 +57,22 @@ func insert(ctx context.Context, e events.Order) (string, []any, error) {
 	}
 	const q = `INSERT INTO outbox (event_id, event_type, order_id, payload, trace_context) VALUES ($1, $2, $3, $4, $5)`
 	return q, []any{e.ID, e.Type, e.OrderID, payload, traceContext}, nil
+}
+
+// Purge deletes at most limit outbox rows sent before before, oldest first:
+// once the queue has an event, its row has done its job. Unsent rows are
+// never deleted, however old.
+func Purge(ctx context.Context, pool *pgxpool.Pool, before time.Time, limit int) (int64, error) {
+	const q = `
+DELETE FROM outbox WHERE id IN (
+    SELECT id FROM outbox
+    WHERE sent_at < $1
+    ORDER BY sent_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED)`
+	tag, err := pool.Exec(ctx, q, before, limit)
+	if err != nil {
+		return 0, fmt.Errorf("purge sent outbox rows: %w", err)
+	}
+	return tag.RowsAffected(), nil
 }
