@@ -56,6 +56,7 @@ type echoed struct {
 	XForwardedHost  []string `json:"x_forwarded_host"`
 	Forwarded       []string `json:"forwarded"`
 	MethodOverride  []string `json:"x_http_method_override"`
+	RequestTimeout  []string `json:"request_timeout"`
 }
 
 // echo is a plain-HTTP upstream that records every request the gateway
@@ -95,6 +96,7 @@ func newEcho(t *testing.T, name string) *echo {
 			XForwardedHost:  r.Header.Values("X-Forwarded-Host"),
 			Forwarded:       r.Header.Values("Forwarded"),
 			MethodOverride:  r.Header.Values("X-HTTP-Method-Override"),
+			RequestTimeout:  r.Header.Values("Request-Timeout"),
 		})
 	}))
 	t.Cleanup(e.srv.Close)
@@ -576,6 +578,7 @@ func TestGateway(t *testing.T) {
 			"X-Forwarded-Proto":      {"http"},
 			"X-Forwarded-Host":       {"evil.example"},
 			"X-Http-Method-Override": {"PUT"},
+			"Request-Timeout":        {"1"},
 		}
 		for _, cl := range clients {
 			t.Run(cl.name, func(t *testing.T) {
@@ -593,6 +596,7 @@ func TestGateway(t *testing.T) {
 				for name, got := range map[string][]string{
 					"X-Real-IP": e.XRealIP, "True-Client-IP": e.TrueClientIP, "Forwarded": e.Forwarded,
 					"X-Forwarded-Host": e.XForwardedHost, "X-HTTP-Method-Override": e.MethodOverride,
+					"Request-Timeout": e.RequestTimeout,
 				} {
 					if len(got) != 0 {
 						t.Errorf("%s = %q reached the backend; want it removed", name, got)

@@ -31,6 +31,10 @@ const maxChallengeLen = 8 << 10
 // e-mail alike.
 const wrongCredentials = "wrong e-mail or password"
 
+// notAnEmail answers a login whose e-mail holds control characters or
+// invalid UTF-8.
+const notAnEmail = "that is not an e-mail address"
+
 // errCSRF refuses a form whose token does not match its challenge and this
 // browser's cookie.
 var errCSRF = errors.New("csrf token missing or invalid")
@@ -155,6 +159,14 @@ func handleLoginSubmit(log *slog.Logger, svc *Service, csrf *CSRF, pg *pages) ht
 			return
 		}
 		email := r.PostForm.Get("email")
+		if !web.PlainText(strings.TrimSpace(email)) {
+			// No account has such an address (sign-up refuses it), and
+			// the database refuses a NUL or invalid UTF-8 in a lookup.
+			pg.render(w, http.StatusBadRequest, "login", loginPage{
+				Title: "Sign in", Error: notAnEmail, Challenge: challenge, CSRFToken: token,
+			})
+			return
+		}
 		to, err := svc.Login(r.Context(), LoginAttempt{
 			Challenge: challenge, Email: email, Password: r.PostForm.Get("password"), ClientIP: clientIP(r),
 		})
@@ -229,14 +241,15 @@ func handleConsentSubmit(log *slog.Logger, svc *Service, csrf *CSRF, pg *pages) 
 	})
 }
 
-// challengeParam checks that a challenge is present and of a size Hydra
-// could have issued.
+// challengeParam checks that a challenge is present and of a size and
+// alphabet Hydra could have issued.
 func challengeParam(s string) (string, error) {
 	if s == "" {
 		return "", web.NewProblem(http.StatusBadRequest, "missing_challenge",
 			"the sign-in link has no challenge; start again from the application")
 	}
-	if len(s) > maxChallengeLen {
+	if len(s) > maxChallengeLen || !web.PlainText(s) {
+		// Not a challenge Hydra issues: not sent on to it.
 		return "", ErrChallengeNotFound
 	}
 	return s, nil

@@ -2,11 +2,11 @@ package notification
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
-
-	"github.com/google/uuid"
 
 	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/events"
@@ -38,17 +38,17 @@ type emailResponse struct {
 }
 
 // orderIDParam reads the required order_id query parameter, which must be
-// a UUID (the column type; anything else could never match).
+// a UUID in its canonical form (the column type; anything else could never
+// match).
 func orderIDParam(r *http.Request) (string, error) {
 	v := r.URL.Query().Get("order_id")
 	if v == "" {
 		return "", web.ValidationProblem(map[string]string{"order_id": "is required"})
 	}
-	id, err := uuid.Parse(v)
-	if err != nil {
-		return "", web.ValidationProblem(map[string]string{"order_id": "must be a UUID"})
+	if !web.CanonicalUUID(v) {
+		return "", web.ValidationProblem(map[string]string{"order_id": "must be a UUID in canonical form"})
 	}
-	return id.String(), nil
+	return v, nil
 }
 
 func handleInvoiceList(log *slog.Logger, svc *Service) http.Handler {
@@ -141,6 +141,10 @@ func handleNotify(log *slog.Logger, svc *Service) http.Handler {
 			writeError(w, r, log, web.ValidationProblem(map[string]string{"event": err.Error()}))
 			return
 		}
+		if err := web.ValidationProblem(eventProblems(e)); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
 		for _, handle := range []HandlerFunc{svc.HandleInvoice, svc.HandleEmail} {
 			if err := handle(r.Context(), e); err != nil {
 				if errors.Is(err, ErrMalformed) {
@@ -152,6 +156,35 @@ func handleNotify(log *slog.Logger, svc *Service) http.Handler {
 		}
 		web.WriteJSON(w, http.StatusOK, response{EventID: e.ID, OrderID: e.OrderID})
 	})
+}
+
+// eventProblems returns a field→problem map for what of e the database
+// cannot store or could read as another id: ids not in canonical UUID form
+// (uuid.Parse takes "(…)", which PostgreSQL refuses), a NUL, control
+// characters in an identifier. Such an event is a 400, not a failed insert.
+func eventProblems(e events.Order) map[string]string {
+	problems := map[string]string{}
+	for field, v := range map[string]string{"id": e.ID, "order_id": e.OrderID} {
+		if !web.CanonicalUUID(v) {
+			problems[field] = "must be a UUID in canonical form"
+		}
+	}
+	ident := func(field, v string) {
+		if !web.PlainText(v) {
+			problems[field] = "must not hold control characters"
+		}
+	}
+	ident("customer_id", e.CustomerID)
+	ident("email", e.Email)
+	ident("status", e.Status)
+	ident("currency", e.Currency)
+	for i, it := range e.Items {
+		ident(fmt.Sprintf("items[%d].sku", i), it.SKU)
+	}
+	if strings.ContainsRune(e.FailureReason, 0) {
+		problems["failure_reason"] = "must not hold NUL characters"
+	}
+	return problems
 }
 
 // writeError sends err as a problem: a *web.Problem as it is, anything else
