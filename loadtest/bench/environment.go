@@ -114,7 +114,7 @@ func (e *environment) setUp(ctx context.Context) error {
 	}
 	if err := e.command(ctx, filepath.Join(e.logDir, "build.log"), "go", "build", "-o", e.dir+"/",
 		"./loadtest/baseline/httpjson", "./loadtest/baseline/redisget", "./loadtest/baseline/pgxget",
-		"./loadtest/readbench"); err != nil {
+		"./loadtest/baseline/fixedjson", "./loadtest/readbench"); err != nil {
 		return fmt.Errorf("build the baselines: %w", err)
 	}
 

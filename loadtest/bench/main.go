@@ -23,7 +23,8 @@
 //   - the cost of trust (trust.go): product reads, order reads and orders
 //     through the TLS gateway (HAProxy) vs straight to the services, and
 //     with the token decision cache vs AUTH_CACHE_TTL=0, side by side, with
-//     the CPU per request of every process.
+//     the CPU per request of every process; and its floor, a bare handler
+//     replaying inventory's cached answer, direct and behind the same gateway.
 //
 // Every phase is bounded in time and the whole run has a deadline (-deadline).
 // -only runs some phases alone (go run ./loadtest/bench -only trust

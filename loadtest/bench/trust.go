@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,6 +35,12 @@ import (
 // only in AUTH_CACHE_TTL; the gateway is in front of the first. Reads are
 // measured by readbench in interleaved slices, orders by k6 in alternating
 // rounds, and every process's CPU is sampled around each slice and round.
+//
+// The reads also measure the architecture's floor: a bare handler
+// (loadtest/baseline/fixedjson) replaying inventory's cached answer, read
+// directly and through a second gateway of the same configuration whose
+// inventory backend is that handler. What the hop costs a service that does
+// nothing is what it costs any service at least.
 
 // trustOn is the shipped configuration, with inventory's rate limit off
 // for the product reads (readbench is one client); it limits only those.
@@ -48,8 +55,15 @@ var trustNoCache = config{
 	"notification": {"AUTH_CACHE_TTL=0"},
 }
 
-// gatewayRole names the bench's own haproxy in the CPU profiles.
-const gatewayRole = "haproxy (gateway)"
+// gatewayRole names the bench's own haproxy in the CPU profiles, and
+// floorGatewayRole the second one, in front of the bare handler.
+const (
+	gatewayRole      = "haproxy (gateway)"
+	floorGatewayRole = "haproxy (gateway → bare handler)"
+)
+
+// floorRole is the bare handler's binary, by which the CPU profiles name it.
+const floorRole = "fixedjson"
 
 // trustCase is one configuration of the phase: what the report calls it
 // and the readbench target or k6 URL that measures it.
@@ -68,11 +82,27 @@ func benchTrust(ctx context.Context, e *environment, r *report) error {
 		return err
 	}
 	defer e.stop(off)
-	gw, err := e.startGateway(ctx, on)
+	gw, err := e.startGateway(ctx, on, "gateway", gatewayRole, "")
 	if err != nil {
 		return err
 	}
 	defer e.stopBackground(gw.cmd)
+
+	// The floor: inventory's cached answer replayed by a bare handler,
+	// behind a gateway that differs from gw only in its inventory upstream.
+	answer, answerNote, err := e.recordAnswer(ctx, on.inventory+"/v1/products/SKU-00001")
+	if err != nil {
+		return err
+	}
+	bare, err := e.baseline(ctx, floorRole, "BASELINE_RESPONSE="+answer)
+	if err != nil {
+		return err
+	}
+	floorGW, err := e.startGateway(ctx, on, "gateway-floor", floorGatewayRole, bare)
+	if err != nil {
+		return err
+	}
+	defer e.stopBackground(floorGW.cmd)
 
 	// What an uncached check costs depends on the issuer's key: say which.
 	keyNote := ""
@@ -90,6 +120,8 @@ func benchTrust(ctx context.Context, e *environment, r *report) error {
 		{"nocache", "product GET cached, direct, with a token, AUTH_CACHE_TTL=0", "auth+" + off.inventory},
 		{"gateway", "product GET cached, gateway (HTTPS, HTTP/2), with a token", "auth+" + gw.base},
 		{"gateway_h1", "product GET cached, gateway (HTTPS, HTTP/1.1 keep-alive), with a token", "h1+auth+" + gw.base},
+		{"floor_direct", "floor: bare handler replaying that answer, direct, anonymous", bare},
+		{"floor_gateway", "floor: the same bare handler, gateway (HTTPS, HTTP/2), with a token", "auth+" + floorGW.base},
 	}
 	tool := fmt.Sprintf("readbench, %d workers, interleaved", conc)
 	args := []string{"-c", fmt.Sprint(conc), "-d", e.o.readDur.String(), "-slice", "2s", "-skus", "1000",
@@ -97,6 +129,7 @@ func benchTrust(ctx context.Context, e *environment, r *report) error {
 	if err := e.trustReads(ctx, r, "trust-reads", "trust_read_", reads, tool, args); err != nil {
 		return err
 	}
+	r.noteKey("trust_read_floor_direct", answerNote)
 
 	// GET /v1/orders/{id} as the order's customer: one order per customer
 	// on each stack.
@@ -193,10 +226,12 @@ type gateway struct {
 	cmd  *exec.Cmd
 }
 
-// startGateway starts the gateway as shipped (deploy/gateway/haproxy.cfg,
-// a certificate from scripts/tls.sh) in front of s on a free port, and
-// waits until it routes to s's inventory and order.
-func (e *environment) startGateway(ctx context.Context, s running) (gateway, error) {
+// startGateway starts a gateway as shipped (deploy/gateway/haproxy.cfg, a
+// certificate from scripts/tls.sh) in front of s on a free port, its log
+// in name.log and its CPU under role, and waits until it routes product
+// reads and orders. inventory, when set, replaces s's inventory as the
+// upstream of the product routes (host:port or http://host:port).
+func (e *environment) startGateway(ctx context.Context, s running, name, role, inventory string) (gateway, error) {
 	if _, err := exec.LookPath("haproxy"); err != nil {
 		return gateway{}, fmt.Errorf("haproxy is missing (apt-get install haproxy): %w", err)
 	}
@@ -210,20 +245,24 @@ func (e *environment) startGateway(ctx context.Context, s running) (gateway, err
 		return gateway{}, fmt.Errorf("free ports: %v %v", err1, err2)
 	}
 	hostPort := func(u string) string { return strings.TrimSuffix(strings.TrimPrefix(u, "http://"), "/") }
+	if inventory == "" {
+		inventory = s.inventory
+	}
 	env := []string{fmt.Sprintf("GATEWAY_ADDR=127.0.0.1:%d", port), "GATEWAY_CERT=" + filepath.Join(tlsDir, "server.pem"),
-		"ORDER_UPSTREAM=" + hostPort(s.order), "INVENTORY_UPSTREAM=" + hostPort(s.inventory),
+		"ORDER_UPSTREAM=" + hostPort(s.order), "INVENTORY_UPSTREAM=" + hostPort(inventory),
 		"NOTIFICATION_UPSTREAM=" + hostPort(s.notification), fmt.Sprintf("IDENTITY_UPSTREAM=127.0.0.1:%d", identity),
 		"HYDRA_UPSTREAM=" + hostPort(e.hydra.Issuer), "GATEWAY_SOURCE=" + gatewaySource}
 	cfg := "deploy/gateway/haproxy.cfg"
-	if err := e.commandEnv(ctx, env, filepath.Join(e.logDir, "gateway-check.log"), "haproxy", "-c", "-q", "-f", cfg); err != nil {
-		return gateway{}, fmt.Errorf("haproxy -c %s: %w (log %s)", cfg, err, filepath.Join(e.logDir, "gateway-check.log"))
+	checkLog := filepath.Join(e.logDir, name+"-check.log")
+	if err := e.commandEnv(ctx, env, checkLog, "haproxy", "-c", "-q", "-f", cfg); err != nil {
+		return gateway{}, fmt.Errorf("haproxy -c %s: %w (log %s)", cfg, err, checkLog)
 	}
-	say("starting the gateway (HAProxy, %s) on https://127.0.0.1:%d", cfg, port)
-	cmd, err := e.startBackground("gateway", env, "haproxy", "-db", "-f", cfg)
+	say("starting %s (HAProxy, %s) on https://127.0.0.1:%d, products from %s", name, cfg, port, hostPort(inventory))
+	cmd, err := e.startBackground(name, env, "haproxy", "-db", "-f", cfg)
 	if err != nil {
 		return gateway{}, err
 	}
-	e.nameProcess(cmd.Process.Pid, gatewayRole)
+	e.nameProcess(cmd.Process.Pid, role)
 	g := gateway{base: fmt.Sprintf("https://127.0.0.1:%d", port), ca: filepath.Join(tlsDir, "ca.pem"), cmd: cmd}
 	client, err := httpsClient(g.ca)
 	if err != nil {
@@ -238,10 +277,62 @@ func (e *environment) startGateway(ctx context.Context, s running) (gateway, err
 			return g, nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return g, fmt.Errorf("the gateway does not route within 30s: product %d, orders %d (log %s)",
-				product, orders, filepath.Join(e.logDir, "gateway.log"))
+			return g, fmt.Errorf("%s does not route within 30s: product %d, orders %d (log %s)",
+				name, product, orders, filepath.Join(e.logDir, name+".log"))
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// recordAnswer reads url (inventory's product read) until inventory answers
+// it from its cache, and writes that answer's headers and body to a file
+// for the bare handler (loadtest/baseline/fixedjson) to replay. It returns
+// the file and a note saying what was recorded.
+func (e *environment) recordAnswer(ctx context.Context, url string) (string, string, error) {
+	client := &http.Client{Timeout: 5 * time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return "", "", err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return "", "", fmt.Errorf("record the cached answer: %w", err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return "", "", fmt.Errorf("record the cached answer: %w", err)
+		}
+		if resp.StatusCode == http.StatusOK && resp.Header.Get("X-Cache") == "HIT" {
+			if resp.Header.Get("ETag") == "" || resp.Header.Get("Cache-Control") == "" {
+				return "", "", fmt.Errorf("GET %s: a cached answer without ETag or Cache-Control: %v", url, resp.Header)
+			}
+			var b bytes.Buffer
+			if err := resp.Header.Write(&b); err != nil {
+				return "", "", err
+			}
+			b.WriteString("\r\n")
+			b.Write(body)
+			path := filepath.Join(e.dir, "cached-answer.txt")
+			if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
+				return "", "", err
+			}
+			var names []string
+			for k := range resp.Header {
+				if k != "Date" && k != "Content-Length" {
+					names = append(names, k)
+				}
+			}
+			slices.Sort(names)
+			return path, fmt.Sprintf("replays inventory's cached answer to GET /v1/products/SKU-00001: %d-byte body; %s",
+				len(body), strings.Join(names, ", ")), nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return "", "", fmt.Errorf("GET %s = %d, X-Cache %q: no cached answer within 30s", url, resp.StatusCode, resp.Header.Get("X-Cache"))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -386,7 +477,8 @@ func (e *environment) trustReads(ctx context.Context, r *report, name, prefix st
 		m := readMeasurement(kv, prefix+c.key, c.name, "trust", tool)
 		var notes []string
 		if req := kv.num("requests"); req > 0 {
-			if h := kv.num("hits"); h > 0 {
+			// The floor's handler replays one recorded HIT: no cache to report.
+			if h := kv.num("hits"); h > 0 && !strings.HasPrefix(c.key, "floor_") {
 				notes = append(notes, fmt.Sprintf("cache hit ratio %.1f%%", 100*h/req))
 			}
 			if strings.Contains(c.target, "https://") {

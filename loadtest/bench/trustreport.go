@@ -14,6 +14,7 @@ type trustKeys struct {
 	ordersDirect, ordersGateway, ordersNoCache          measurement
 	readDirect, readToken, readNoCache                  measurement
 	readGateway, readGatewayH1                          measurement
+	readFloorDirect, readFloorGateway                   measurement
 	orderReadDirect, orderReadNoCache, orderReadGateway measurement
 	ok                                                  map[string]bool
 }
@@ -27,6 +28,7 @@ func (r *report) trustFigures() trustKeys {
 		"trust_read_gateway": &t.readGateway, "trust_read_gateway_h1": &t.readGatewayH1,
 		"trust_orderread_direct": &t.orderReadDirect, "trust_orderread_nocache": &t.orderReadNoCache,
 		"trust_orderread_gateway": &t.orderReadGateway,
+		"trust_read_floor_direct": &t.readFloorDirect, "trust_read_floor_gateway": &t.readFloorGateway,
 	} {
 		if x, ok := r.get(key); ok && x.RPS > 0 {
 			*m, t.ok[key] = x, true
@@ -80,6 +82,9 @@ func (r *report) evaluateTrust(addRatio func(string, float64, string), addTarget
 	if t.has("trust_read_token", "trust_read_nocache") {
 		addRatio("trust: cached product GET with a token, AUTH_CACHE_TTL=0 / with the decision cache (throughput)", t.readNoCache.RPS/t.readToken.RPS, "%.3f")
 	}
+	if t.has("trust_read_floor_direct", "trust_read_floor_gateway") {
+		addRatio("trust floor: bare handler, gateway HTTP/2 with a token / direct anonymous (throughput)", t.readFloorGateway.RPS/t.readFloorDirect.RPS, "%.3f")
+	}
 	if t.has("trust_orderread_direct", "trust_orderread_nocache") {
 		addRatio("trust: GET /v1/orders/{id}, AUTH_CACHE_TTL=0 / with the decision cache (throughput)", t.orderReadNoCache.RPS/t.orderReadDirect.RPS, "%.3f")
 	}
@@ -107,12 +112,15 @@ func (r *report) evaluateTrust(addRatio func(string, float64, string), addTarget
 		"trust_read_token", "trust_read_direct")
 	// The gateway's own CPU per request: steadier than the throughput
 	// ratios on a machine shared with other work.
-	for _, g := range []struct{ name, key string }{
-		{"cached product read (HTTP/2)", "trust_read_gateway"}, {"cached product read (HTTP/1.1)", "trust_read_gateway_h1"},
-		{"GET /v1/orders/{id} (HTTP/2)", "trust_orderread_gateway"}, {"order (HTTP/2)", "trust_orders_gateway"},
+	for _, g := range []struct{ name, key, role string }{
+		{"cached product read (HTTP/2)", "trust_read_gateway", gatewayRole},
+		{"cached product read (HTTP/1.1)", "trust_read_gateway_h1", gatewayRole},
+		{"bare handler's read (HTTP/2, the floor)", "trust_read_floor_gateway", floorGatewayRole},
+		{"GET /v1/orders/{id} (HTTP/2)", "trust_orderread_gateway", gatewayRole},
+		{"order (HTTP/2)", "trust_orders_gateway", gatewayRole},
 	} {
 		if p, ok := r.CPU[g.key]; ok {
-			if sh, ok := p.share(gatewayRole); ok {
+			if sh, ok := p.share(g.role); ok {
 				addRatio("trust: haproxy's CPU per "+g.name+" through the gateway", sh.MsPer, "%.3f ms")
 			}
 		}
@@ -172,6 +180,9 @@ func (r *report) trustFindings() {
 	}
 	if missed[trustReadTarget] && t.has("trust_read_direct", "trust_read_gateway") {
 		explain("Cached product reads", "read", t.readGateway, t.readDirect, trustReadBudget, "inventory")
+		if f, ok := r.trustFloor(); ok {
+			r.Findings = append(r.Findings, "The floor (\"The cost of trust\", a bare handler behind the same gateway): "+f.verdict())
+		}
 	}
 	if missed[trustOrderTarget] && t.has("trust_orders_direct", "trust_orders_gateway") {
 		explain("Orders", "order", t.ordersGateway, t.ordersDirect, trustOrderBudget, "order", "inventory", "payment", "notification")
@@ -209,7 +220,9 @@ func (r *report) trustMarkdown(b *bytes.Buffer) {
 	w("its customer. Orders are k6 (bench.js, orders only, closed model) in alternating rounds, the order of the\n")
 	w("configurations reversed every other round. The CPU time of every process is sampled around each slice and\n")
 	w("round and divided by the requests completed. Inventory's rate limit is off on both stacks (it limits only\n")
-	w("product reads, and readbench is one client); everything else is the shipped configuration.\n\n")
+	w("product reads, and readbench is one client); everything else is the shipped configuration. The two\n")
+	w("**floor** rows are a bare handler replaying inventory's cached answer, directly and behind a second gateway\n")
+	w("(below).\n\n")
 	w("| measurement | req/s | p50 ms | p95 ms | p99 ms | errors | load | note |\n|---|---:|---:|---:|---:|---:|---|---|\n")
 	for _, x := range rows {
 		w("| %s | %s | %s | %s | %s | %.2f%% | %s | %s |\n", x.Name, rps(x.RPS), ms(x.P50), ms(x.P95), ms(x.P99),
@@ -245,6 +258,9 @@ func (r *report) trustMarkdown(b *bytes.Buffer) {
 		if t.has("trust_read_token", "trust_read_nocache") {
 			row("cached product reads: AUTH_CACHE_TTL=0 vs the decision cache", t.readNoCache, t.readToken, "–")
 		}
+		if t.has("trust_read_floor_direct", "trust_read_floor_gateway") {
+			row("floor: bare handler, gateway (HTTP/2) with a token vs direct anonymous", t.readFloorGateway, t.readFloorDirect, "–")
+		}
 		if t.has("trust_orderread_direct", "trust_orderread_gateway") {
 			row("GET /v1/orders/{id}: gateway (HTTP/2) vs direct", t.orderReadGateway, t.orderReadDirect, "–")
 		}
@@ -253,12 +269,17 @@ func (r *report) trustMarkdown(b *bytes.Buffer) {
 		}
 		w("\n")
 	}
+	if f, ok := r.trustFloor(); ok {
+		f.markdown(b)
+	}
 	w("### CPU per request, by process\n\n")
 	w("Milliseconds of CPU (user + system, from /proc) each process spent per request completed, in the same\n")
 	w("slices and rounds as the figures above. The load generator (readbench or k6) shares the machine; the row\n")
 	w("without it is what serving the requests cost.\n\n")
-	r.trustCPUTable(b, "read", []string{"trust_read_direct", "trust_read_token", "trust_read_nocache", "trust_read_gateway", "trust_read_gateway_h1"},
-		[]string{"direct, anonymous", "direct, token", "direct, token, cache off", "gateway HTTP/2, token", "gateway HTTP/1.1, token"})
+	r.trustCPUTable(b, "read", []string{"trust_read_direct", "trust_read_token", "trust_read_nocache", "trust_read_gateway",
+		"trust_read_gateway_h1", "trust_read_floor_direct", "trust_read_floor_gateway"},
+		[]string{"direct, anonymous", "direct, token", "direct, token, cache off", "gateway HTTP/2, token",
+			"gateway HTTP/1.1, token", "floor: bare, direct", "floor: bare, gateway HTTP/2, token"})
 	r.trustCPUTable(b, "order read", []string{"trust_orderread_direct", "trust_orderread_nocache", "trust_orderread_gateway"},
 		[]string{"direct", "direct, cache off", "gateway HTTP/2"})
 	r.trustCPUTable(b, "order", []string{"trust_orders_direct", "trust_orders_nocache", "trust_orders_gateway"},
