@@ -58,10 +58,10 @@ scale-bench: ## order and product-read throughput through HAProxy, 1 vs 3 replic
 bench-read: ## read-path benchmark: uncached vs cached vs 304 vs a bare go-redis handler (needs make deps)
 	@scripts/bench-read.sh
 
-observe: ## start Prometheus (:9090) and Jaeger (UI :16686, OTLP :4318) natively
+observe: ## start Prometheus (:9090, with the alert rules), Alertmanager (:9093, mails maildev) and Jaeger (UI :16686, OTLP :4318) natively
 	@scripts/observability.sh start
 
-observe-down: ## stop Prometheus and Jaeger
+observe-down: ## stop Prometheus, Alertmanager and Jaeger
 	@scripts/observability.sh stop
 
 dashboard: ## render the dashboard's queries against the native Prometheus into docs/dashboard.html

@@ -17,6 +17,7 @@ import (
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/instrumentation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -98,12 +99,39 @@ func Setup(ctx context.Context, c Config) (*Telemetry, error) {
 		return nil, fmt.Errorf("prometheus exporter: %w", err)
 	}
 	return &Telemetry{
-		Tracer:     sdktrace.NewTracerProvider(opts...),
-		Meter:      sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(promExp)),
+		Tracer: sdktrace.NewTracerProvider(opts...),
+		Meter: sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(promExp),
+			sdkmetric.WithView(nonBaseUnitViews()...)),
 		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 		registry:   reg,
 		tracing:    !c.Disabled,
 	}, nil
+}
+
+// Scopes of the instrumentation libraries whose meters nonBaseUnitViews
+// adjusts.
+const (
+	otelpgxScope   = "github.com/exaring/otelpgx"
+	redisotelScope = "github.com/redis/go-redis/extra/redisotel"
+)
+
+// nonBaseUnitViews drops the instruments otelpgx and redisotel record in
+// nanoseconds and milliseconds. Prometheus wants times in seconds (promtool
+// check metrics reports every other unit), and a view can rename an
+// instrument but not scale its values, so ObservePool and InstrumentRedis
+// record the same times again in seconds, under the same names.
+func nonBaseUnitViews() []sdkmetric.View {
+	drop := func(scope, name string) sdkmetric.View {
+		return sdkmetric.NewView(sdkmetric.Instrument{Name: name, Scope: instrumentation.Scope{Name: scope}},
+			sdkmetric.Stream{Aggregation: sdkmetric.AggregationDrop{}})
+	}
+	return []sdkmetric.View{
+		drop(otelpgxScope, "pgxpool.acquire_duration"),               // ns
+		drop(otelpgxScope, "pgxpool.empty_acquire_wait_time"),        // ns
+		drop(redisotelScope, "db.client.connections.waits_duration"), // ns
+		drop(redisotelScope, "db.client.connections.create_time"),    // ms
+		drop(redisotelScope, "db.client.connections.use_time"),       // ms
+	}
 }
 
 // AddSpanProcessor lets a test collect spans in memory.
