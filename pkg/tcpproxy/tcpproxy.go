@@ -61,6 +61,15 @@ func (p *Proxy) accept(ln net.Listener) {
 			continue
 		}
 		p.mu.Lock()
+		if p.ln != ln {
+			// Cut while this connection was being set up: it must not
+			// outlive the cut (a client's keep-alive pool would keep
+			// using it through the whole outage).
+			p.mu.Unlock()
+			c.Close()
+			up.Close()
+			continue
+		}
 		p.conns[c] = struct{}{}
 		p.conns[up] = struct{}{}
 		p.mu.Unlock()
