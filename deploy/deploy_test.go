@@ -51,14 +51,14 @@ type appService struct {
 }
 
 // appServices lists the processes built from this repository: the five the
-// brief names and identity, the login and consent app. The provider has no
-// database and no queue, so it waits for nothing.
+// brief names and identity, the login and consent app. The provider keeps
+// its ledger in Postgres, so it waits for it.
 func appServices() []appService {
 	return []appService{
 		{name: "order", dir: "services/order", port: 8080, needs: []string{"postgres", "localstack"}},
 		{name: "inventory", dir: "services/inventory", port: 8081, needs: []string{"postgres"}},
 		{name: "payment", dir: "services/payment", port: 8082, needs: []string{"postgres"}},
-		{name: "provider", dir: "services/payment/provider", port: 8090},
+		{name: "provider", dir: "services/payment/provider", port: 8090, needs: []string{"postgres"}},
 		{name: "notification", dir: "services/notification", port: 8083, needs: []string{"postgres", "localstack"}},
 		{name: "identity", dir: "services/identity", port: 8084, needs: []string{"postgres", "redis", "hydra"}},
 	}

@@ -142,7 +142,7 @@ func getenvReads(dir, name string) ([]string, error) {
 // reads after its prefix (prefix+"_BREAKER_DELAY"…), with their Reader
 // method.
 func policySuffixes() ([][2]string, error) {
-	body, err := funcBody("pkg/resilience", "ReadPolicy")
+	body, err := funcBody("pkg/resilience", "ReadPolicyFrom")
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +167,7 @@ func policySuffixes() ([][2]string, error) {
 		return true
 	})
 	if len(out) == 0 {
-		return nil, errors.New("found no prefix+\"_…\" read in resilience.ReadPolicy: the parser no longer understands it")
+		return nil, errors.New("found no prefix+\"_…\" read in resilience.ReadPolicyFrom: the parser no longer understands it")
 	}
 	return out, nil
 }
@@ -330,7 +330,7 @@ func envReads(dir string) ([]envVar, error) {
 					}
 				}
 			}
-			if strings.HasSuffix(path, "/pkg/resilience") && fn == "ReadPolicy" && len(call.Args) >= 2 {
+			if strings.HasSuffix(path, "/pkg/resilience") && (fn == "ReadPolicy" || fn == "ReadPolicyFrom") && len(call.Args) >= 2 {
 				lit, ok := call.Args[1].(*ast.BasicLit)
 				if !ok || lit.Kind != token.STRING {
 					errs = append(errs, fmt.Errorf("%s: resilience.ReadPolicy with a prefix that is not a string literal", fset.Position(call.Pos())))

@@ -115,7 +115,7 @@ func startStack(t *testing.T, extraOrderEnv ...string) *stack {
 	for _, name := range []string{"order", "inventory", "payment", "provider", "notification", "identity"} {
 		s.ports[name] = freePort(t)
 	}
-	for _, name := range []string{"order", "inventory", "payment", "notification", "identity"} {
+	for _, name := range []string{"order", "inventory", "payment", "notification", "identity", "provider"} {
 		s.db[name] = dbtest.NewURL(t, nil) // the services migrate their own database
 	}
 	invoices, emails := queuetest.Name("order-invoices"), queuetest.Name("order-emails")
@@ -123,13 +123,17 @@ func startStack(t *testing.T, extraOrderEnv ...string) *stack {
 		"AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test"}
 	url := func(name string) string { return fmt.Sprintf("http://127.0.0.1:%d", s.ports[name]) }
 	addr := func(name string) string { return fmt.Sprintf("127.0.0.1:%d", s.ports[name]) }
-	s.env["provider"] = []string{"PROVIDER_ADDR=" + addr("provider"), "PROVIDER_API_KEY=" + providerKey}
+	s.env["provider"] = []string{"PROVIDER_ADDR=" + addr("provider"), "PROVIDER_API_KEY=" + providerKey,
+		"PROVIDER_DATABASE_URL=" + s.db["provider"]}
 	s.env["inventory"] = []string{"INVENTORY_ADDR=" + addr("inventory"), "INVENTORY_DATABASE_URL=" + s.db["inventory"],
 		"INVENTORY_SEED_PRODUCTS=100", "INVENTORY_SWEEP_INTERVAL=1s",
 		// Stacks share the local Redis: each gets its own cache keys.
 		"INVENTORY_CACHE_PREFIX=" + queuetest.Name("e2e") + ":"}
 	s.env["payment"] = []string{"PAYMENT_ADDR=" + addr("payment"), "PAYMENT_DATABASE_URL=" + s.db["payment"],
-		"PAYMENT_PROVIDER_URL=" + url("provider"), "PAYMENT_PROVIDER_TIMEOUT=3s", "PAYMENT_PROVIDER_API_KEY=" + providerKey}
+		"PAYMENT_PROVIDER_URL=" + url("provider"), "PAYMENT_PROVIDER_TIMEOUT=3s", "PAYMENT_PROVIDER_API_KEY=" + providerKey,
+		// Unknown capture outcomes settle 12s after the attempt (a provider
+		// call takes at most 11.5s here), not 1m: the suite waits for them.
+		"PAYMENT_RECONCILE_AFTER=12s"}
 	s.env["notification"] = append([]string{"NOTIFICATION_ADDR=" + addr("notification"),
 		"NOTIFICATION_DATABASE_URL=" + s.db["notification"], "NOTIFICATION_SMTP_ADDR=" + s.smtp.Addr(),
 		"NOTIFICATION_INVOICE_QUEUE=" + invoices, "NOTIFICATION_EMAIL_QUEUE=" + emails}, aws...)

@@ -11,7 +11,8 @@ import (
 var files embed.FS
 
 // For returns the migrations of one service ("order", "inventory",
-// "payment" or "notification").
+// "payment", "notification", "identity", or "provider" for the simulated
+// payment provider's ledger).
 func For(service string) (fs.FS, error) {
 	return fs.Sub(files, service)
 }

@@ -33,7 +33,7 @@ source "$secrets"
 "$ROOT/scripts/deps.sh" --mail
 
 say "creating databases"
-for db in orders inventory payments notifications identity hydra; do create_db "$db"; done
+for db in orders inventory payments notifications identity hydra provider; do create_db "$db"; done
 
 say "building the services"
 mkdir -p bin
@@ -76,7 +76,8 @@ done
 # cannot pick the address it is rate limited by.
 GATEWAY_SOURCE=${GATEWAY_SOURCE:-127.0.0.2}
 export AUTH_ISSUER=http://127.0.0.1:$HYDRA_PUBLIC_PORT/ TRUSTED_PROXIES=${TRUSTED_PROXIES:-$GATEWAY_SOURCE}
-start provider $PROVIDER_PORT PROVIDER_ADDR=127.0.0.1:$PROVIDER_PORT PROVIDER_API_KEY="$PROVIDER_API_KEY"
+start provider $PROVIDER_PORT PROVIDER_ADDR=127.0.0.1:$PROVIDER_PORT PROVIDER_API_KEY="$PROVIDER_API_KEY" \
+  PROVIDER_DATABASE_URL="$PG_URL/provider?sslmode=disable"
 start payment $PAYMENT_PORT PAYMENT_ADDR=127.0.0.1:$PAYMENT_PORT \
   PAYMENT_DATABASE_URL="$PG_URL/payments?sslmode=disable" PAYMENT_PROVIDER_URL=http://127.0.0.1:$PROVIDER_PORT \
   PAYMENT_PROVIDER_API_KEY="$PROVIDER_API_KEY"

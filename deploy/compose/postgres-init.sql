@@ -1,6 +1,7 @@
 -- Runs once, when the postgres container initialises an empty data
 -- directory: one database per service on the one server, as in the brief,
--- plus identity's (customer accounts) and Ory Hydra's. Each service creates
+-- plus identity's (customer accounts), Ory Hydra's and the simulated
+-- payment provider's ledger (provider). Each service creates
 -- its own tables with its migrations on start-up; hydra-migrate creates
 -- Hydra's.
 CREATE DATABASE orders;
@@ -9,3 +10,4 @@ CREATE DATABASE payments;
 CREATE DATABASE notifications;
 CREATE DATABASE identity;
 CREATE DATABASE hydra;
+CREATE DATABASE provider;

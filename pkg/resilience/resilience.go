@@ -88,7 +88,14 @@ func DefaultPolicy(timeout time.Duration) Policy {
 // PAYMENT_PROVIDER_TIMEOUT). Bad values are collected in r.Err and
 // Validate.
 func ReadPolicy(r *env.Reader, prefix string, timeout time.Duration) Policy {
-	d := DefaultPolicy(timeout)
+	return ReadPolicyFrom(r, prefix, DefaultPolicy(timeout))
+}
+
+// ReadPolicyFrom is ReadPolicy with the service's own defaults d: a
+// downstream called inside another service's attempt needs a smaller
+// budget than DefaultPolicy's (docs/patterns/resilience.md, "Time budgets").
+func ReadPolicyFrom(r *env.Reader, prefix string, d Policy) Policy {
+	timeout := d.Timeout
 	return Policy{
 		Timeout:          timeout,
 		FailureThreshold: uint(max(0, r.Int(prefix+"_BREAKER_FAILURE_THRESHOLD", int(d.FailureThreshold)))),

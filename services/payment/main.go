@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -46,6 +47,14 @@ type config struct {
 	// (SHUTDOWN_DRAIN; 0 by default).
 	shutdownDrain time.Duration
 
+	// reconcileInterval is how often the reconciler settles unknown
+	// payment intents and deletes old idempotency keys
+	// (PAYMENT_RECONCILE_INTERVAL); reconcileAfter is the grace period
+	// after which the provider's "no such charge" abandons an intent
+	// (PAYMENT_RECONCILE_AFTER), longer than a provider call can last.
+	reconcileInterval time.Duration
+	reconcileAfter    time.Duration
+
 	// provider is the failsafe-go policy of each call to the provider:
 	// PAYMENT_BREAKER_*, PAYMENT_RETRY_*, PAYMENT_BULKHEAD, with
 	// PAYMENT_PROVIDER_TIMEOUT as the timeout of each attempt.
@@ -59,12 +68,19 @@ func readConfig(getenv func(string) string) (config, error) {
 		databaseURL:     r.String("PAYMENT_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/payments?sslmode=disable"),
 		maxConns:        r.Int("PAYMENT_DB_MAX_CONNS", 20),
 		providerURL:     r.String("PAYMENT_PROVIDER_URL", "http://127.0.0.1:8090"),
-		providerTimeout: r.Duration("PAYMENT_PROVIDER_TIMEOUT", 3*time.Second),
+		providerTimeout: r.Duration("PAYMENT_PROVIDER_TIMEOUT", time.Second),
 		providerAPIKey:  r.String("PAYMENT_PROVIDER_API_KEY", ""),
 		logLevel:        r.String("LOG_LEVEL", "info"),
 		shutdownDrain:   r.Duration("SHUTDOWN_DRAIN", 0),
+
+		reconcileInterval: r.Duration("PAYMENT_RECONCILE_INTERVAL", 10*time.Second),
+		reconcileAfter:    r.Duration("PAYMENT_RECONCILE_AFTER", time.Minute),
 	}
-	c.provider = resilience.ReadPolicy(r, "PAYMENT", c.providerTimeout)
+	// A charge with its retries must fit inside the order service's attempt
+	// (ORDER_CALL_TIMEOUT, 4 s): 3 × 1 s + 2 × 1.25 × 250 ms = 3.6 s.
+	policy := resilience.DefaultPolicy(c.providerTimeout)
+	policy.MaxBackoff = 250 * time.Millisecond
+	c.provider = resilience.ReadPolicyFrom(r, "PAYMENT", policy)
 	var authErr, proxyErr error
 	c.auth, authErr = auth.ReadConfig(getenv)
 	c.trustedProxies, proxyErr = web.ParsePrefixes(r.String("TRUSTED_PROXIES", ""))
@@ -73,6 +89,19 @@ func readConfig(getenv func(string) string) (config, error) {
 	}
 	if c.providerTimeout <= 0 {
 		return c, fmt.Errorf("PAYMENT_PROVIDER_TIMEOUT must be positive")
+	}
+	if c.reconcileInterval <= 0 {
+		return c, fmt.Errorf("PAYMENT_RECONCILE_INTERVAL must be positive")
+	}
+	if b := c.provider.Budget(); b >= payment.RequestTimeout {
+		return c, fmt.Errorf("a provider call with its retries (%s) must fit inside a payment request (%s): "+
+			"lower PAYMENT_PROVIDER_TIMEOUT, PAYMENT_RETRY_MAX or PAYMENT_RETRY_MAX_BACKOFF", b, payment.RequestTimeout)
+	}
+	// A charge attempt still under way when its intent is declared
+	// abandoned could land after it, unrefunded.
+	if c.reconcileAfter <= c.provider.Budget() {
+		return c, fmt.Errorf("PAYMENT_RECONCILE_AFTER (%s) must be longer than a provider call with its retries (%s)",
+			c.reconcileAfter, c.provider.Budget())
 	}
 	return c, nil
 }
@@ -90,7 +119,8 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		"db_max_conns", cfg.maxConns, "provider_url", cfg.providerURL,
 		"provider_timeout", cfg.providerTimeout.String(), "provider_api_key_set", cfg.providerAPIKey != "",
 		"auth_issuer", cfg.auth.Issuer, "auth_audience", cfg.auth.Audience, "auth_cache_ttl", cfg.auth.CacheTTL.String(),
-		"trusted_proxies", fmt.Sprint(cfg.trustedProxies))
+		"trusted_proxies", fmt.Sprint(cfg.trustedProxies),
+		"reconcile_interval", cfg.reconcileInterval.String(), "reconcile_after", cfg.reconcileAfter.String())
 	tel, err := telemetry.New(ctx, "payment", getenv)
 	if err != nil {
 		return err
@@ -126,14 +156,29 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		// its retries, to end.
 		MaxWait: cfg.provider.Budget() + 2*time.Second,
 		// A claim this old belongs to a request whose process died.
-		StaleAfter: 2*cfg.providerTimeout + 30*time.Second,
+		StaleAfter:  2*cfg.providerTimeout + 30*time.Second,
+		SettleAfter: cfg.reconcileAfter,
 	})
+	if err := tel.ObserveCounts("orderflow.payment.intents.settled",
+		"Payment intents whose outcome was unknown, settled with the provider by key, by outcome: captured (the charge was found and recorded), abandoned (no charge: nothing to refund), unreachable (the look-up failed; tried again).",
+		"outcome", svc.SettledCounts); err != nil {
+		return err
+	}
 	drain := web.NewDrainer(cfg.shutdownDrain, log)
 	verifier, err := auth.NewVerifier(cfg.auth, &http.Client{Timeout: 5 * time.Second}, log)
 	if err != nil {
 		return err
 	}
 	handler := payment.NewHandler(log, svc, verifier.Authenticate)
+
+	// The reconciler stops once the server has drained and is waited for
+	// before run returns, so the pool is never closed under it.
+	loopCtx, cancelLoops := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancelLoops()
+	wg.Go(func() { svc.RunReconciler(loopCtx, cfg.reconcileInterval) })
+
 	srv := web.NewServer(cfg.addr, drain.Handler(tel.Handler(web.ClientAddr(cfg.trustedProxies)(handler))), log)
 	return web.Serve(drain.Context(ctx), srv, log, 10*time.Second)
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/pkg/authtest"
 	"github.com/orderflow/orderflow/pkg/dbtest"
 	"github.com/orderflow/orderflow/services/payment/internal/provider"
@@ -30,7 +31,11 @@ func freeAddr(t *testing.T) string {
 func TestRun(t *testing.T) {
 	// An empty database: run must migrate it itself.
 	dbURL := dbtest.NewURL(t, nil)
-	sim := provider.NewSimulator(provider.Config{})
+	provFS, err := migrations.For("provider")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := provider.NewSimulator(provider.Config{}, provider.NewStore(dbtest.NewPool(t, provFS)))
 	prov := httptest.NewServer(provider.NewHandler(slog.New(slog.DiscardHandler), sim, "secret"))
 	defer prov.Close()
 
@@ -41,14 +46,15 @@ func TestRun(t *testing.T) {
 	}
 	addr := freeAddr(t)
 	env := map[string]string{
-		"PAYMENT_ADDR":             addr,
-		"PAYMENT_DATABASE_URL":     dbURL,
-		"PAYMENT_DB_MAX_CONNS":     "4",
-		"PAYMENT_PROVIDER_URL":     prov.URL,
-		"PAYMENT_PROVIDER_TIMEOUT": "2s",
-		"PAYMENT_PROVIDER_API_KEY": "secret",
-		"AUTH_ISSUER":              hydra.Issuer,
-		"LOG_LEVEL":                "warn",
+		"PAYMENT_ADDR":               addr,
+		"PAYMENT_DATABASE_URL":       dbURL,
+		"PAYMENT_DB_MAX_CONNS":       "4",
+		"PAYMENT_PROVIDER_URL":       prov.URL,
+		"PAYMENT_PROVIDER_TIMEOUT":   "2s",
+		"PAYMENT_PROVIDER_API_KEY":   "secret",
+		"PAYMENT_RECONCILE_INTERVAL": "100ms",
+		"AUTH_ISSUER":                hydra.Issuer,
+		"LOG_LEVEL":                  "warn",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -100,13 +106,23 @@ func TestRun(t *testing.T) {
 	if resp.StatusCode != http.StatusCreated || !strings.Contains(string(body), `"status":"captured"`) {
 		t.Errorf("POST /v1/payments = %d %s; want 201 captured", resp.StatusCode, body)
 	}
-	if got := sim.Len(); got != 1 {
-		t.Errorf("provider charges = %d; want 1", got)
+	if tot, err := sim.Totals(context.Background()); err != nil || tot.Charges != 1 {
+		t.Errorf("provider charges = %+v, %v; want 1", tot, err)
 	}
 	if resp, err := http.Get(base + "/readyz"); err != nil || resp.StatusCode != http.StatusOK {
 		t.Errorf("GET /readyz = %v, %v; want 200", resp, err)
 	} else {
 		resp.Body.Close()
+	}
+	// The reconciler's outcomes are exported.
+	if resp, err := http.Get(base + "/metrics"); err != nil {
+		t.Errorf("GET /metrics: %v", err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), `orderflow_payment_intents_settled_total{outcome="abandoned"`) {
+			t.Errorf("GET /metrics has no orderflow_payment_intents_settled_total{outcome=...}")
+		}
 	}
 
 	cancel()
@@ -130,6 +146,14 @@ func TestReadConfig(t *testing.T) {
 		{"bad timeout", map[string]string{"PAYMENT_PROVIDER_TIMEOUT": "soon"}, true},
 		{"zero timeout", map[string]string{"PAYMENT_PROVIDER_TIMEOUT": "0s"}, true},
 		{"bad conns", map[string]string{"PAYMENT_DB_MAX_CONNS": "many"}, true},
+		{"zero reconcile interval", map[string]string{"PAYMENT_RECONCILE_INTERVAL": "0s"}, true},
+		// 3 attempts of 1s with backoffs (3.6s): a grace of 3s could abandon
+		// an intent whose charge is still on its way.
+		{"grace shorter than a provider call", map[string]string{"PAYMENT_RECONCILE_AFTER": "3s"}, true},
+		{"grace longer than a provider call", map[string]string{"PAYMENT_RECONCILE_AFTER": "5s"}, false},
+		// Budgets nest: 3 × 4s + backoffs does not fit a 10s request.
+		{"provider call longer than the request", map[string]string{"PAYMENT_PROVIDER_TIMEOUT": "4s"}, true},
+		{"fewer retries fit", map[string]string{"PAYMENT_PROVIDER_TIMEOUT": "4s", "PAYMENT_RETRY_MAX": "1"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,7 +161,7 @@ func TestReadConfig(t *testing.T) {
 			if (err != nil) != tt.wantErr {
 				t.Errorf("readConfig() error = %v; want error %v", err, tt.wantErr)
 			}
-			if tt.env == nil && (c.addr != ":8082" || c.providerTimeout != 3*time.Second) {
+			if tt.env == nil && (c.addr != ":8082" || c.providerTimeout != time.Second || c.provider.Budget() >= 4*time.Second) {
 				t.Errorf("defaults = %+v", c)
 			}
 		})

@@ -185,11 +185,16 @@ func startStack(t *testing.T, extra map[string][]string) *stack {
 	aws := []string{"AWS_REGION=" + sqsCfg.Region, "AWS_ENDPOINT_URL_SQS=" + sqsEndpoint,
 		"AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test"}
 	addr := func(name string) string { return fmt.Sprintf("127.0.0.1:%d", s.ports[name]) }
-	s.env["provider"] = []string{"PROVIDER_ADDR=" + addr("provider")}
+	// The provider keeps its ledger in its own fresh database, as in production.
+	s.env["provider"] = []string{"PROVIDER_ADDR=" + addr("provider"), "PROVIDER_DATABASE_URL=" + dbtest.NewURL(t, nil)}
 	s.env["inventory"] = []string{"INVENTORY_ADDR=" + addr("inventory"), "INVENTORY_DATABASE_URL=" + dbURL["inventory"], "INVENTORY_DB_MAX_CONNS=10",
 		"INVENTORY_SEED_PRODUCTS=100", "INVENTORY_SWEEP_INTERVAL=1s", "INVENTORY_REDIS_URL=redis://" + s.redis.Addr() + "/0"}
 	s.env["payment"] = []string{"PAYMENT_ADDR=" + addr("payment"), "PAYMENT_DATABASE_URL=" + dbURL["payment"], "PAYMENT_DB_MAX_CONNS=10",
-		"PAYMENT_PROVIDER_URL=http://" + addr("provider"), "PAYMENT_PROVIDER_TIMEOUT=3s"}
+		"PAYMENT_PROVIDER_URL=http://" + addr("provider"), "PAYMENT_PROVIDER_TIMEOUT=3s",
+		// An intent whose charge went unanswered is abandoned after this
+		// grace (longer than a provider call with its retries), so the
+		// suite's compensations settle well inside its 90 s.
+		"PAYMENT_RECONCILE_AFTER=12s", "PAYMENT_RECONCILE_INTERVAL=1s"}
 	s.env["notification"] = append([]string{"NOTIFICATION_ADDR=" + addr("notification"),
 		"NOTIFICATION_DATABASE_URL=" + dbURL["notification"], "NOTIFICATION_DB_MAX_CONNS=10", "NOTIFICATION_SMTP_ADDR=" + s.smtp.Addr(),
 		"NOTIFICATION_INVOICE_QUEUE=" + invoices, "NOTIFICATION_EMAIL_QUEUE=" + emails,

@@ -16,15 +16,20 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/orderflow/orderflow/pkg/authtest"
+	"github.com/orderflow/orderflow/pkg/postgres"
 )
 
 // Services lists every process, in start order.
@@ -50,7 +55,9 @@ type Config struct {
 	BinDir string // where Build put the binaries
 	LogDir string // one <service>.log per process
 	// Databases maps "order", "inventory", "payment", "notification" to a
-	// database URL each; the services migrate them.
+	// database URL each; the services migrate them. "provider" may name
+	// the payment provider's ledger too; without it Start creates a fresh
+	// one on payment's server and Close drops it.
 	Databases   map[string]string
 	SQSEndpoint string // fauxqs: http://127.0.0.1:4566
 	SMTPAddr    string // notification's SMTP server
@@ -73,6 +80,8 @@ type Stack struct {
 
 	mu    sync.Mutex
 	procs map[string]*proc
+	// providerDB is the provider database Start created, dropped by Close.
+	providerDB string
 }
 
 type proc struct {
@@ -110,10 +119,19 @@ func Start(cfg Config) (*Stack, error) {
 	}
 	s := &Stack{cfg: cfg, Ports: map[string]int{}, procs: map[string]*proc{}}
 	suffix := randomSuffix()
+	providerDB := cfg.Databases["provider"]
+	if providerDB == "" && (len(cfg.Only) == 0 || slices.Contains(cfg.Only, "provider")) {
+		var err error
+		if providerDB, err = freshDatabase(cfg.Databases["payment"], "stack_provider_"+suffix); err != nil {
+			return nil, err
+		}
+		s.providerDB = providerDB
+	}
 	s.Queues = [2]string{"order-invoices-" + suffix, "order-emails-" + suffix}
 	for _, name := range Services {
 		p, err := FreePort()
 		if err != nil {
+			s.Close()
 			return nil, err
 		}
 		s.Ports[name] = p
@@ -123,7 +141,7 @@ func Start(cfg Config) (*Stack, error) {
 	url := func(name string) string { return fmt.Sprintf("http://127.0.0.1:%d", s.Ports[name]) }
 	addr := func(name string) string { return fmt.Sprintf("127.0.0.1:%d", s.Ports[name]) }
 	env := map[string][]string{
-		"provider": {"PROVIDER_ADDR=" + addr("provider")},
+		"provider": {"PROVIDER_ADDR=" + addr("provider"), "PROVIDER_DATABASE_URL=" + providerDB},
 		"inventory": {"INVENTORY_ADDR=" + addr("inventory"), "INVENTORY_DATABASE_URL=" + cfg.Databases["inventory"],
 			"INVENTORY_SEED_PRODUCTS=100", "INVENTORY_CACHE_PREFIX=stack-" + suffix + ":"},
 		"payment": {"PAYMENT_ADDR=" + addr("payment"), "PAYMENT_DATABASE_URL=" + cfg.Databases["payment"],
@@ -219,7 +237,54 @@ func (s *Stack) Close() error {
 			errs = append(errs, fmt.Errorf("%s did not exit within 20s of SIGTERM", name))
 		}
 	}
+	if s.providerDB != "" {
+		if err := dropDatabase(s.providerDB); err != nil {
+			errs = append(errs, err)
+		}
+		s.providerDB = ""
+	}
 	return errors.Join(errs...)
+}
+
+// freshDatabase creates the database name on the server of like (a
+// database URL) and returns its URL.
+func freshDatabase(like, name string) (string, error) {
+	if like == "" {
+		return "", errors.New(`stack: Config.Databases needs "payment" (its server gets the provider's database) or "provider"`)
+	}
+	u, err := url.Parse(like)
+	if err != nil {
+		return "", fmt.Errorf("stack: database url: %w", err)
+	}
+	u.Path = "/" + name
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := postgres.CreateDatabase(ctx, u.String()); err != nil {
+		return "", fmt.Errorf("stack: provider database: %w", err)
+	}
+	return u.String(), nil
+}
+
+// dropDatabase drops the database of dbURL, connecting to its server's
+// postgres database.
+func dropDatabase(dbURL string) error {
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		return err
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	u.Path = "/postgres"
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, u.String())
+	if err != nil {
+		return fmt.Errorf("stack: drop %s: %w", name, err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("stack: drop %s: %w", name, err)
+	}
+	return nil
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that nothing listens on right now.

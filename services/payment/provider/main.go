@@ -1,7 +1,8 @@
 // Command provider runs the simulated external card processor that the
-// payment service charges over HTTP. Its latency, error rate and outages are
-// set at start-up from the environment and changed at run time through
-// PUT /admin/config.
+// payment service charges over HTTP. Its charges and refunds live in its own
+// Postgres database (migrated on start-up), so a restart loses none; its
+// latency, error rate and outages are set at start-up from the environment
+// and changed at run time through PUT /admin/config.
 package main
 
 import (
@@ -15,7 +16,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/pkg/env"
+	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/telemetry"
 	"github.com/orderflow/orderflow/pkg/web"
 	"github.com/orderflow/orderflow/services/payment/internal/provider"
@@ -29,18 +32,22 @@ func main() {
 }
 
 type config struct {
-	addr     string
-	apiKey   string
-	logLevel string
-	sim      provider.Config
+	addr        string
+	databaseURL string
+	maxConns    int
+	apiKey      string
+	logLevel    string
+	sim         provider.Config
 }
 
 func readConfig(getenv func(string) string) (config, error) {
 	r := env.New(getenv)
 	c := config{
-		addr:     r.String("PROVIDER_ADDR", ":8090"),
-		apiKey:   r.String("PROVIDER_API_KEY", ""),
-		logLevel: r.String("LOG_LEVEL", "info"),
+		addr:        r.String("PROVIDER_ADDR", ":8090"),
+		databaseURL: r.String("PROVIDER_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/provider?sslmode=disable"),
+		maxConns:    r.Int("PROVIDER_DB_MAX_CONNS", 10),
+		apiKey:      r.String("PROVIDER_API_KEY", ""),
+		logLevel:    r.String("LOG_LEVEL", "info"),
 		sim: provider.Config{
 			LatencyMS: r.Int("PROVIDER_LATENCY_MS", 0),
 			ErrorRate: r.Float("PROVIDER_ERROR_RATE", 0),
@@ -69,7 +76,8 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		return fmt.Errorf("config: %w", err)
 	}
 	log := telemetry.NewLogger(stdout, "provider", cfg.logLevel)
-	log.InfoContext(ctx, "starting", "addr", cfg.addr, "api_key_set", cfg.apiKey != "",
+	log.InfoContext(ctx, "starting", "addr", cfg.addr, "database_url", postgres.Redact(cfg.databaseURL),
+		"db_max_conns", cfg.maxConns, "api_key_set", cfg.apiKey != "",
 		"latency_ms", cfg.sim.LatencyMS, "error_rate", cfg.sim.ErrorRate, "outage", cfg.sim.Outage)
 	tel, err := telemetry.New(ctx, "provider", getenv)
 	if err != nil {
@@ -77,7 +85,23 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	}
 	defer tel.Close(ctx, log)
 
-	sim := provider.NewSimulator(cfg.sim)
+	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.maxConns, postgres.WithTracer(tel.PgxTracer("provider")))
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := tel.ObservePool(pool, "provider"); err != nil {
+		return err
+	}
+	fsys, err := migrations.For("provider")
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	if err := postgres.Migrate(ctx, pool, fsys); err != nil {
+		return err
+	}
+
+	sim := provider.NewSimulator(cfg.sim, provider.NewStore(pool))
 	srv := web.NewServer(cfg.addr, tel.Handler(provider.NewHandler(log, sim, cfg.apiKey)), log)
 	// A simulated latency can reach 60 s; the write timeout must not cut it.
 	srv.WriteTimeout = time.Duration(provider.MaxLatencyMS)*time.Millisecond + 10*time.Second

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/orderflow/orderflow/pkg/dbtest"
 )
 
 func freeAddr(t *testing.T) string {
@@ -44,7 +46,9 @@ func waitHealthy(t *testing.T, base string, errc <-chan error) {
 
 func TestRun(t *testing.T) {
 	addr := freeAddr(t)
-	env := map[string]string{"PROVIDER_ADDR": addr, "PROVIDER_API_KEY": "secret", "LOG_LEVEL": "warn"}
+	// An empty database: run must migrate it itself.
+	env := map[string]string{"PROVIDER_ADDR": addr, "PROVIDER_API_KEY": "secret", "LOG_LEVEL": "warn",
+		"PROVIDER_DATABASE_URL": dbtest.NewURL(t, nil), "PROVIDER_DB_MAX_CONNS": "2"}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	errc := make(chan error, 1)
@@ -53,9 +57,10 @@ func TestRun(t *testing.T) {
 	waitHealthy(t, base, errc)
 
 	req, _ := http.NewRequest("POST", base+"/v1/charges",
-		strings.NewReader(`{"amount_cents":500,"currency":"USD","method":"pm_card_ok","idempotency_key":"e2e"}`))
+		strings.NewReader(`{"amount_cents":500,"currency":"USD","method":"pm_card_ok"}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer secret")
+	req.Header.Set("Idempotency-Key", "e2e")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -64,6 +69,22 @@ func TestRun(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated || !strings.Contains(string(body), `"status":"succeeded"`) {
 		t.Errorf("POST /v1/charges = %d %s; want 201 succeeded", resp.StatusCode, body)
+	}
+	totals, _ := http.NewRequest("GET", base+"/admin/totals", nil)
+	totals.Header.Set("Authorization", "Bearer secret")
+	resp, err = http.DefaultClient.Do(totals)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"captured_cents":500`) {
+		t.Errorf("GET /admin/totals = %d %s; want 200 with captured_cents 500", resp.StatusCode, body)
+	}
+	if resp, err := http.Get(base + "/readyz"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /readyz = %v, %v; want 200", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 
 	cancel()
@@ -88,6 +109,7 @@ func TestReadConfig(t *testing.T) {
 		{"latency too high", map[string]string{"PROVIDER_LATENCY_MS": "60001"}, true},
 		{"error rate too high", map[string]string{"PROVIDER_ERROR_RATE": "2"}, true},
 		{"not a bool", map[string]string{"PROVIDER_OUTAGE": "maybe"}, true},
+		{"bad conns", map[string]string{"PROVIDER_DB_MAX_CONNS": "many"}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,8 +9,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/failsafe-go/failsafe-go/timeout"
@@ -23,10 +25,11 @@ import (
 // per attempt, so a slow provider costs a request at most the timeout; a
 // circuit breaker, so a provider that is down is answered 503 at once
 // instead of after a timeout; a bulkhead; and retries with backoff, which
-// are safe for both calls:
-//   - a charge carries the idempotency_key, so the provider returns the
-//     first charge for a repeat instead of charging twice;
-//   - the provider treats a repeated refund as a no-op.
+// are safe for every call:
+//   - a charge carries an Idempotency-Key header, so the provider returns
+//     the first charge for a repeat instead of charging twice;
+//   - the provider treats a repeated refund as a no-op;
+//   - the look-up of a charge by key is a GET.
 //
 // Admin calls bypass the guard: an operator must be able to heal the
 // provider while its breaker is open, and a 401 says nothing about its
@@ -64,13 +67,22 @@ func NewGuardedProviderClient(baseURL, apiKey string, guard *resilience.Downstre
 // Guard returns the policies around the provider, for their metrics.
 func (c *ProviderClient) Guard() *resilience.Downstream { return c.guard }
 
-// ChargeRequest is what a capture sends to the provider; IdempotencyKey
-// makes a retried capture return the first charge instead of a second one.
+// ChargeRequest is what a capture sends to the provider; IdempotencyKey,
+// sent as the provider's Idempotency-Key header, makes a retried capture
+// return the first charge instead of a second one.
 type ChargeRequest struct {
 	AmountCents    int64  `json:"amount_cents"`
 	Currency       string `json:"currency"`
 	Method         string `json:"method"`
-	IdempotencyKey string `json:"idempotency_key"`
+	IdempotencyKey string `json:"-"`
+}
+
+// ProviderCharge is a charge as the provider reports it.
+type ProviderCharge struct {
+	ID          string `json:"id"`
+	Status      string `json:"status"`
+	AmountCents int64  `json:"amount_cents"`
+	Currency    string `json:"currency"`
 }
 
 // ProviderReply is the provider's raw answer to an admin call, passed on to
@@ -82,7 +94,7 @@ type ProviderReply struct {
 
 const maxReplyBytes = 1 << 20
 
-func (c *ProviderClient) do(ctx context.Context, hc *http.Client, method, path string, body []byte) (int, []byte, error) {
+func (c *ProviderClient) do(ctx context.Context, hc *http.Client, method, path string, header http.Header, body []byte) (int, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -90,6 +102,9 @@ func (c *ProviderClient) do(ctx context.Context, hc *http.Client, method, path s
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
 		return 0, nil, fmt.Errorf("build provider request: %w", err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -126,22 +141,31 @@ func classify(ctx context.Context, err error) error {
 	return fmt.Errorf("%w: %w", ErrProviderUnavailable, err)
 }
 
-// Charge captures a payment and returns the provider's charge id.
+// Charge captures a payment and returns the provider's charge id. An error
+// wraps ErrNotCharged when the provider certainly holds no charge: no
+// attempt wrote its request to the provider (the breaker or the bulkhead
+// rejected it, the connection was refused), or the provider refused it with
+// a 4xx. Any other failure (a timeout, a 5xx, a connection lost after the
+// request went out) leaves the outcome unknown.
 func (c *ProviderClient) Charge(ctx context.Context, req ChargeRequest) (string, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
-		return "", fmt.Errorf("encode charge: %w", err)
+		return "", fmt.Errorf("%w: encode charge: %w", ErrNotCharged, err)
 	}
-	// Retried: the idempotency_key makes a repeat return the first charge.
-	status, reply, err := c.do(resilience.Idempotent(ctx), c.hc, http.MethodPost, "/v1/charges", body)
+	var sent atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { sent.Store(true) }})
+	h := http.Header{"Idempotency-Key": {req.IdempotencyKey}}
+	// Retried: the Idempotency-Key makes a repeat return the first charge.
+	status, reply, err := c.do(resilience.Idempotent(ctx), c.hc, http.MethodPost, "/v1/charges", h, body)
 	if err != nil {
+		if !sent.Load() {
+			return "", fmt.Errorf("%w: %w", ErrNotCharged, err)
+		}
 		return "", err
 	}
 	switch {
 	case status == http.StatusOK || status == http.StatusCreated:
-		var ch struct {
-			ID string `json:"id"`
-		}
+		var ch ProviderCharge
 		if err := json.Unmarshal(reply, &ch); err != nil || ch.ID == "" {
 			return "", fmt.Errorf("%w: bad charge reply", ErrProviderUnavailable)
 		}
@@ -155,17 +179,44 @@ func (c *ProviderClient) Charge(ctx context.Context, req ChargeRequest) (string,
 			p.Code = "card_declined"
 		}
 		return "", &DeclineError{Code: p.Code}
-	case status >= 500:
+	case status >= 500 || status == http.StatusTooManyRequests:
 		return "", fmt.Errorf("%w: charge answered %d", ErrProviderUnavailable, status)
 	default:
-		return "", fmt.Errorf("provider refused charge: %d %s", status, bytes.TrimSpace(reply))
+		return "", fmt.Errorf("%w: provider refused charge: %d %s", ErrNotCharged, status, bytes.TrimSpace(reply))
+	}
+}
+
+// ChargeByKey asks the provider for the charge made with an idempotency
+// key (GET /v1/charges?idempotency_key=…); found is false when it holds
+// none, which is final only once no request with the key can still reach it.
+func (c *ProviderClient) ChargeByKey(ctx context.Context, key string) (ch ProviderCharge, found bool, err error) {
+	status, reply, err := c.do(ctx, c.hc, http.MethodGet, "/v1/charges?idempotency_key="+url.QueryEscape(key), nil, nil)
+	if err != nil {
+		return ProviderCharge{}, false, err
+	}
+	switch {
+	case status == http.StatusOK:
+		var list struct {
+			Data []ProviderCharge `json:"data"`
+		}
+		if err := json.Unmarshal(reply, &list); err != nil || list.Data == nil {
+			return ProviderCharge{}, false, fmt.Errorf("%w: bad charge list reply", ErrProviderUnavailable)
+		}
+		if len(list.Data) == 0 {
+			return ProviderCharge{}, false, nil
+		}
+		return list.Data[0], true, nil
+	case status >= 500 || status == http.StatusTooManyRequests:
+		return ProviderCharge{}, false, fmt.Errorf("%w: charge look-up answered %d", ErrProviderUnavailable, status)
+	default:
+		return ProviderCharge{}, false, fmt.Errorf("provider refused charge look-up: %d %s", status, bytes.TrimSpace(reply))
 	}
 }
 
 // Refund refunds a charge; the provider treats a repeat as a no-op.
 func (c *ProviderClient) Refund(ctx context.Context, chargeID string) error {
 	// Retried: the provider treats a repeated refund as a no-op.
-	status, reply, err := c.do(resilience.Idempotent(ctx), c.hc, http.MethodPost, "/v1/charges/"+url.PathEscape(chargeID)+"/refund", nil)
+	status, reply, err := c.do(resilience.Idempotent(ctx), c.hc, http.MethodPost, "/v1/charges/"+url.PathEscape(chargeID)+"/refund", nil, nil)
 	if err != nil {
 		return err
 	}
@@ -184,7 +235,7 @@ func (c *ProviderClient) Refund(ctx context.Context, chargeID string) error {
 // Admin sends an admin call (GET or PUT /admin/config) and returns the
 // provider's answer. Only transport failures and 5xx answers are errors.
 func (c *ProviderClient) Admin(ctx context.Context, method string, body []byte) (ProviderReply, error) {
-	status, reply, err := c.do(ctx, c.admin, method, "/admin/config", body)
+	status, reply, err := c.do(ctx, c.admin, method, "/admin/config", nil, body)
 	if err != nil {
 		return ProviderReply{}, err
 	}

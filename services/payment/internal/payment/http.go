@@ -94,8 +94,8 @@ func handlePaymentCreate(log *slog.Logger, svc *Service) http.Handler {
 		key := r.Header.Get("Idempotency-Key")
 		if !ValidKey(key) {
 			writeError(w, r, log, web.NewProblem(http.StatusBadRequest, "validation_failed",
-				"the Idempotency-Key header is required and must be 1 to 255 characters").
-				With("errors", map[string]string{"Idempotency-Key": "must be 1 to 255 characters"}))
+				"the Idempotency-Key header is required and must be 1 to 255 characters of text").
+				With("errors", map[string]string{"Idempotency-Key": "must be 1 to 255 characters of UTF-8 text without control characters"}))
 			return
 		}
 		var in createRequest
@@ -239,6 +239,12 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		w.Header().Set("Retry-After", "1")
 		p = web.NewProblem(http.StatusConflict, "idempotency_in_progress",
 			"a request with this Idempotency-Key is still in progress; retry later")
+	case errors.Is(err, ErrUnsettled):
+		// The order service's compensation retries the list later.
+		log.WarnContext(r.Context(), "payment intent not settled", "err", err, "path", r.URL.Path)
+		w.Header().Set("Retry-After", resilience.RetryAfterHeader(err))
+		p = web.NewProblem(http.StatusServiceUnavailable, "payment_unsettled",
+			"a payment of this order has an outcome not yet confirmed by the provider; retry shortly")
 	case errors.Is(err, ErrProviderTimeout):
 		log.WarnContext(r.Context(), "payment provider timed out", "err", err, "path", r.URL.Path)
 		w.Header().Set("Retry-After", "1")

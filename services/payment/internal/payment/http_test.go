@@ -3,6 +3,7 @@ package payment
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"maps"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/migrations"
@@ -39,10 +41,11 @@ var testAuthn = authtest.Tokens(map[string]auth.Principal{
 })
 
 // testEnv is the payment handler on a fresh database, talking over real HTTP
-// to the real provider handler.
+// to the real provider handler on its own fresh database.
 type testEnv struct {
 	sim      *provider.Simulator
 	provider *httptest.Server
+	svc      *Service
 	pool     *pgxpool.Pool
 	url      string
 }
@@ -50,15 +53,35 @@ type testEnv struct {
 func newTestEnv(t *testing.T, providerTimeout time.Duration) *testEnv {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
-	sim := provider.NewSimulator(provider.Config{})
+	sim := newSimulator(t)
 	prov := httptest.NewServer(provider.NewHandler(log, sim, testToken))
 	t.Cleanup(prov.Close)
 	e := &testEnv{sim: sim, provider: prov}
-	e.pool, e.url = newPaymentServer(t, NewProviderClient(prov.URL, testToken, providerTimeout), Options{})
+	e.svc, e.pool, e.url = newPaymentServer(t, NewProviderClient(prov.URL, testToken, providerTimeout), Options{})
 	return e
 }
 
-func newPaymentServer(t *testing.T, p Provider, opts Options) (*pgxpool.Pool, string) {
+// newSimulator is the provider's simulator over its own fresh database.
+func newSimulator(t *testing.T) *provider.Simulator {
+	t.Helper()
+	fsys, err := migrations.For("provider")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return provider.NewSimulator(provider.Config{}, provider.NewStore(dbtest.NewPool(t, fsys)))
+}
+
+// charges is the number of charges the provider ever made.
+func charges(t *testing.T, sim *provider.Simulator) int64 {
+	t.Helper()
+	tot, err := sim.Totals(context.Background())
+	if err != nil {
+		t.Fatalf("provider totals: %v", err)
+	}
+	return tot.Charges
+}
+
+func newPaymentServer(t *testing.T, p Provider, opts Options) (*Service, *pgxpool.Pool, string) {
 	t.Helper()
 	fsys, err := migrations.For("payment")
 	if err != nil {
@@ -69,7 +92,7 @@ func newPaymentServer(t *testing.T, p Provider, opts Options) (*pgxpool.Pool, st
 	svc := NewService(log, NewStore(pool), p, opts)
 	srv := httptest.NewServer(NewHandler(log, svc, testAuthn))
 	t.Cleanup(srv.Close)
-	return pool, srv.URL
+	return svc, pool, srv.URL
 }
 
 type result struct {
@@ -237,7 +260,7 @@ func TestCreate_Replay(t *testing.T) {
 			}
 		})
 	}
-	if got := e.sim.Len(); got != 1 {
+	if got := charges(t, e.sim); got != 1 {
 		t.Errorf("provider charges = %d; want 1", got)
 	}
 	if got := countPayments(t, e.pool); got != 1 {
@@ -294,7 +317,7 @@ func TestCreate_ConcurrentDuplicates(t *testing.T) {
 	if got := countPayments(t, e.pool); got != 1 {
 		t.Errorf("payments = %d; want 1", got)
 	}
-	if got := e.sim.Len(); got != 1 {
+	if got := charges(t, e.sim); got != 1 {
 		t.Errorf("provider charges = %d; want 1", got)
 	}
 }
@@ -320,15 +343,20 @@ func TestCreate_ProviderUnavailable(t *testing.T) {
 			if r.status != 503 || r.body["code"] != "provider_unavailable" || r.header.Get("Retry-After") == "" {
 				t.Fatalf("POST during %s = %d %s; want 503 provider_unavailable with Retry-After", tt.name, r.status, r.raw)
 			}
-			if got := countKeys(t, e.pool, "down"); got != 0 {
-				t.Errorf("key rows after 503 = %d; want 0", got)
+			// The provider answered 5xx: it may have charged, so the key
+			// and its intent stay, pending, for a retry or the reconciler.
+			if got := intentState(t, e.pool, "down"); got != IntentPending {
+				t.Errorf("intent after 503 = %q; want %q", got, IntentPending)
 			}
 			e.sim.Update(provider.Patch{Outage: ptr(false), ErrorRate: ptr(0.0)})
 			r = do(t, "POST", e.url+"/v1/payments", key("down"), body)
 			if r.status != 201 || r.header.Get("Idempotent-Replayed") != "" {
 				t.Errorf("retry after recovery = %d %s; want a fresh 201", r.status, r.raw)
 			}
-			if got := e.sim.Len(); got != 1 {
+			if got := intentState(t, e.pool, "down"); got != IntentCaptured {
+				t.Errorf("intent after the retry = %q; want %q", got, IntentCaptured)
+			}
+			if got := charges(t, e.sim); got != 1 {
 				t.Errorf("provider charges = %d; want 1", got)
 			}
 		})
@@ -338,12 +366,28 @@ func TestCreate_ProviderUnavailable(t *testing.T) {
 		t.Parallel()
 		dead := httptest.NewServer(http.NotFoundHandler())
 		dead.Close()
-		_, url := newPaymentServer(t, NewProviderClient(dead.URL, testToken, time.Second), Options{})
+		_, pool, url := newPaymentServer(t, NewProviderClient(dead.URL, testToken, time.Second), Options{})
 		r := do(t, "POST", url+"/v1/payments", key("refused"), payBody(newOrderID(), 300, "pm_card_ok"))
 		if r.status != 503 || r.body["code"] != "provider_unavailable" {
 			t.Errorf("POST with the provider gone = %d %s; want 503 provider_unavailable", r.status, r.raw)
 		}
+		// Nothing reached the provider, so nothing can have been charged:
+		// the key is free again.
+		if got := countKeys(t, pool, "refused"); got != 0 {
+			t.Errorf("key rows after a refused connection = %d; want 0", got)
+		}
 	})
+}
+
+// intentState is the state of key's payment intent, "" when it has none.
+func intentState(t *testing.T, pool *pgxpool.Pool, k string) string {
+	t.Helper()
+	var state string
+	err := pool.QueryRow(context.Background(), `SELECT state FROM payment_intents WHERE key = $1`, k).Scan(&state)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		t.Fatal(err)
+	}
+	return state
 }
 
 func TestCreate_ProviderTimeout(t *testing.T) {
@@ -355,14 +399,16 @@ func TestCreate_ProviderTimeout(t *testing.T) {
 	if r.status != 504 || r.body["code"] != "provider_timeout" {
 		t.Fatalf("POST to a slow provider = %d %s; want 504 provider_timeout", r.status, r.raw)
 	}
-	if got := countKeys(t, e.pool, "slow"); got != 0 {
-		t.Errorf("key rows after 504 = %d; want 0", got)
+	if got := intentState(t, e.pool, "slow"); got != IntentPending {
+		t.Errorf("intent after 504 = %q; want %q", got, IntentPending)
 	}
+	// The retry takes the parked claim over at once and sends the same
+	// provider key.
 	e.sim.Update(provider.Patch{LatencyMS: ptr(0)})
 	if r := do(t, "POST", e.url+"/v1/payments", key("slow"), body); r.status != 201 {
 		t.Errorf("retry after the provider recovered = %d %s; want 201", r.status, r.raw)
 	}
-	if got := e.sim.Len(); got != 1 {
+	if got := charges(t, e.sim); got != 1 {
 		t.Errorf("provider charges = %d; want 1", got)
 	}
 }
@@ -389,6 +435,10 @@ func (p *blockingProvider) Charge(ctx context.Context, req ChargeRequest) (strin
 	}
 }
 
+func (p *blockingProvider) ChargeByKey(context.Context, string) (ProviderCharge, bool, error) {
+	return ProviderCharge{}, false, ErrProviderUnavailable
+}
+
 func (p *blockingProvider) Refund(context.Context, string) error { return nil }
 
 func (p *blockingProvider) Admin(context.Context, string, []byte) (ProviderReply, error) {
@@ -398,7 +448,7 @@ func (p *blockingProvider) Admin(context.Context, string, []byte) (ProviderReply
 func TestCreate_InProgress(t *testing.T) {
 	t.Parallel()
 	fake := &blockingProvider{started: make(chan struct{}, 1), release: make(chan struct{})}
-	pool, url := newPaymentServer(t, fake, Options{MaxWait: 100 * time.Millisecond})
+	_, pool, url := newPaymentServer(t, fake, Options{MaxWait: 100 * time.Millisecond})
 	body := payBody(newOrderID(), 300, "pm_card_ok")
 	firstc := make(chan result, 1)
 	go func() {
@@ -456,7 +506,7 @@ func TestRefund(t *testing.T) {
 	if first.status != 200 || first.body["status"] != "refunded" || first.body["id"] != id {
 		t.Fatalf("refund = %d %s; want 200 refunded", first.status, first.raw)
 	}
-	charge, err := e.sim.Get(first.body["provider_charge_id"].(string))
+	charge, err := e.sim.Get(context.Background(), first.body["provider_charge_id"].(string))
 	if err != nil || charge.Status != provider.StatusRefunded {
 		t.Errorf("provider charge = %+v, %v; want refunded", charge, err)
 	}
@@ -523,6 +573,7 @@ func TestValidation(t *testing.T) {
 	}{
 		{"missing key", "POST", "/v1/payments", nil, good, 400, "validation_failed"},
 		{"key too long", "POST", "/v1/payments", key(strings.Repeat("k", 256)), good, 400, "validation_failed"},
+		{"key not text", "POST", "/v1/payments", key("k\xff"), good, 400, "validation_failed"},
 		{"bad json", "POST", "/v1/payments", key("v1"), `{"order_id":`, 400, "bad_json"},
 		{"empty body", "POST", "/v1/payments", key("v2"), ``, 400, "bad_json"},
 		{"unknown field", "POST", "/v1/payments", key("v3"), `{"order_id":"x","extra":1}`, 400, "unknown_field"},
@@ -553,7 +604,7 @@ func TestValidation(t *testing.T) {
 	if got := countPayments(t, e.pool); got != 0 {
 		t.Errorf("payments after bad requests = %d; want 0", got)
 	}
-	if got := e.sim.Len(); got != 0 {
+	if got := charges(t, e.sim); got != 0 {
 		t.Errorf("provider charges after bad requests = %d; want 0", got)
 	}
 }
@@ -665,7 +716,7 @@ func TestAuthorization(t *testing.T) {
 	if r := do(t, "GET", e.url+"/v1/payments/"+id, map[string]string{"Authorization": "Bearer " + testToken}, ""); r.status != 200 || r.body["status"] != "captured" {
 		t.Errorf("after the refusals, the admin reads %d %s; want 200 captured", r.status, r.raw)
 	}
-	if got := e.sim.Len(); got != 1 {
+	if got := charges(t, e.sim); got != 1 {
 		t.Errorf("provider charges = %d; want 1", got)
 	}
 }

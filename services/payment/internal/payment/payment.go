@@ -1,7 +1,11 @@
 // Package payment is the payment service: it captures card payments through
 // the simulated external provider, refunds them, and makes every capture
 // safe to retry with an Idempotency-Key, so a client (the order saga) that
-// times out and tries again never charges a card twice.
+// times out and tries again never charges a card twice. Every capture is
+// first written as a payment intent, so a charge whose answer was lost (a
+// provider timeout, a database that failed after the charge) is never lost:
+// the reconciler, a retry or a read of the order's payments settles it by
+// asking the provider by the intent's key.
 package payment
 
 import (
@@ -12,12 +16,29 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/orderflow/orderflow/pkg/web"
 )
 
 // Payment statuses.
 const (
 	StatusCaptured = "captured"
 	StatusRefunded = "refunded"
+)
+
+// Intent states. pending is internal: the outcome is unknown, and the reads
+// of the API never show it.
+const (
+	IntentPending  = "pending"
+	IntentCaptured = "captured"
+	IntentDeclined = "declined"
+)
+
+// Settle outcomes, the outcome label of the settled-intents metric.
+const (
+	SettledCaptured    = "captured"    // the provider holds the charge: recorded
+	SettledAbandoned   = "abandoned"   // the provider holds none: nothing to refund
+	SettledUnreachable = "unreachable" // the provider could not be asked: next round
 )
 
 // MaxKeyLen is the longest Idempotency-Key accepted.
@@ -35,14 +56,27 @@ var (
 	// unreachable; nothing was recorded and the call may be retried.
 	ErrProviderUnavailable = errors.New("payment provider unavailable")
 	// ErrProviderTimeout means the provider did not answer in time; the
-	// outcome is unknown, so the key is released and a retry with the same
-	// key is safe because the provider deduplicates on it.
+	// outcome is unknown, so the intent stays pending and a retry with the
+	// same key is safe because the provider deduplicates on it.
 	ErrProviderTimeout = errors.New("payment provider timed out")
+	// ErrNotCharged marks a failed charge after which the provider
+	// certainly holds no charge: no attempt reached it (breaker open,
+	// bulkhead full, connection refused), or it refused the request. Its
+	// intent is deleted with the key, which may then be used again.
+	ErrNotCharged = errors.New("provider did not charge")
+	// ErrUnsettled means an order has a payment intent whose outcome is
+	// still unknown and could not be settled with the provider now; a list
+	// of its payments would be incomplete, so it is refused (503).
+	ErrUnsettled = errors.New("a payment of the order is not settled yet")
 	// ErrChargeNotFound means the provider does not know a charge we stored.
 	ErrChargeNotFound = errors.New("provider charge not found")
 
-	// errClaimLost means another request took over a stale claim on the key.
+	// errClaimLost means another request took over the claim on the key,
+	// or the key was answered meanwhile.
 	errClaimLost = errors.New("idempotency claim taken over")
+	// errUnripe means the provider holds no charge for an intent whose
+	// latest attempt is still within the grace period.
+	errUnripe = errors.New("no charge yet for an intent within its grace period")
 )
 
 // DeclineError is a capture the card issuer refused; Code is the provider's
@@ -62,6 +96,33 @@ type Payment struct {
 	Status           string
 	CreatedAt        time.Time
 	UpdatedAt        time.Time
+}
+
+// Intent is a capture written, with its Idempotency-Key, before the provider
+// is called. ProviderKey is the idempotency key the provider sees: the same
+// for every attempt and every intent of one Idempotency-Key, so the
+// provider holds at most one charge for it. ID becomes the payment's id.
+type Intent struct {
+	Key         string
+	ID          string
+	OrderID     string
+	AmountCents int64
+	Currency    string
+	Method      string
+	ProviderKey string
+	// Token is the fencing token of the key's claim when the intent was
+	// read: the start of its latest attempt.
+	Token time.Time
+	// Ripe reports whether that attempt began longer ago than the settle
+	// grace period, so no charge of it can still be on its way and the
+	// provider's "no charge" is final.
+	Ripe bool
+}
+
+// payment is the captured payment of the intent with the provider's charge.
+func (in Intent) payment(chargeID string, now time.Time) Payment {
+	return Payment{ID: in.ID, OrderID: in.OrderID, ProviderChargeID: chargeID, AmountCents: in.AmountCents,
+		Currency: in.Currency, Method: in.Method, Status: StatusCaptured, CreatedAt: now, UpdatedAt: now}
 }
 
 // CreateRequest asks to capture a payment for an order. Build it with
@@ -93,6 +154,8 @@ func (r CreateRequest) Normalize() (CreateRequest, map[string]string) {
 		problems["method"] = "is required"
 	} else if len(r.Method) > 255 {
 		problems["method"] = "must be at most 255 characters"
+	} else if !web.PlainText(r.Method) {
+		problems["method"] = "must be UTF-8 text without control characters"
 	}
 	return r, problems
 }
@@ -123,8 +186,10 @@ func (r CreateRequest) Hash() []byte {
 	return sum[:]
 }
 
-// ValidKey reports whether k is an acceptable Idempotency-Key.
-func ValidKey(k string) bool { return len(k) >= 1 && len(k) <= MaxKeyLen }
+// ValidKey reports whether k is an acceptable Idempotency-Key: 1 to 255
+// bytes of UTF-8 text without control characters (it is stored, logged and
+// sent on to the provider).
+func ValidKey(k string) bool { return len(k) >= 1 && len(k) <= MaxKeyLen && web.PlainText(k) }
 
 // Response is an HTTP outcome stored with an Idempotency-Key and replayed
 // byte for byte to later requests with the same key.

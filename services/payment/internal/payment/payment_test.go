@@ -27,6 +27,8 @@ func TestCreateRequest_Normalize(t *testing.T) {
 		{"bad currency", CreateRequest{id, 1, "US", "pm_card_ok"}, []string{"currency"}},
 		{"digit currency", CreateRequest{id, 1, "U5D", "pm_card_ok"}, []string{"currency"}},
 		{"no method", CreateRequest{id, 1, "USD", " "}, []string{"method"}},
+		{"NUL in method", CreateRequest{id, 1, "USD", "pm\x00"}, []string{"method"}},
+		{"invalid UTF-8 method", CreateRequest{id, 1, "USD", "pm\xff"}, []string{"method"}},
 		{"everything wrong", CreateRequest{}, []string{"amount_cents", "currency", "method", "order_id"}},
 	}
 	for _, tt := range tests {

@@ -18,11 +18,11 @@ import (
 func guardedEnv(t *testing.T, p resilience.Policy) (*provider.Simulator, *resilience.Downstream, string) {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
-	sim := provider.NewSimulator(provider.Config{})
+	sim := newSimulator(t)
 	prov := httptest.NewServer(provider.NewHandler(log, sim, testToken))
 	t.Cleanup(prov.Close)
 	guard := resilience.New("provider", p, nil, log)
-	_, url := newPaymentServer(t, NewGuardedProviderClient(prov.URL, testToken, guard), Options{})
+	_, _, url := newPaymentServer(t, NewGuardedProviderClient(prov.URL, testToken, guard), Options{})
 	return sim, guard, url
 }
 

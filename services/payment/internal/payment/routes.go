@@ -3,6 +3,7 @@ package payment
 import (
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/web"
@@ -12,6 +13,7 @@ import (
 // caller's access token (nil: none is read, so only the probes answer).
 func NewHandler(log *slog.Logger, svc *Service, authn func(http.Handler) http.Handler) http.Handler {
 	r := web.NewRouter(log)
+	r.Use(web.Deadline(RequestTimeout))
 	if authn != nil {
 		r.Use(authn)
 	}
@@ -35,3 +37,9 @@ func NewHandler(log *slog.Logger, svc *Service, authn func(http.Handler) http.Ha
 	admin.Method(http.MethodPut, "/admin/provider", handleProviderConfig(log, svc))
 	return r
 }
+
+// RequestTimeout is the deadline of every request, shortened by the caller's
+// Request-Timeout (order sends its attempt's 4 s): longer than a provider
+// call with its retries, which run checks at start-up
+// (docs/patterns/resilience.md, "Time budgets").
+const RequestTimeout = 10 * time.Second

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -17,11 +18,13 @@ import (
 // *ProviderClient is the real one.
 type Provider interface {
 	Charge(ctx context.Context, req ChargeRequest) (chargeID string, err error)
+	ChargeByKey(ctx context.Context, key string) (ch ProviderCharge, found bool, err error)
 	Refund(ctx context.Context, chargeID string) error
 	Admin(ctx context.Context, method string, body []byte) (ProviderReply, error)
 }
 
-// Options tunes how duplicates of an in-flight request behave.
+// Options tunes how duplicates of an in-flight request behave and when
+// unknown outcomes are settled.
 type Options struct {
 	// PollInterval is how often a duplicate checks whether the first request
 	// has finished (25ms when zero).
@@ -32,6 +35,17 @@ type Options struct {
 	// StaleAfter is the age after which an unfinished claim is considered
 	// orphaned by a dead process and taken over (1m when zero).
 	StaleAfter time.Duration
+	// SettleAfter is the grace period of an intent whose outcome is
+	// unknown: only once its latest attempt began longer ago than this may
+	// the provider's "no such charge" be taken as final (the intent is
+	// then abandoned, nothing to refund). Keep it well above the longest
+	// provider call with its retries, so no request of the attempt can
+	// still be on its way (2m when zero). A charge the provider does hold
+	// settles the intent at any age.
+	SettleAfter time.Duration
+	// KeyRetention is how long answered Idempotency-Keys (and their settled
+	// intents) are kept for replays (24h when zero).
+	KeyRetention time.Duration
 }
 
 // Service holds the payment use cases.
@@ -40,6 +54,8 @@ type Service struct {
 	store    *Store
 	provider Provider
 	opts     Options
+
+	settled struct{ captured, abandoned, unreachable atomic.Uint64 }
 }
 
 // NewService returns a service over store and provider.
@@ -53,6 +69,12 @@ func NewService(log *slog.Logger, store *Store, provider Provider, opts Options)
 	if opts.StaleAfter <= 0 {
 		opts.StaleAfter = time.Minute
 	}
+	if opts.SettleAfter <= 0 {
+		opts.SettleAfter = 2 * time.Minute
+	}
+	if opts.KeyRetention <= 0 {
+		opts.KeyRetention = 24 * time.Hour
+	}
 	return &Service{log: log, store: store, provider: provider, opts: opts}
 }
 
@@ -62,25 +84,36 @@ func NewService(log *slog.Logger, store *Store, provider Provider, opts Options)
 func (s *Service) Ready(ctx context.Context) error { return s.store.Ping(ctx) }
 
 // Create captures a payment under an Idempotency-Key. The first request with
-// a key claims it, charges the card and stores the outcome (201 or 402) with
-// the key; later requests with the same key and body get that outcome
-// replayed, duplicates that arrive while it runs wait for it, and a provider
-// failure releases the key so the client may retry it. req must be
+// a key claims it and writes its payment intent, charges the card with the
+// intent's provider key and stores the outcome (201 or 402) with the key;
+// later requests with the same key and body get that outcome replayed, and
+// duplicates that arrive while it runs wait for it. When the outcome is
+// unknown (the provider timed out or failed, or storing its answer failed)
+// the key and the intent stay: a retry takes the claim over and sends the
+// same provider key again, so the provider returns the first charge if
+// there was one, and the reconciler settles intents nobody retries. Only a
+// charge that certainly did not happen releases the key. req must be
 // normalized.
 func (s *Service) Create(ctx context.Context, key string, req CreateRequest) (Response, error) {
 	hash := req.Hash()
+	id, err := uuid.NewV7()
+	if err != nil {
+		return Response{}, fmt.Errorf("new payment id: %w", err)
+	}
+	in := Intent{ID: id.String(), OrderID: req.OrderID, AmountCents: req.AmountCents, Currency: req.Currency,
+		Method: req.Method, ProviderKey: key}
 	waitCtx, cancel := context.WithTimeout(ctx, s.opts.MaxWait)
 	defer cancel()
 	for {
-		c, err := s.store.Claim(ctx, key, hash, s.opts.StaleAfter)
+		c, err := s.store.Claim(ctx, key, hash, in, s.opts.StaleAfter)
 		if err != nil {
 			return Response{}, err
 		}
 		switch {
 		case c.Owned:
-			resp, err := s.capture(ctx, key, c.Token, req)
+			resp, err := s.capture(ctx, key, c, req)
 			if errors.Is(err, errClaimLost) {
-				continue // someone else finished the key: replay theirs
+				continue // someone else answered the key: replay theirs
 			}
 			return resp, err
 		case c.Gone:
@@ -105,12 +138,12 @@ func (s *Service) Create(ctx context.Context, key string, req CreateRequest) (Re
 }
 
 // capture does the work of a claimed key.
-func (s *Service) capture(ctx context.Context, key string, token time.Time, req CreateRequest) (Response, error) {
+func (s *Service) capture(ctx context.Context, key string, c claim, req CreateRequest) (Response, error) {
 	chargeID, err := s.provider.Charge(ctx, ChargeRequest{
 		AmountCents:    req.AmountCents,
 		Currency:       req.Currency,
 		Method:         req.Method,
-		IdempotencyKey: key,
+		IdempotencyKey: c.Intent.ProviderKey,
 	})
 	// Once the provider has answered, the outcome must be recorded even if
 	// the client hung up meanwhile, so the rest runs without its cancellation.
@@ -118,58 +151,112 @@ func (s *Service) capture(ctx context.Context, key string, token time.Time, req 
 	defer cancel()
 
 	var decline *DeclineError
-	if errors.As(err, &decline) {
-		body, merr := json.Marshal(declineProblem(decline.Code))
-		if merr != nil {
-			return Response{}, s.release(dctx, key, token, merr)
+	switch {
+	case errors.As(err, &decline):
+		body, err := json.Marshal(declineProblem(decline.Code))
+		if err != nil {
+			return Response{}, s.park(dctx, key, c.Token, err)
 		}
-		if err := s.store.Complete(dctx, key, token, nil, http.StatusPaymentRequired, body); err != nil {
-			return Response{}, s.release(dctx, key, token, err)
+		if err := s.store.Decline(dctx, key, c.Token, body); err != nil {
+			// Nothing was charged: the reconciler finds no charge for
+			// the intent and abandons it.
+			return Response{}, s.park(dctx, key, c.Token, err)
 		}
 		return Response{Status: http.StatusPaymentRequired, Body: body}, nil
-	}
-	if err != nil {
-		return Response{}, s.release(dctx, key, token, err)
+	case errors.Is(err, ErrNotCharged) && c.Fresh:
+		if _, rerr := s.store.Release(dctx, key, c.Token); rerr != nil {
+			s.log.ErrorContext(ctx, "release idempotency key", "err", rerr)
+		}
+		return Response{}, err
+	case err != nil:
+		// Also a taken-over intent that this attempt did not charge: an
+		// earlier attempt may have.
+		return Response{}, s.park(dctx, key, c.Token, err)
 	}
 
-	id, err := uuid.NewV7()
-	if err != nil {
-		return Response{}, s.release(dctx, key, token, fmt.Errorf("new payment id: %w", err))
-	}
-	now := time.Now().UTC().Truncate(time.Microsecond)
-	p := Payment{
-		ID:               id.String(),
-		OrderID:          req.OrderID,
-		ProviderChargeID: chargeID,
-		AmountCents:      req.AmountCents,
-		Currency:         req.Currency,
-		Method:           req.Method,
-		Status:           StatusCaptured,
-		CreatedAt:        now,
-		UpdatedAt:        now,
-	}
+	p := c.Intent.payment(chargeID, time.Now().UTC().Truncate(time.Microsecond))
 	body, err := json.Marshal(toPaymentResponse(p))
 	if err != nil {
-		return Response{}, s.release(dctx, key, token, err)
+		return Response{}, s.park(dctx, key, c.Token, err)
 	}
-	if err := s.store.Complete(dctx, key, token, &p, http.StatusCreated, body); err != nil {
-		// The charge exists at the provider but not here. Releasing the key
-		// lets the client retry; the provider returns the same charge for
-		// the same key, so the retry records it without charging twice.
-		return Response{}, s.release(dctx, key, token, fmt.Errorf("record charge %s: %w", chargeID, err))
+	if err := s.store.Capture(dctx, key, &c.Token, p, body); err != nil {
+		// The charge exists at the provider but is not recorded here. The
+		// intent stays pending with its key: a retry gets the same charge
+		// from the provider, and the reconciler or a list of the order's
+		// payments records it by asking the provider by key.
+		return Response{}, s.park(dctx, key, c.Token, fmt.Errorf("record charge %s: %w", chargeID, err))
 	}
 	return Response{Status: http.StatusCreated, Body: body}, nil
 }
 
-// release frees the claim after a failure and returns cause.
-func (s *Service) release(ctx context.Context, key string, token time.Time, cause error) error {
+// park marks the claim as ended with the outcome unknown, best effort (the
+// database may be what failed), and returns cause.
+func (s *Service) park(ctx context.Context, key string, token time.Time, cause error) error {
 	if errors.Is(cause, errClaimLost) {
 		return cause
 	}
-	if err := s.store.Release(ctx, key, token); err != nil {
-		s.log.ErrorContext(ctx, "release idempotency key", "err", err)
+	if err := s.store.Park(ctx, key, token); err != nil {
+		s.log.WarnContext(ctx, "park idempotency key; a retry waits for the claim to go stale", "err", err)
 	}
 	return cause
+}
+
+// settle settles one intent whose outcome is unknown by asking the
+// provider for the charge made with its key: a charge found is recorded as
+// the captured payment; none found abandons a ripe intent (nothing was
+// charged, nothing to refund) and leaves an unripe one for later
+// (errUnripe). Each outcome is counted for the metric.
+func (s *Service) settle(ctx context.Context, in Intent) error {
+	ch, found, err := s.provider.ChargeByKey(ctx, in.ProviderKey)
+	if err != nil {
+		s.settled.unreachable.Add(1)
+		return fmt.Errorf("look up the charge of intent %s: %w", in.ID, err)
+	}
+	if found {
+		if ch.AmountCents != in.AmountCents || ch.Currency != in.Currency {
+			return fmt.Errorf("provider charge %s of intent %s is %d %s; want %d %s",
+				ch.ID, in.ID, ch.AmountCents, ch.Currency, in.AmountCents, in.Currency)
+		}
+		p := in.payment(ch.ID, time.Now().UTC().Truncate(time.Microsecond))
+		body, err := json.Marshal(toPaymentResponse(p))
+		if err != nil {
+			return err
+		}
+		switch err := s.store.Capture(ctx, in.Key, nil, p, body); {
+		case errors.Is(err, errClaimLost):
+			return nil // answered meanwhile, by its request or another replica
+		case err != nil:
+			return err
+		}
+		s.settled.captured.Add(1)
+		s.log.InfoContext(ctx, "payment intent settled", "outcome", SettledCaptured, "payment_id", p.ID,
+			"order_id", p.OrderID, "provider_charge_id", ch.ID)
+		return nil
+	}
+	if !in.Ripe {
+		return errUnripe
+	}
+	// Fenced by the token: a retry that took the claim over since it was
+	// read is sending a charge now, and keeps the intent.
+	gone, err := s.store.Release(ctx, in.Key, in.Token)
+	if err != nil || !gone {
+		return err
+	}
+	s.settled.abandoned.Add(1)
+	s.log.InfoContext(ctx, "payment intent settled", "outcome", SettledAbandoned, "intent_id", in.ID,
+		"order_id", in.OrderID)
+	return nil
+}
+
+// SettledCounts returns how many unknown intents were settled since start,
+// by outcome (SettledCaptured, SettledAbandoned, SettledUnreachable: a
+// look-up that failed and is tried again), for the metric.
+func (s *Service) SettledCounts() map[string]uint64 {
+	return map[string]uint64{
+		SettledCaptured:    s.settled.captured.Load(),
+		SettledAbandoned:   s.settled.abandoned.Load(),
+		SettledUnreachable: s.settled.unreachable.Load(),
+	}
 }
 
 // Get returns one payment.
@@ -177,8 +264,26 @@ func (s *Service) Get(ctx context.Context, id string) (Payment, error) {
 	return s.store.Get(ctx, id)
 }
 
-// ListByOrder returns an order's payments, newest first.
+// ListByOrder returns an order's payments, newest first. The order's
+// intents whose outcome is unknown are settled with the provider first, so
+// the list never misses a charge: the order service refunds what it lists
+// for a failed order. When one cannot be settled yet (the provider cannot
+// be asked, or holds no charge for an intent still in its grace period)
+// the answer is ErrUnsettled, and the caller retries later.
 func (s *Service) ListByOrder(ctx context.Context, orderID string) ([]Payment, error) {
+	pending, err := s.store.PendingForOrder(ctx, orderID, s.opts.SettleAfter)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, in := range pending {
+		if err := s.settle(ctx, in); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnsettled, err)
+	}
 	return s.store.ListByOrder(ctx, orderID)
 }
 

@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Store keeps payments and idempotency keys in Postgres.
+// Store keeps payments, payment intents and idempotency keys in Postgres.
 type Store struct {
 	pool *pgxpool.Pool
 }
@@ -25,10 +25,16 @@ func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 type claim struct {
 	// Owned is true when this request holds the key and must do the work.
 	Owned bool
-	// Token fences the claim: completing or releasing it needs the same value.
+	// Token fences the claim: completing, parking or releasing it needs the
+	// same value.
 	Token time.Time
+	// Intent is the key's payment intent, when Owned.
+	Intent Intent
+	// Fresh is true when this claim wrote the intent: no earlier attempt
+	// of it can have charged.
+	Fresh bool
 	// Gone is true when the key vanished between the insert and the read
-	// (its first request released it): try to claim again.
+	// (its intent was found never charged): try to claim again.
 	Gone bool
 	// Hash, Status and Body describe a key held by someone else; a nil
 	// Status means still in progress.
@@ -37,20 +43,30 @@ type claim struct {
 	Body   []byte
 }
 
-// Claim takes the key for a new request with hash, or reports who holds it.
-// A claim older than staleAfter that never completed (its process died) is
-// taken over, which is safe because the provider deduplicates charges on the
-// same key.
-func (s *Store) Claim(ctx context.Context, key string, hash []byte, staleAfter time.Duration) (claim, error) {
+// Claim takes the key for a new request with hash, writing in as its
+// payment intent in the same statement, or reports who holds it. A claim
+// whose request ended with the outcome unknown (parked), or one older than
+// staleAfter that never completed (its process died), is taken over with
+// the intent it already has: safe, because every attempt sends the
+// provider the intent's same ProviderKey and the provider deduplicates on
+// it.
+func (s *Store) Claim(ctx context.Context, key string, hash []byte, in Intent, staleAfter time.Duration) (claim, error) {
 	const insert = `
-		INSERT INTO idempotency_keys (key, request_hash, created_at)
-		VALUES ($1, $2, clock_timestamp())
-		ON CONFLICT (key) DO NOTHING
-		RETURNING created_at`
+		WITH k AS (
+			INSERT INTO idempotency_keys (key, request_hash, created_at)
+			VALUES ($1, $2, clock_timestamp())
+			ON CONFLICT (key) DO NOTHING
+			RETURNING key, created_at),
+		i AS (
+			INSERT INTO payment_intents (key, id, order_id, amount_cents, currency, method, provider_key, state, created_at, updated_at)
+			SELECT key, $3, $4, $5, $6, $7, $8, 'pending', created_at, created_at FROM k)
+		SELECT created_at FROM k`
 	var c claim
-	err := s.pool.QueryRow(ctx, insert, key, hash).Scan(&c.Token)
+	err := s.pool.QueryRow(ctx, insert, key, hash, in.ID, in.OrderID, in.AmountCents, in.Currency, in.Method,
+		in.ProviderKey).Scan(&c.Token)
 	if err == nil {
-		c.Owned = true
+		c.Owned, c.Fresh, c.Intent = true, true, in
+		c.Intent.Key, c.Intent.Token = key, c.Token
 		return c, nil
 	}
 	if !errors.Is(err, pgx.ErrNoRows) {
@@ -58,14 +74,16 @@ func (s *Store) Claim(ctx context.Context, key string, hash []byte, staleAfter t
 	}
 
 	const takeOver = `
-		UPDATE idempotency_keys SET created_at = clock_timestamp()
+		UPDATE idempotency_keys SET created_at = clock_timestamp(), parked = false
 		WHERE key = $1 AND request_hash = $2 AND status_code IS NULL
-		  AND created_at < clock_timestamp() - $3::bigint * interval '1 microsecond'
+		  AND (parked OR created_at < clock_timestamp() - $3::bigint * interval '1 microsecond')
 		RETURNING created_at`
 	err = s.pool.QueryRow(ctx, takeOver, key, hash, staleAfter.Microseconds()).Scan(&c.Token)
 	if err == nil {
 		c.Owned = true
-		return c, nil
+		c.Intent, err = s.intentOf(ctx, key, in)
+		c.Intent.Token = c.Token
+		return c, err
 	}
 	if !errors.Is(err, pgx.ErrNoRows) {
 		return c, fmt.Errorf("take over idempotency key: %w", err)
@@ -89,53 +107,170 @@ func (s *Store) Claim(ctx context.Context, key string, hash []byte, staleAfter t
 	return c, nil
 }
 
-// Complete stores the outcome of a claimed key and, when p is not nil, the
-// payment, in one statement (so one transaction): a payment never exists
-// without its key's response, nor the response without the payment. The
-// payment is inserted only when the claim still holds.
-func (s *Store) Complete(ctx context.Context, key string, token time.Time, p *Payment, status int, body []byte) error {
-	if p == nil {
-		const complete = `
-			UPDATE idempotency_keys SET status_code = $3, response = $4
-			WHERE key = $1 AND created_at = $2 AND status_code IS NULL`
-		tag, err := s.pool.Exec(ctx, complete, key, token, status, string(body))
-		if err != nil {
-			return fmt.Errorf("complete idempotency key: %w", err)
-		}
-		if tag.RowsAffected() == 0 {
-			return errClaimLost
-		}
-		return nil
+// intentOf returns the intent of a claimed key, writing in when it has none
+// (a claim left by a version without intents).
+func (s *Store) intentOf(ctx context.Context, key string, in Intent) (Intent, error) {
+	const q = `
+		INSERT INTO payment_intents (key, id, order_id, amount_cents, currency, method, provider_key, state)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')
+		ON CONFLICT (key) DO UPDATE SET updated_at = now()
+		RETURNING key, id::text, order_id::text, amount_cents, currency, method, provider_key`
+	var got Intent
+	err := s.pool.QueryRow(ctx, q, key, in.ID, in.OrderID, in.AmountCents, in.Currency, in.Method, in.ProviderKey).
+		Scan(&got.Key, &got.ID, &got.OrderID, &got.AmountCents, &got.Currency, &got.Method, &got.ProviderKey)
+	if err != nil {
+		return Intent{}, fmt.Errorf("read payment intent: %w", err)
 	}
-	const completeWithPayment = `
+	return got, nil
+}
+
+// Decline stores a claimed key's 402 answer and marks its intent declined,
+// in one statement.
+func (s *Store) Decline(ctx context.Context, key string, token time.Time, body []byte) error {
+	const q = `
 		WITH k AS (
-			UPDATE idempotency_keys SET status_code = $3, response = $4
+			UPDATE idempotency_keys SET status_code = 402, response = $3, parked = false
 			WHERE key = $1 AND created_at = $2 AND status_code IS NULL
 			RETURNING key),
-		p AS (
-			INSERT INTO payments (id, order_id, provider_charge_id, amount_cents, currency, method, status, created_at, updated_at)
-			SELECT $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM k)
+		i AS (
+			UPDATE payment_intents SET state = 'declined', updated_at = now()
+			WHERE key IN (SELECT key FROM k))
 		SELECT count(*) FROM k`
-	var completed int
-	if err := s.pool.QueryRow(ctx, completeWithPayment, key, token, status, string(body),
-		p.ID, p.OrderID, p.ProviderChargeID, p.AmountCents, p.Currency, p.Method, p.Status,
-		p.CreatedAt, p.UpdatedAt).Scan(&completed); err != nil {
-		return fmt.Errorf("complete idempotency key with payment: %w", err)
+	var n int
+	if err := s.pool.QueryRow(ctx, q, key, token, string(body)).Scan(&n); err != nil {
+		return fmt.Errorf("record decline: %w", err)
 	}
-	if completed == 0 {
+	if n == 0 {
 		return errClaimLost
 	}
 	return nil
 }
 
-// Release deletes an unfinished claim, so the same key may be retried after
-// a provider failure.
-func (s *Store) Release(ctx context.Context, key string, token time.Time) error {
-	const q = `DELETE FROM idempotency_keys WHERE key = $1 AND created_at = $2 AND status_code IS NULL`
-	if _, err := s.pool.Exec(ctx, q, key, token); err != nil {
-		return fmt.Errorf("release idempotency key: %w", err)
+// Capture records the captured payment p of a key's intent: the key's 201
+// answer body, the intent captured and the payment row, in one statement
+// (so one transaction), so that none exists without the others. With a
+// token only that claim may do it (the request that charged); with nil
+// (the reconciler, which found the charge at the provider) whoever holds
+// the claim, since the provider's charge is the outcome whoever asked. It
+// is errClaimLost when the key was answered meanwhile.
+func (s *Store) Capture(ctx context.Context, key string, token *time.Time, p Payment, body []byte) error {
+	const q = `
+		WITH k AS (
+			UPDATE idempotency_keys SET status_code = 201, response = $3, parked = false
+			WHERE key = $1 AND status_code IS NULL AND ($2::timestamptz IS NULL OR created_at = $2)
+			RETURNING key),
+		i AS (
+			UPDATE payment_intents SET state = 'captured', provider_charge_id = $6, updated_at = $12
+			WHERE key IN (SELECT key FROM k)),
+		p AS (
+			INSERT INTO payments (id, order_id, provider_charge_id, amount_cents, currency, method, status, created_at, updated_at)
+			SELECT $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM k)
+		SELECT count(*) FROM k`
+	var n int
+	if err := s.pool.QueryRow(ctx, q, key, token, string(body),
+		p.ID, p.OrderID, p.ProviderChargeID, p.AmountCents, p.Currency, p.Method, p.Status,
+		p.CreatedAt, p.UpdatedAt).Scan(&n); err != nil {
+		return fmt.Errorf("record captured payment: %w", err)
+	}
+	if n == 0 {
+		return errClaimLost
 	}
 	return nil
+}
+
+// Park marks a claim whose request ended without knowing the outcome: the
+// key and its pending intent stay, and a retry takes the claim over at once.
+func (s *Store) Park(ctx context.Context, key string, token time.Time) error {
+	const q = `UPDATE idempotency_keys SET parked = true WHERE key = $1 AND created_at = $2 AND status_code IS NULL`
+	if _, err := s.pool.Exec(ctx, q, key, token); err != nil {
+		return fmt.Errorf("park idempotency key: %w", err)
+	}
+	return nil
+}
+
+// Release deletes an unanswered claim and, by cascade, its intent, so the
+// key may be used again. Only for a charge that certainly did not happen.
+// It reports whether the claim was still there under token.
+func (s *Store) Release(ctx context.Context, key string, token time.Time) (bool, error) {
+	const q = `DELETE FROM idempotency_keys WHERE key = $1 AND created_at = $2 AND status_code IS NULL`
+	tag, err := s.pool.Exec(ctx, q, key, token)
+	if err != nil {
+		return false, fmt.Errorf("release idempotency key: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// intentColumns are read with the claim's token and whether its latest
+// attempt is older than the grace period ($1, in microseconds).
+const intentColumns = `i.key, i.id::text, i.order_id::text, i.amount_cents, i.currency, i.method, i.provider_key,
+	k.created_at, k.created_at < clock_timestamp() - $1::bigint * interval '1 microsecond'`
+
+func scanIntents(rows pgx.Rows) ([]Intent, error) {
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (Intent, error) {
+		var in Intent
+		err := row.Scan(&in.Key, &in.ID, &in.OrderID, &in.AmountCents, &in.Currency, &in.Method,
+			&in.ProviderKey, &in.Token, &in.Ripe)
+		return in, err
+	})
+}
+
+// PendingForOrder returns the order's intents whose outcome is unknown,
+// each with whether it is older than grace.
+func (s *Store) PendingForOrder(ctx context.Context, orderID string, grace time.Duration) ([]Intent, error) {
+	const q = `SELECT ` + intentColumns + `
+		FROM payment_intents i JOIN idempotency_keys k ON k.key = i.key
+		WHERE i.order_id = $2 AND i.state = 'pending' AND k.status_code IS NULL
+		LIMIT 100`
+	rows, err := s.pool.Query(ctx, q, grace.Microseconds(), orderID)
+	if err != nil {
+		return nil, fmt.Errorf("list pending intents of order: %w", err)
+	}
+	ins, err := scanIntents(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list pending intents of order: %w", err)
+	}
+	return ins, nil
+}
+
+// Pending returns up to limit intents whose outcome is unknown and whose
+// latest attempt began longer than grace ago, oldest first.
+func (s *Store) Pending(ctx context.Context, grace time.Duration, limit int) ([]Intent, error) {
+	const q = `SELECT ` + intentColumns + `
+		FROM payment_intents i JOIN idempotency_keys k ON k.key = i.key
+		WHERE i.state = 'pending' AND k.status_code IS NULL
+		  AND k.created_at < clock_timestamp() - $1::bigint * interval '1 microsecond'
+		ORDER BY k.created_at
+		LIMIT $2`
+	rows, err := s.pool.Query(ctx, q, grace.Microseconds(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("list pending intents: %w", err)
+	}
+	ins, err := scanIntents(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list pending intents: %w", err)
+	}
+	return ins, nil
+}
+
+// DeleteAnswered deletes up to limit answered keys claimed longer than
+// retention ago, with their settled intents, and returns how many went. A
+// key without an answer (an intent whose outcome is unknown) is never
+// deleted; payments are kept for good. One short statement per batch, and
+// SKIP LOCKED, so it never waits on a request holding a key.
+func (s *Store) DeleteAnswered(ctx context.Context, retention time.Duration, limit int) (int64, error) {
+	const q = `
+		DELETE FROM idempotency_keys WHERE key IN (
+			SELECT key FROM idempotency_keys
+			WHERE status_code IS NOT NULL
+			  AND created_at < clock_timestamp() - $1::bigint * interval '1 microsecond'
+			ORDER BY created_at
+			LIMIT $2
+			FOR UPDATE SKIP LOCKED)`
+	tag, err := s.pool.Exec(ctx, q, retention.Microseconds(), limit)
+	if err != nil {
+		return 0, fmt.Errorf("delete old idempotency keys: %w", err)
+	}
+	return tag.RowsAffected(), nil
 }
 
 const paymentColumns = `id::text, order_id::text, provider_charge_id, amount_cents, currency, method, status, created_at, updated_at`

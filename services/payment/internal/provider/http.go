@@ -7,17 +7,17 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/web"
 )
 
 type chargeRequest struct {
-	AmountCents    int64  `json:"amount_cents"`
-	Currency       string `json:"currency"`
-	Method         string `json:"method"`
-	IdempotencyKey string `json:"idempotency_key"`
+	AmountCents int64  `json:"amount_cents"`
+	Currency    string `json:"currency"`
+	Method      string `json:"method"`
 }
 
-func (r chargeRequest) validate() error {
+func (r chargeRequest) validate(key string) error {
 	problems := map[string]string{}
 	if r.AmountCents <= 0 {
 		problems["amount_cents"] = "must be greater than 0"
@@ -28,8 +28,8 @@ func (r chargeRequest) validate() error {
 	if r.Method == "" {
 		problems["method"] = "is required"
 	}
-	if len(r.IdempotencyKey) > MaxKeyLen {
-		problems["idempotency_key"] = "must be at most 255 characters"
+	if len(key) > MaxKeyLen {
+		problems["Idempotency-Key"] = "must be at most 255 characters"
 	}
 	return web.ValidationProblem(problems)
 }
@@ -73,6 +73,9 @@ func toConfigBody(c Config) configBody {
 	return configBody{LatencyMS: c.LatencyMS, ErrorRate: c.ErrorRate, Outage: c.Outage}
 }
 
+// handleChargeCreate charges a card. The optional Idempotency-Key header
+// makes a repeat (a retry after a lost answer) return the first charge,
+// marked Idempotent-Replayed: true, as real processors do.
 func handleChargeCreate(log *slog.Logger, sim *Simulator) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var req chargeRequest
@@ -80,7 +83,8 @@ func handleChargeCreate(log *slog.Logger, sim *Simulator) http.Handler {
 			writeError(w, r, log, err)
 			return
 		}
-		if err := req.validate(); err != nil {
+		key := r.Header.Get("Idempotency-Key")
+		if err := req.validate(key); err != nil {
 			writeError(w, r, log, err)
 			return
 		}
@@ -88,18 +92,56 @@ func handleChargeCreate(log *slog.Logger, sim *Simulator) http.Handler {
 			writeError(w, r, log, err)
 			return
 		}
-		c, err := sim.Charge(ChargeRequest(req))
+		c, replayed, err := sim.Charge(r.Context(), ChargeRequest{AmountCents: req.AmountCents,
+			Currency: req.Currency, Method: req.Method, IdempotencyKey: key})
 		if err != nil {
 			writeError(w, r, log, err)
 			return
+		}
+		if replayed {
+			w.Header().Set("Idempotent-Replayed", "true")
 		}
 		web.WriteJSON(w, http.StatusCreated, toChargeResponse(c))
 	})
 }
 
+// handleChargeList answers GET /v1/charges?idempotency_key=…: the charge
+// made with that key, as a list of zero or one, so "no such charge" is a 200
+// with an empty list and never confused with a 404 from a wrong path.
+func handleChargeList(log *slog.Logger, sim *Simulator) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := r.URL.Query().Get("idempotency_key")
+		if key == "" || len(key) > MaxKeyLen {
+			writeError(w, r, log, web.ValidationProblem(map[string]string{
+				"idempotency_key": "is required and must be at most 255 characters"}))
+			return
+		}
+		if err := sim.LookupFault(); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		out := struct {
+			Data []chargeResponse `json:"data"`
+		}{Data: []chargeResponse{}}
+		c, err := sim.ByKey(r.Context(), key)
+		switch {
+		case err == nil:
+			out.Data = append(out.Data, toChargeResponse(c))
+		case !errors.Is(err, ErrNotFound):
+			writeError(w, r, log, err)
+			return
+		}
+		web.WriteJSON(w, http.StatusOK, out)
+	})
+}
+
 func handleChargeGet(log *slog.Logger, sim *Simulator) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := sim.Get(chi.URLParam(r, "id"))
+		if err := sim.LookupFault(); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		c, err := sim.Get(r.Context(), chi.URLParam(r, "id"))
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -114,12 +156,31 @@ func handleChargeRefund(log *slog.Logger, sim *Simulator) http.Handler {
 			writeError(w, r, log, err)
 			return
 		}
-		c, err := sim.Refund(chi.URLParam(r, "id"))
+		c, err := sim.Refund(r.Context(), chi.URLParam(r, "id"))
 		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
 		web.WriteJSON(w, http.StatusOK, toChargeResponse(c))
+	})
+}
+
+// handleTotals sums the ledger, for an operator or the fault suite's
+// money-conservation check. Like the other admin calls it ignores the
+// simulated faults.
+func handleTotals(log *slog.Logger, sim *Simulator) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t, err := sim.Totals(r.Context())
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		web.WriteJSON(w, http.StatusOK, struct {
+			Charges       int64 `json:"charges"`
+			CapturedCents int64 `json:"captured_cents"`
+			Refunds       int64 `json:"refunds"`
+			RefundedCents int64 `json:"refunded_cents"`
+		}{t.Charges, t.CapturedCents, t.Refunds, t.RefundedCents})
 	})
 }
 
@@ -170,6 +231,9 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		// The caller hung up while the simulated latency ran; nothing was
 		// charged and nobody reads this answer.
 		p = web.NewProblem(http.StatusServiceUnavailable, "cancelled", "the request was cancelled")
+	case postgres.IsUnavailable(err):
+		log.WarnContext(r.Context(), "database unavailable", "method", r.Method, "path", r.URL.Path, "error", err)
+		p = web.Unavailable(w, "database_unavailable", "the provider's database is unavailable; retry shortly", 1)
 	default:
 		log.ErrorContext(r.Context(), "request failed", "err", err, "path", r.URL.Path)
 		p = web.NewProblem(http.StatusInternalServerError, "internal", "internal error")

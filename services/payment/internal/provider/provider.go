@@ -2,6 +2,9 @@
 // service reaches over a real HTTP hop. Its latency, error rate and outages
 // are settable at run time, so load tests and fault drills can show what
 // timeouts, retries and idempotency keys buy when a third party misbehaves.
+// Like a real processor it deduplicates charges by idempotency key, lets
+// the merchant look a charge up by that key, and keeps its ledger (charges
+// and refunds) in its own database, so a restart loses nothing.
 //
 // It lives under services/payment/internal so that both the provider process
 // (services/payment/provider) and the payment service's tests, which run the
@@ -100,7 +103,8 @@ func (p Patch) Apply(c Config) Config {
 	return c
 }
 
-// ChargeRequest asks for a card charge.
+// ChargeRequest asks for a card charge. IdempotencyKey (optional) makes a
+// repeat return the first charge instead of charging again.
 type ChargeRequest struct {
 	AmountCents    int64
 	Currency       string
@@ -110,33 +114,42 @@ type ChargeRequest struct {
 
 // Charge is a captured (and maybe refunded) card payment.
 type Charge struct {
-	ID          string
-	Status      string
-	AmountCents int64
-	Currency    string
-	Method      string
-	key         string
+	ID             string
+	IdempotencyKey string // empty when the charge was made without one
+	Status         string
+	AmountCents    int64
+	Currency       string
+	Method         string
 }
 
-// Simulator holds the charges in memory and the current configuration. It is
-// safe for concurrent use.
+// Totals sums the provider's ledger: what it captured and what it refunded,
+// in cents of any currency. Money is conserved when captured − refunded
+// equals what the merchant kept.
+type Totals struct {
+	Charges       int64
+	CapturedCents int64
+	Refunds       int64
+	RefundedCents int64
+}
+
+// Simulator is the provider: its charges and refunds in a Store, and the
+// current fault configuration in memory (an operator's setting, lost on a
+// restart like any process flag). It is safe for concurrent use.
 type Simulator struct {
-	mu      sync.Mutex
-	cfg     Config
-	charges map[string]*Charge
-	byKey   map[string]string
-	draw    func() float64
+	store *Store
+	mu    sync.Mutex
+	cfg   Config
+	draw  func() float64
 }
 
-// NewSimulator returns a simulator with cfg, which must be valid.
-func NewSimulator(cfg Config) *Simulator {
-	return &Simulator{
-		cfg:     cfg,
-		charges: map[string]*Charge{},
-		byKey:   map[string]string{},
-		draw:    mrand.Float64,
-	}
+// NewSimulator returns a simulator with cfg, which must be valid, keeping
+// its ledger in store.
+func NewSimulator(cfg Config, store *Store) *Simulator {
+	return &Simulator{store: store, cfg: cfg, draw: mrand.Float64}
 }
+
+// Ready reports whether the ledger's database answers.
+func (s *Simulator) Ready(ctx context.Context) error { return s.store.Ping(ctx) }
 
 // Config returns the current configuration.
 func (s *Simulator) Config() Config {
@@ -183,69 +196,50 @@ func (s *Simulator) Fault(ctx context.Context) error {
 	return nil
 }
 
-// Charge captures a payment. A repeated idempotency key returns the first
-// charge instead of charging again; declines charge nothing and are not
-// remembered, as with a real processor.
-func (s *Simulator) Charge(req ChargeRequest) (Charge, error) {
-	switch req.Method {
-	case MethodDeclined:
-		return Charge{}, &DeclineError{Code: CodeCardDeclined}
-	case MethodInsufficientFunds:
-		return Charge{}, &DeclineError{Code: CodeInsufficientFunds}
+// LookupFault plays the configured outage and error rate for a look-up of
+// a stored charge, but not the latency: the latency models the card
+// network's round trip of a charge or refund, which a look-up does not make.
+func (s *Simulator) LookupFault() error {
+	cfg := s.Config()
+	if cfg.Outage {
+		return ErrOutage
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if req.IdempotencyKey != "" {
-		if id, ok := s.byKey[req.IdempotencyKey]; ok {
-			c := s.charges[id]
-			if c.AmountCents != req.AmountCents || c.Currency != req.Currency || c.Method != req.Method {
-				return Charge{}, ErrKeyReused
-			}
-			return *c, nil
-		}
+	if cfg.ErrorRate > 0 && s.draw() < cfg.ErrorRate {
+		return ErrInjected
 	}
-	c := &Charge{
-		ID:          "ch_" + strings.ToLower(rand.Text()),
-		Status:      StatusSucceeded,
-		AmountCents: req.AmountCents,
-		Currency:    req.Currency,
-		Method:      req.Method,
-		key:         req.IdempotencyKey,
-	}
-	s.charges[c.ID] = c
-	if c.key != "" {
-		s.byKey[c.key] = c.ID
-	}
-	return *c, nil
+	return nil
 }
 
-// Refund marks a charge refunded; refunding twice is harmless.
-func (s *Simulator) Refund(id string) (Charge, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, ok := s.charges[id]
-	if !ok {
-		return Charge{}, ErrNotFound
+// Charge captures a payment. A repeated idempotency key returns the first
+// charge (replayed true) instead of charging again, also across restarts;
+// declines charge nothing and are not remembered, as with a real processor.
+func (s *Simulator) Charge(ctx context.Context, req ChargeRequest) (c Charge, replayed bool, err error) {
+	switch req.Method {
+	case MethodDeclined:
+		return Charge{}, false, &DeclineError{Code: CodeCardDeclined}
+	case MethodInsufficientFunds:
+		return Charge{}, false, &DeclineError{Code: CodeInsufficientFunds}
 	}
-	c.Status = StatusRefunded
-	return *c, nil
+	return s.store.Insert(ctx, "ch_"+strings.ToLower(rand.Text()), req)
+}
+
+// Refund refunds a charge in full; refunding twice is harmless.
+func (s *Simulator) Refund(ctx context.Context, id string) (Charge, error) {
+	return s.store.Refund(ctx, id, "re_"+strings.ToLower(rand.Text()))
 }
 
 // Get returns one charge.
-func (s *Simulator) Get(id string) (Charge, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, ok := s.charges[id]
-	if !ok {
-		return Charge{}, ErrNotFound
-	}
-	return *c, nil
+func (s *Simulator) Get(ctx context.Context, id string) (Charge, error) {
+	return s.store.Get(ctx, id)
 }
 
-// Len returns the number of charges ever captured, so tests can prove that
-// retries and duplicates never charged twice.
-func (s *Simulator) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.charges)
+// ByKey returns the charge made with an idempotency key, or ErrNotFound:
+// how a merchant whose answer got lost learns whether it was charged.
+func (s *Simulator) ByKey(ctx context.Context, key string) (Charge, error) {
+	return s.store.ByKey(ctx, key)
+}
+
+// Totals sums the charges and refunds ever made.
+func (s *Simulator) Totals(ctx context.Context) (Totals, error) {
+	return s.store.Totals(ctx)
 }

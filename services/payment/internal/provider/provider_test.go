@@ -13,24 +13,65 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/orderflow/orderflow/migrations"
+	"github.com/orderflow/orderflow/pkg/dbtest"
+	"github.com/orderflow/orderflow/pkg/postgres"
 )
 
 const testToken = "secret"
 
+// newDB returns the URL of a fresh, migrated provider database.
+func newDB(t *testing.T) string {
+	t.Helper()
+	fsys, err := migrations.For("provider")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dbtest.NewURL(t, fsys)
+}
+
+// newStore opens a pool on dbURL, closed when the test ends.
+func newStore(t *testing.T, dbURL string) *Store {
+	t.Helper()
+	pool, err := postgres.Open(context.Background(), dbURL, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return NewStore(pool)
+}
+
 func newTestServer(t *testing.T, cfg Config) (*Simulator, *httptest.Server) {
 	t.Helper()
-	sim := NewSimulator(cfg)
+	sim := NewSimulator(cfg, newStore(t, newDB(t)))
 	srv := httptest.NewServer(NewHandler(slog.New(slog.DiscardHandler), sim, testToken))
 	t.Cleanup(srv.Close)
 	return sim, srv
 }
 
+func totals(t *testing.T, sim *Simulator) Totals {
+	t.Helper()
+	tot, err := sim.Totals(context.Background())
+	if err != nil {
+		t.Fatalf("Totals: %v", err)
+	}
+	return tot
+}
+
 type reply struct {
 	status int
+	header http.Header
 	body   map[string]any
 }
 
 func call(t *testing.T, ctx context.Context, method, url, token, body string) reply {
+	t.Helper()
+	return callKey(t, ctx, method, url, token, "", body)
+}
+
+// callKey is call with an Idempotency-Key header (none when key is empty).
+func callKey(t *testing.T, ctx context.Context, method, url, token, key, body string) reply {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
 	if err != nil {
@@ -39,6 +80,9 @@ func call(t *testing.T, ctx context.Context, method, url, token, body string) re
 	req.Header.Set("Content-Type", "application/json")
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -52,64 +96,207 @@ func call(t *testing.T, ctx context.Context, method, url, token, body string) re
 			t.Fatalf("%s %s: body %q is not JSON: %v", method, url, b, err)
 		}
 	}
-	return reply{status: resp.StatusCode, body: m}
+	return reply{status: resp.StatusCode, header: resp.Header, body: m}
 }
 
-func charge(method, key string) string {
-	return `{"amount_cents":1250,"currency":"USD","method":"` + method + `","idempotency_key":"` + key + `"}`
+func charge(method string) string {
+	return `{"amount_cents":1250,"currency":"USD","method":"` + method + `"}`
 }
 
-func TestCharge_Idempotent(t *testing.T) {
+// TestCharge_SameKeyTwiceChargesOnce: the Idempotency-Key header, as a real
+// processor reads it, deduplicates charges.
+func TestCharge_SameKeyTwiceChargesOnce(t *testing.T) {
 	t.Parallel()
 	sim, srv := newTestServer(t, Config{})
-	first := call(t, context.Background(), "POST", srv.URL+"/v1/charges", testToken, charge("pm_card_ok", "k1"))
-	if first.status != http.StatusCreated {
-		t.Fatalf("charge = %d %v; want 201", first.status, first.body)
+	ctx := context.Background()
+	first := callKey(t, ctx, "POST", srv.URL+"/v1/charges", testToken, "k1", charge("pm_card_ok"))
+	if first.status != http.StatusCreated || first.header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("charge = %d %v (replayed %q); want a fresh 201", first.status, first.body, first.header.Get("Idempotent-Replayed"))
 	}
 	id, _ := first.body["id"].(string)
 	if !strings.HasPrefix(id, "ch_") || first.body["status"] != "succeeded" ||
 		first.body["amount_cents"] != 1250.0 || first.body["currency"] != "USD" {
 		t.Fatalf("charge body = %v", first.body)
 	}
-	again := call(t, context.Background(), "POST", srv.URL+"/v1/charges", testToken, charge("pm_card_ok", "k1"))
-	if diff := cmp.Diff(first, again, cmp.AllowUnexported(reply{})); diff != "" {
-		t.Errorf("repeated charge differs (-first +again):\n%s", diff)
+	again := callKey(t, ctx, "POST", srv.URL+"/v1/charges", testToken, "k1", charge("pm_card_ok"))
+	if diff := cmp.Diff(first.body, again.body); diff != "" || again.status != first.status {
+		t.Errorf("repeated charge = %d, differs (-first +again):\n%s", again.status, diff)
 	}
-	other := call(t, context.Background(), "POST", srv.URL+"/v1/charges", testToken, charge("pm_card_ok", "k2"))
+	if again.header.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("repeated charge has Idempotent-Replayed %q; want true", again.header.Get("Idempotent-Replayed"))
+	}
+	if got := totals(t, sim).Charges; got != 1 {
+		t.Fatalf("charges after two POST /v1/charges with Idempotency-Key: k1 = %d; want 1", got)
+	}
+
+	other := callKey(t, ctx, "POST", srv.URL+"/v1/charges", testToken, "k2", charge("pm_card_ok"))
 	if other.body["id"] == id {
 		t.Errorf("another key returned the same charge %v", id)
 	}
-	if got := sim.Len(); got != 2 {
-		t.Errorf("charges = %d; want 2", got)
+	// Without a key nothing is deduplicated.
+	for range 2 {
+		if r := call(t, ctx, "POST", srv.URL+"/v1/charges", testToken, charge("pm_card_ok")); r.status != 201 {
+			t.Fatalf("charge without a key = %d %v", r.status, r.body)
+		}
+	}
+	if got := totals(t, sim).Charges; got != 4 {
+		t.Errorf("charges = %d; want 4", got)
 	}
 
 	// Concurrent requests with one key charge once.
 	var wg sync.WaitGroup
-	for range 20 {
+	ids := make([]string, 20)
+	for i := range ids {
 		wg.Go(func() {
-			req, _ := http.NewRequest("POST", srv.URL+"/v1/charges", strings.NewReader(charge("pm_card_ok", "k3")))
+			req, _ := http.NewRequest("POST", srv.URL+"/v1/charges", strings.NewReader(charge("pm_card_ok")))
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Authorization", "Bearer "+testToken)
+			req.Header.Set("Idempotency-Key", "k3")
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Error(err)
 				return
 			}
-			resp.Body.Close()
+			defer resp.Body.Close()
+			var c struct{ ID string }
+			_ = json.NewDecoder(resp.Body).Decode(&c)
 			if resp.StatusCode != http.StatusCreated {
 				t.Errorf("concurrent charge = %d", resp.StatusCode)
 			}
+			ids[i] = c.ID
 		})
 	}
 	wg.Wait()
-	if got := sim.Len(); got != 3 {
-		t.Errorf("charges after 20 duplicates = %d; want 3", got)
+	for i, got := range ids {
+		if got != ids[0] {
+			t.Errorf("concurrent charge %d = %s; want %s like the first", i, got, ids[0])
+		}
+	}
+	if got := totals(t, sim).Charges; got != 5 {
+		t.Errorf("charges after 20 duplicates = %d; want 5", got)
 	}
 
-	mismatch := call(t, context.Background(), "POST", srv.URL+"/v1/charges", testToken,
-		`{"amount_cents":999,"currency":"USD","method":"pm_card_ok","idempotency_key":"k1"}`)
+	mismatch := callKey(t, ctx, "POST", srv.URL+"/v1/charges", testToken, "k1",
+		`{"amount_cents":999,"currency":"USD","method":"pm_card_ok"}`)
 	if mismatch.status != http.StatusConflict || mismatch.body["code"] != "idempotency_key_reused" {
 		t.Errorf("reused key with another amount = %d %v; want 409 idempotency_key_reused", mismatch.status, mismatch.body)
+	}
+}
+
+// TestRestart_LosesNothing starts the provider's handler twice on the same
+// database: the second finds the first one's charges and refunds, by id and
+// by key, and a repeated key still charges nothing new.
+func TestRestart_LosesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	log := slog.New(slog.DiscardHandler)
+	dbURL := newDB(t)
+
+	first := NewSimulator(Config{}, newStore(t, dbURL))
+	srv1 := httptest.NewServer(NewHandler(log, first, testToken))
+	kept := callKey(t, ctx, "POST", srv1.URL+"/v1/charges", testToken, "r1", charge("pm_card_ok")).body["id"].(string)
+	refunded := callKey(t, ctx, "POST", srv1.URL+"/v1/charges", testToken, "r2", charge("pm_card_ok")).body["id"].(string)
+	if r := call(t, ctx, "POST", srv1.URL+"/v1/charges/"+refunded+"/refund", testToken, ""); r.status != 200 {
+		t.Fatalf("refund = %d %v", r.status, r.body)
+	}
+	srv1.Close()
+
+	second := NewSimulator(Config{}, newStore(t, dbURL))
+	srv2 := httptest.NewServer(NewHandler(log, second, testToken))
+	defer srv2.Close()
+	if r := call(t, ctx, "GET", srv2.URL+"/v1/charges/"+kept, testToken, ""); r.status != 200 || r.body["status"] != "succeeded" {
+		t.Fatalf("GET /v1/charges/%s after a restart = %d %v; want 200 succeeded", kept, r.status, r.body)
+	}
+	if r := call(t, ctx, "GET", srv2.URL+"/v1/charges/"+refunded, testToken, ""); r.status != 200 || r.body["status"] != "refunded" {
+		t.Errorf("GET the refunded charge after a restart = %d %v; want 200 refunded", r.status, r.body)
+	}
+	byKey := call(t, ctx, "GET", srv2.URL+"/v1/charges?idempotency_key=r1", testToken, "")
+	if data, _ := byKey.body["data"].([]any); byKey.status != 200 || len(data) != 1 || data[0].(map[string]any)["id"] != kept {
+		t.Errorf("GET /v1/charges?idempotency_key=r1 after a restart = %d %v; want [%s]", byKey.status, byKey.body, kept)
+	}
+	again := callKey(t, ctx, "POST", srv2.URL+"/v1/charges", testToken, "r1", charge("pm_card_ok"))
+	if again.status != 201 || again.body["id"] != kept || again.header.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("repeated key after a restart = %d %v; want the replayed %s", again.status, again.body, kept)
+	}
+	want := Totals{Charges: 2, CapturedCents: 2500, Refunds: 1, RefundedCents: 1250}
+	if got := totals(t, second); got != want {
+		t.Errorf("Totals after a restart = %+v; want %+v", got, want)
+	}
+}
+
+func TestChargeList_ByKey(t *testing.T) {
+	t.Parallel()
+	sim, srv := newTestServer(t, Config{})
+	ctx := context.Background()
+	id := callKey(t, ctx, "POST", srv.URL+"/v1/charges", testToken, "look me up", charge("pm_card_ok")).body["id"].(string)
+
+	r := call(t, ctx, "GET", srv.URL+"/v1/charges?idempotency_key=look+me+up", testToken, "")
+	want := map[string]any{"data": []any{map[string]any{"id": id, "status": "succeeded", "amount_cents": 1250.0, "currency": "USD"}}}
+	if diff := cmp.Diff(want, r.body); r.status != 200 || diff != "" {
+		t.Errorf("lookup of a charged key = %d, differs (-want +got):\n%s", r.status, diff)
+	}
+	if r := call(t, ctx, "GET", srv.URL+"/v1/charges?idempotency_key=never", testToken, ""); r.status != 200 || !cmp.Equal(r.body, map[string]any{"data": []any{}}) {
+		t.Errorf("lookup of an unknown key = %d %v; want 200 with no data", r.status, r.body)
+	}
+	// A declined charge leaves nothing behind to find.
+	if r := callKey(t, ctx, "POST", srv.URL+"/v1/charges", testToken, "declined", charge("pm_card_declined")); r.status != 402 {
+		t.Fatalf("declined charge = %d", r.status)
+	}
+	if r := call(t, ctx, "GET", srv.URL+"/v1/charges?idempotency_key=declined", testToken, ""); !cmp.Equal(r.body, map[string]any{"data": []any{}}) {
+		t.Errorf("lookup of a declined key = %v; want no data", r.body)
+	}
+	for _, q := range []string{"", "?idempotency_key=", "?idempotency_key=" + strings.Repeat("k", 256)} {
+		if r := call(t, ctx, "GET", srv.URL+"/v1/charges"+q, testToken, ""); r.status != 400 || r.body["code"] != "validation_failed" {
+			t.Errorf("GET /v1/charges%s = %d %v; want 400", q, r.status, r.body)
+		}
+	}
+	if r := call(t, ctx, "GET", srv.URL+"/v1/charges?idempotency_key=look+me+up", "", ""); r.status != 401 {
+		t.Errorf("lookup without the API key = %d; want 401", r.status)
+	}
+	// Look-ups suffer the simulated outage and errors, not the latency of a
+	// charge's card network round trip.
+	sim.Update(Patch{LatencyMS: ptr(60000)})
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if r := call(t, lctx, "GET", srv.URL+"/v1/charges?idempotency_key=look+me+up", testToken, ""); r.status != 200 {
+		t.Errorf("lookup with a charge latency of 60s = %d %v; want 200 at once", r.status, r.body)
+	}
+	sim.Update(Patch{LatencyMS: ptr(0), Outage: ptr(true)})
+	if r := call(t, ctx, "GET", srv.URL+"/v1/charges?idempotency_key=look+me+up", testToken, ""); r.status != 503 {
+		t.Errorf("lookup during an outage = %d %v; want 503", r.status, r.body)
+	}
+	sim.Update(Patch{Outage: ptr(false), ErrorRate: ptr(1.0)})
+	if r := call(t, ctx, "GET", srv.URL+"/v1/charges/"+id, testToken, ""); r.status != 500 {
+		t.Errorf("GET a charge with error rate 1 = %d %v; want 500", r.status, r.body)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestTotals(t *testing.T) {
+	t.Parallel()
+	sim, srv := newTestServer(t, Config{})
+	ctx := context.Background()
+	ids := make([]string, 3)
+	for i, amount := range []string{"100", "250", "4000"} {
+		r := call(t, ctx, "POST", srv.URL+"/v1/charges", testToken, `{"amount_cents":`+amount+`,"currency":"USD","method":"pm_card_ok"}`)
+		ids[i] = r.body["id"].(string)
+	}
+	for range 2 { // the second refund is a no-op
+		call(t, ctx, "POST", srv.URL+"/v1/charges/"+ids[1]+"/refund", testToken, "")
+	}
+	callKey(t, ctx, "POST", srv.URL+"/v1/charges", testToken, "d", charge("pm_card_insufficient_funds"))
+	// Faults apply to the merchant's calls, not to the operator's totals.
+	sim.Update(Patch{Outage: ptr(true)})
+	r := call(t, ctx, "GET", srv.URL+"/admin/totals", testToken, "")
+	want := map[string]any{"charges": 3.0, "captured_cents": 4350.0, "refunds": 1.0, "refunded_cents": 250.0}
+	if diff := cmp.Diff(want, r.body); r.status != 200 || diff != "" {
+		t.Errorf("GET /admin/totals = %d, differs (-want +got):\n%s", r.status, diff)
+	}
+	for _, token := range []string{"", "wrong"} {
+		if r := call(t, ctx, "GET", srv.URL+"/admin/totals", token, ""); r.status != 401 {
+			t.Errorf("GET /admin/totals with key %q = %d; want 401", token, r.status)
+		}
 	}
 }
 
@@ -118,29 +305,34 @@ func TestCharge_Outcomes(t *testing.T) {
 	tests := []struct {
 		name       string
 		cfg        Config
+		key        string
 		body       string
 		wantStatus int
 		wantCode   string
 	}{
-		{"declined", Config{}, charge("pm_card_declined", "d1"), 402, "card_declined"},
-		{"insufficient funds", Config{}, charge("pm_card_insufficient_funds", "d2"), 402, "insufficient_funds"},
-		{"outage", Config{Outage: true}, charge("pm_card_ok", "o1"), 503, "outage"},
-		{"error rate 1", Config{ErrorRate: 1}, charge("pm_card_ok", "e1"), 500, "internal"},
-		{"zero amount", Config{}, `{"amount_cents":0,"currency":"USD","method":"pm_card_ok"}`, 400, "validation_failed"},
-		{"bad currency", Config{}, `{"amount_cents":1,"currency":"usd1","method":"pm_card_ok"}`, 400, "validation_failed"},
-		{"no method", Config{}, `{"amount_cents":1,"currency":"USD"}`, 400, "validation_failed"},
-		{"unknown field", Config{}, `{"amount_cents":1,"currency":"USD","method":"x","extra":1}`, 400, "unknown_field"},
-		{"bad json", Config{}, `{`, 400, "bad_json"},
+		{"declined", Config{}, "d1", charge("pm_card_declined"), 402, "card_declined"},
+		{"insufficient funds", Config{}, "d2", charge("pm_card_insufficient_funds"), 402, "insufficient_funds"},
+		{"outage", Config{Outage: true}, "o1", charge("pm_card_ok"), 503, "outage"},
+		{"error rate 1", Config{ErrorRate: 1}, "e1", charge("pm_card_ok"), 500, "internal"},
+		{"zero amount", Config{}, "", `{"amount_cents":0,"currency":"USD","method":"pm_card_ok"}`, 400, "validation_failed"},
+		{"bad currency", Config{}, "", `{"amount_cents":1,"currency":"usd1","method":"pm_card_ok"}`, 400, "validation_failed"},
+		{"no method", Config{}, "", `{"amount_cents":1,"currency":"USD"}`, 400, "validation_failed"},
+		{"key too long", Config{}, strings.Repeat("k", 256), charge("pm_card_ok"), 400, "validation_failed"},
+		{"key in the body", Config{}, "", `{"amount_cents":1,"currency":"USD","method":"x","idempotency_key":"k"}`, 400, "unknown_field"},
+		{"unknown field", Config{}, "", `{"amount_cents":1,"currency":"USD","method":"x","extra":1}`, 400, "unknown_field"},
+		{"bad json", Config{}, "", `{`, 400, "bad_json"},
 	}
+	// One database; the cases run one after another and each must leave
+	// the ledger as it found it.
+	sim, srv := newTestServer(t, Config{})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			sim, srv := newTestServer(t, tt.cfg)
-			r := call(t, context.Background(), "POST", srv.URL+"/v1/charges", testToken, tt.body)
+			sim.Update(Patch{LatencyMS: &tt.cfg.LatencyMS, ErrorRate: &tt.cfg.ErrorRate, Outage: &tt.cfg.Outage})
+			r := callKey(t, context.Background(), "POST", srv.URL+"/v1/charges", testToken, tt.key, tt.body)
 			if r.status != tt.wantStatus || r.body["code"] != tt.wantCode {
 				t.Errorf("charge = %d %v; want %d %s", r.status, r.body, tt.wantStatus, tt.wantCode)
 			}
-			if got := sim.Len(); got != 0 {
+			if got := totals(t, sim).Charges; got != 0 {
 				t.Errorf("charges = %d; want 0", got)
 			}
 		})
@@ -149,11 +341,12 @@ func TestCharge_Outcomes(t *testing.T) {
 
 func TestCharge_LatencyCancelledChargesNothing(t *testing.T) {
 	t.Parallel()
-	sim := NewSimulator(Config{LatencyMS: 60000})
+	sim := NewSimulator(Config{LatencyMS: 60000}, newStore(t, newDB(t)))
 	h := NewHandler(slog.New(slog.DiscardHandler), sim, testToken)
 	ctx, cancel := context.WithCancel(context.Background())
-	req := httptest.NewRequestWithContext(ctx, "POST", "/v1/charges", strings.NewReader(charge("pm_card_ok", "slow")))
+	req := httptest.NewRequestWithContext(ctx, "POST", "/v1/charges", strings.NewReader(charge("pm_card_ok")))
 	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set("Idempotency-Key", "slow")
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -162,13 +355,15 @@ func TestCharge_LatencyCancelledChargesNothing(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	cancel()
 	<-done // returns only because the cancellation ended the sleep
-	if got := sim.Len(); got != 0 {
+	if got := totals(t, sim).Charges; got != 0 {
 		t.Errorf("charges after a cancelled slow request = %d; want 0", got)
 	}
 
 	// With a latency the caller waits for, the charge happens.
-	_, srv := newTestServer(t, Config{LatencyMS: 30})
-	if r := call(t, context.Background(), "POST", srv.URL+"/v1/charges", testToken, charge("pm_card_ok", "k")); r.status != 201 {
+	sim.Update(Patch{LatencyMS: ptr(30)})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	if r := callKey(t, context.Background(), "POST", srv.URL+"/v1/charges", testToken, "k", charge("pm_card_ok")); r.status != 201 {
 		t.Errorf("charge with latency = %d; want 201", r.status)
 	}
 }
@@ -176,7 +371,7 @@ func TestCharge_LatencyCancelledChargesNothing(t *testing.T) {
 func TestRefund(t *testing.T) {
 	t.Parallel()
 	_, srv := newTestServer(t, Config{})
-	c := call(t, context.Background(), "POST", srv.URL+"/v1/charges", testToken, charge("pm_card_ok", "r1"))
+	c := callKey(t, context.Background(), "POST", srv.URL+"/v1/charges", testToken, "r1", charge("pm_card_ok"))
 	id := c.body["id"].(string)
 	for i := range 2 {
 		r := call(t, context.Background(), "POST", srv.URL+"/v1/charges/"+id+"/refund", testToken, "")
@@ -240,7 +435,7 @@ func TestAdminConfig(t *testing.T) {
 
 func TestAdminConfig_NoTokenConfigured(t *testing.T) {
 	t.Parallel()
-	sim := NewSimulator(Config{})
+	sim := NewSimulator(Config{}, newStore(t, newDB(t)))
 	srv := httptest.NewServer(NewHandler(slog.New(slog.DiscardHandler), sim, ""))
 	defer srv.Close()
 	if r := call(t, context.Background(), "PUT", srv.URL+"/admin/config", "", `{"outage":true}`); r.status != 401 {
@@ -252,12 +447,12 @@ func TestCharge_NeedsTheAPIKey(t *testing.T) {
 	t.Parallel()
 	sim, srv := newTestServer(t, Config{})
 	for _, token := range []string{"", "wrong"} {
-		if r := call(t, context.Background(), "POST", srv.URL+"/v1/charges", token, charge("pm_card_ok", "k")); r.status != 401 {
+		if r := callKey(t, context.Background(), "POST", srv.URL+"/v1/charges", token, "k", charge("pm_card_ok")); r.status != 401 {
 			t.Errorf("charge with key %q = %d; want 401", token, r.status)
 		}
 	}
-	if sim.Len() != 0 {
-		t.Errorf("charges after refused calls = %d; want 0", sim.Len())
+	if got := totals(t, sim).Charges; got != 0 {
+		t.Errorf("charges after refused calls = %d; want 0", got)
 	}
 }
 

@@ -15,15 +15,17 @@ func NewHandler(log *slog.Logger, sim *Simulator, apiKey string) http.Handler {
 	r := web.NewRouter(log)
 	// Anonymous: the probes.
 	r.Method(http.MethodGet, "/healthz", web.Healthz())
-	r.Method(http.MethodGet, "/readyz", web.Readyz(nil))
+	r.Method(http.MethodGet, "/readyz", web.Readyz(map[string]web.Check{"postgres": sim.Ready}))
 
 	// The merchant (the payment service), with its API key.
 	merchant := r.With(requireKey(apiKey))
 	merchant.Method(http.MethodPost, "/v1/charges", handleChargeCreate(log, sim))
+	merchant.Method(http.MethodGet, "/v1/charges", handleChargeList(log, sim)) // ?idempotency_key=
 	merchant.Method(http.MethodGet, "/v1/charges/{id}", handleChargeGet(log, sim))
 	merchant.Method(http.MethodPost, "/v1/charges/{id}/refund", handleChargeRefund(log, sim))
 	merchant.Method(http.MethodGet, "/admin/config", handleConfigGet(sim))
 	merchant.Method(http.MethodPut, "/admin/config", handleConfigPut(log, sim))
+	merchant.Method(http.MethodGet, "/admin/totals", handleTotals(log, sim))
 	return r
 }
 

@@ -1,0 +1,83 @@
+package payment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+const (
+	// reconcileBatch is the most unknown intents one round settles.
+	reconcileBatch = 100
+	// retentionBatch is the most keys one DELETE removes; a round runs at
+	// most retentionBatches of them, so a backlog drains over several
+	// rounds without long locks.
+	retentionBatch   = 500
+	retentionBatches = 20
+	// roundTimeout bounds one round, provider look-ups included.
+	roundTimeout = time.Minute
+)
+
+// Reconcile runs one round of the reconciler: it settles the intents whose
+// outcome is unknown and whose latest attempt began more than SettleAfter
+// ago, by asking the provider for the charge made with each one's key
+// (found: recorded as captured; none: abandoned, nothing to refund;
+// provider unreachable: left for the next round), then deletes answered
+// Idempotency-Keys older than KeyRetention, in batches.
+func (s *Service) Reconcile(ctx context.Context) error {
+	pending, err := s.store.Pending(ctx, s.opts.SettleAfter, reconcileBatch)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, in := range pending {
+		if ctx.Err() != nil {
+			break
+		}
+		if err := s.settle(ctx, in); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	var deleted int64
+	for range retentionBatches {
+		n, err := s.store.DeleteAnswered(ctx, s.opts.KeyRetention, retentionBatch)
+		deleted += n
+		if err != nil {
+			errs = append(errs, err)
+			break
+		}
+		if n < retentionBatch {
+			break
+		}
+	}
+	if deleted > 0 {
+		s.log.InfoContext(ctx, "deleted old idempotency keys", "keys", deleted,
+			"retention", s.opts.KeyRetention.String())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	return nil
+}
+
+// RunReconciler runs a Reconcile round every interval until ctx is done,
+// each within roundTimeout. A failed round (the provider or the database
+// away) is logged and the next one tries again.
+func (s *Service) RunReconciler(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, roundTimeout)
+		err := s.Reconcile(rctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "reconcile round failed; retrying next round", "error", err)
+		}
+	}
+}
