@@ -43,6 +43,8 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
+
+	"github.com/orderflow/orderflow/pkg/web"
 )
 
 // kustomization is one directory under deploy/kubernetes that renders to a
@@ -536,10 +538,18 @@ func serveGrace(dir string) (time.Duration, error) {
 			return true
 		}
 		sel, ok := call.Fun.(*ast.SelectorExpr)
-		if !ok || sel.Sel.Name != "Serve" || len(call.Args) != 4 {
+		if !ok {
 			return true
 		}
 		if pkg, ok := sel.X.(*ast.Ident); !ok || pkg.Name != "web" {
+			return true
+		}
+		// web.ListenAndServe shuts down within web.ShutdownGrace.
+		if sel.Sel.Name == "ListenAndServe" {
+			grace = max(grace, web.ShutdownGrace)
+			return true
+		}
+		if sel.Sel.Name != "Serve" || len(call.Args) != 4 {
 			return true
 		}
 		d, err := durationLiteral(call.Args[3])
@@ -554,7 +564,7 @@ func serveGrace(dir string) (time.Duration, error) {
 		return 0, fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
 	if grace == 0 {
-		return 0, fmt.Errorf("%s/main.go calls no web.Serve(ctx, srv, log, grace)", dir)
+		return 0, fmt.Errorf("%s/main.go calls neither web.ListenAndServe nor web.Serve(ctx, srv, log, grace)", dir)
 	}
 	return grace, nil
 }

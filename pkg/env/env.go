@@ -6,25 +6,36 @@ package env
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
 )
 
+// Masked stands for a secret in a log line: configuration logs itself
+// with it in place of every secret.
+const Masked = "***"
+
+// RedactURL returns raw with its password masked, for a log line (a URL
+// that does not parse is not shown at all).
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
 // Reader reads variables through getenv and remembers every problem.
 type Reader struct {
 	getenv func(string) string
 	errs   []error
-	// Keys lists every variable read, in order, so configuration can be
-	// compared with docker-compose and the docs.
-	Keys []string
 }
 
 // New returns a Reader over getenv (os.Getenv in main, a map in tests).
 func New(getenv func(string) string) *Reader { return &Reader{getenv: getenv} }
 
 func (r *Reader) lookup(key string) string {
-	r.Keys = append(r.Keys, key)
 	return strings.TrimSpace(r.getenv(key))
 }
 

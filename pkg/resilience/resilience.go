@@ -7,7 +7,7 @@
 // A Downstream is built once in run and shared by every caller of that
 // dependency: a circuit breaker only works when it sees all the traffic to
 // the resource it protects. Its counters (breaker state, retries,
-// rejections, fallbacks) are read by the metrics exporter.
+// rejections) are read by the metrics exporter.
 package resilience
 
 import (
@@ -213,18 +213,24 @@ type Downstream struct {
 	retries      atomic.Uint64
 	breakerOpen  atomic.Uint64
 	bulkheadFull atomic.Uint64
-	fallbacks    atomic.Uint64
 }
 
-// New builds the policies for the downstream called name around next (a
-// pooled transport when nil). Breaker transitions are logged to log, once
+// NewTransport returns the pooled transport of a service's outgoing calls:
+// http.DefaultTransport's settings with up to 100 idle connections per
+// host (the default 2 would reconnect on every call under load).
+func NewTransport() *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = 200
+	tr.MaxIdleConnsPerHost = 100
+	return tr
+}
+
+// New builds the policies for the downstream called name around next
+// (NewTransport's pooled transport when nil). Breaker transitions are logged to log, once
 // each.
 func New(name string, p Policy, next http.RoundTripper, log *slog.Logger) *Downstream {
 	if next == nil {
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.MaxIdleConns = 200
-		tr.MaxIdleConnsPerHost = 100
-		next = tr
+		next = NewTransport()
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -296,7 +302,6 @@ func New(name string, p Policy, next http.RoundTripper, log *slog.Logger) *Downs
 			rej.Reason, rej.RetryAfter = ReasonBulkheadFull, time.Second
 			d.bulkheadFull.Add(1)
 		}
-		d.fallbacks.Add(1)
 		return nil, rej
 	}).HandleErrors(circuitbreaker.ErrOpen, bulkhead.ErrFull).Build()
 
@@ -384,12 +389,6 @@ func (d *Downstream) Rejections(reason string) uint64 {
 	}
 	return 0
 }
-
-// Fallbacks counts the calls answered by the fail-fast fallback instead of
-// the downstream. Every rejection is answered by it, so it is the sum of
-// Rejections; it is kept apart so a future fallback (a cached answer, a
-// default) is counted without changing the dashboards.
-func (d *Downstream) Fallbacks() uint64 { return d.fallbacks.Load() }
 
 // RequestTimeoutHeader tells the downstream how long this attempt waits for
 // its answer, in whole milliseconds; pkg/web's Deadline reads it.

@@ -6,6 +6,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/metric/noop"
 
+	"github.com/orderflow/orderflow/pkg/resilience"
 	"github.com/orderflow/orderflow/pkg/web"
 )
 
@@ -46,17 +47,13 @@ func (t *Telemetry) Handler(h http.Handler) http.Handler {
 }
 
 // Transport wraps base so every outgoing request gets a client span and
-// carries the trace context in its traceparent header. A nil base is a
-// clone of http.DefaultTransport that keeps up to 100 idle connections per
-// host (the default 2 would reconnect on every call under load). Wrap the
+// carries the trace context in its traceparent header. A nil base is
+// resilience.NewTransport's pooled transport. Wrap the
 // innermost transport, under any retry policy, so each attempt is its own
 // span.
 func (t *Telemetry) Transport(base http.RoundTripper) http.RoundTripper {
 	if base == nil {
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.MaxIdleConns = 200
-		tr.MaxIdleConnsPerHost = 100
-		base = tr
+		base = resilience.NewTransport()
 	}
 	if !t.tracing {
 		return base

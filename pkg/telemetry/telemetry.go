@@ -22,7 +22,6 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
-	"go.opentelemetry.io/otel/trace"
 )
 
 // Telemetry holds one process's tracer and meter providers. They are passed
@@ -134,9 +133,6 @@ func nonBaseUnitViews() []sdkmetric.View {
 	}
 }
 
-// AddSpanProcessor lets a test collect spans in memory.
-func (t *Telemetry) AddSpanProcessor(p sdktrace.SpanProcessor) { t.Tracer.RegisterSpanProcessor(p) }
-
 // MetricsHandler serves the Prometheus text format for GET /metrics.
 func (t *Telemetry) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{})
@@ -144,9 +140,6 @@ func (t *Telemetry) MetricsHandler() http.Handler {
 
 // Meter returns a named meter for a package's own instruments.
 func (t *Telemetry) MeterFor(name string) metric.Meter { return t.Meter.Meter(name) }
-
-// TracerFor returns a named tracer for a package's own spans.
-func (t *Telemetry) TracerFor(name string) trace.Tracer { return t.Tracer.Tracer(name) }
 
 // Shutdown flushes and stops both providers.
 func (t *Telemetry) Shutdown(ctx context.Context) error {

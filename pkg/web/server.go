@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -57,6 +58,31 @@ func NewServer(addr string, h http.Handler, log *slog.Logger) *http.Server {
 		MaxHeaderBytes: 16 << 10,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+}
+
+// ShutdownGrace is how long ListenAndServe lets the requests in flight
+// finish once shutdown begins.
+const ShutdownGrace = 10 * time.Second
+
+// ListenAndServe is how every service serves its API and runs its
+// background loops: h on addr behind a Drainer with the given drain
+// period, with NewServer's timeouts, until ctx is done (SIGTERM); then it
+// drains and shuts down within ShutdownGrace. Each loop runs in its own
+// goroutine on a context that ends once the server has shut down, so a
+// loop keeps working while requests drain (an outbox relay publishes what
+// they wrote); ListenAndServe returns only after every loop has, so run may
+// then close the pools they use. The address listened on is logged
+// ("listening", addr), so a service on port 0 tells where it is.
+func ListenAndServe(ctx context.Context, addr string, drain time.Duration, h http.Handler, log *slog.Logger, loops ...func(context.Context)) error {
+	loopCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stopLoops()
+	for _, loop := range loops {
+		wg.Go(func() { loop(loopCtx) })
+	}
+	d := NewDrainer(drain, log)
+	return Serve(d.Context(ctx), NewServer(addr, d.Handler(h), log), log, ShutdownGrace)
 }
 
 // Serve listens on srv.Addr and serves until ctx is done, then shuts down
@@ -112,9 +138,6 @@ type Drainer struct {
 func NewDrainer(period time.Duration, log *slog.Logger) *Drainer {
 	return &Drainer{period: period, log: log}
 }
-
-// Draining reports whether shutdown has begun.
-func (d *Drainer) Draining() bool { return d.draining.Load() }
 
 // Handler wraps a service's handler. While draining, GET /readyz answers
 // 503 "draining" without running the dependency checks, and every other

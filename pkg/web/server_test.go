@@ -7,21 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
+	"github.com/orderflow/orderflow/pkg/servicetest"
 	"github.com/orderflow/orderflow/pkg/web"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // get answers the status and Connection header of GET url, or status 0
 // when the connection fails.
@@ -56,26 +48,16 @@ func TestDrainer_Serve(t *testing.T) {
 		<-release
 		w.WriteHeader(http.StatusOK)
 	})
-	const period = 500 * time.Millisecond
+	const period = 2 * time.Second
 	d := web.NewDrainer(period, log)
-	addr := freeAddr(t)
-	srv := web.NewServer(addr, d.Handler(mux), log)
-	ctx, cancel := context.WithCancel(t.Context())
-	served := make(chan error, 1)
-	go func() { served <- web.Serve(d.Context(ctx), srv, log, 5*time.Second) }()
+	srv := servicetest.Start(t, func(ctx context.Context, stdout io.Writer) error {
+		log := slog.New(slog.NewJSONHandler(stdout, nil))
+		return web.Serve(d.Context(ctx), web.NewServer("127.0.0.1:0", d.Handler(mux), log), log, 5*time.Second)
+	})
 	client := &http.Client{Timeout: 5 * time.Second}
-	base := "http://" + addr
-	for range 100 {
-		if st, _ := get(t, client, base+"/readyz"); st == http.StatusOK {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	base := srv.URL
 	if st, conn := get(t, client, base+"/readyz"); st != http.StatusOK || conn == "close" {
 		t.Fatalf("before shutdown: GET /readyz = %d (Connection %q); want 200, kept alive", st, conn)
-	}
-	if d.Draining() {
-		t.Fatal("Draining() = true before shutdown; want false")
 	}
 
 	slow := make(chan int, 1)
@@ -85,12 +67,19 @@ func TestDrainer_Serve(t *testing.T) {
 	}()
 	<-started
 	stopped := time.Now()
-	cancel() // SIGTERM
-	for !d.Draining() {
+	served := make(chan error, 1)
+	go func() { served <- srv.Stop(t) }() // SIGTERM, then wait for Serve
+	// /readyz fails from the signal on, all through the drain period.
+	deadline := stopped.Add(period)
+	for {
+		st, conn := get(t, client, base+"/readyz")
+		if st == http.StatusServiceUnavailable && conn == "close" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("draining: GET /readyz = %d (Connection %q); want 503, close", st, conn)
+		}
 		time.Sleep(time.Millisecond)
-	}
-	if st, conn := get(t, client, base+"/readyz"); st != http.StatusServiceUnavailable || conn != "close" {
-		t.Errorf("draining: GET /readyz = %d (Connection %q); want 503, close", st, conn)
 	}
 	if st, conn := get(t, client, base+"/healthz"); st != http.StatusOK || conn != "close" {
 		t.Errorf("draining: GET /healthz = %d (Connection %q); want 200, close", st, conn)
@@ -124,8 +113,10 @@ func TestDrainer_NoPeriod(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Context with no drain period did not end within 5s of its parent")
 	}
-	if !d.Draining() {
-		t.Error("Draining() = false after shutdown began; want true")
+	w := httptest.NewRecorder()
+	d.Handler(web.Healthz()).ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	if w.Code != http.StatusServiceUnavailable {
+		t.Errorf("GET /readyz after shutdown began = %d; want 503 draining", w.Code)
 	}
 	if !errors.Is(dctx.Err(), context.Canceled) {
 		t.Errorf("Context().Err() = %v; want context.Canceled", dctx.Err())
@@ -138,16 +129,16 @@ func TestDrainer_Handler(t *testing.T) {
 	t.Parallel()
 	log := slog.New(slog.DiscardHandler)
 	d := web.NewDrainer(time.Hour, log)
-	addr := freeAddr(t)
 	mux := http.NewServeMux()
 	mux.Handle("GET /readyz", web.Readyz(map[string]web.Check{
 		"db": func(context.Context) error { return errors.New("down") },
 	}))
-	srv := web.NewServer(addr, d.Handler(mux), log)
-	ln, err := net.Listen("tcp", addr)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	addr := ln.Addr().String()
+	srv := web.NewServer(addr, d.Handler(mux), log)
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	st, _ := get(t, http.DefaultClient, "http://"+addr+"/readyz")

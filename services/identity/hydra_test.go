@@ -9,10 +9,13 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,27 +27,35 @@ import (
 	"github.com/orderflow/orderflow/tools/token/login"
 )
 
-// TestHydraFlow runs the whole sign-in against a real Ory Hydra: the
-// service is started with run on an address chosen first, so Hydra can be
-// told its login and consent URLs; then tools/token's flow signs a new
-// customer in, and the access token is verified as the other services
-// verify it.
+// TestHydraFlow runs the whole sign-in against a real Ory Hydra, then
+// tools/token's flow signs a new customer in, and the access token is
+// verified as the other services verify it. Hydra must be told the login
+// and consent URLs before the service, which needs Hydra's admin URL,
+// starts: a proxy holds that address meanwhile and forwards to the service
+// once it listens.
 func TestHydraFlow(t *testing.T) {
 	t.Parallel()
-	addr := freeAddr(t)
-	hydra := authtest.Start(t, authtest.Options{
-		LoginURL: "http://" + addr + "/login", ConsentURL: "http://" + addr + "/consent",
-	})
-	base := startRun(t, map[string]string{
-		"IDENTITY_ADDR":            addr,
+	var target atomic.Pointer[url.URL]
+	front := httptest.NewServer(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(target.Load())
+		r.Out.Host = r.In.Host
+	}})
+	t.Cleanup(front.Close)
+	hydra := authtest.Start(t, authtest.Options{LoginURL: front.URL + "/login", ConsentURL: front.URL + "/consent"})
+	svcURL := startRun(t, map[string]string{
 		"IDENTITY_DATABASE_URL":    dbtest.NewURL(t, nil),
 		"IDENTITY_HYDRA_ADMIN_URL": hydra.AdminURL,
 		"IDENTITY_CSRF_KEY":        testCSRFKey,
 		// Every test on this machine signs in from 127.0.0.1.
 		"IDENTITY_LOGIN_RATE": "1000",
-		"LOG_LEVEL":           "warn",
 		"OTEL_SDK_DISABLED":   "true",
 	})
+	u, err := url.Parse(svcURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target.Store(u)
+	base := front.URL
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	hc := &http.Client{Timeout: 20 * time.Second}

@@ -6,16 +6,19 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
 	"runtime"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/pkg/env"
@@ -34,10 +37,12 @@ func main() {
 	}
 }
 
+// config is everything identity reads from its environment, read by
+// readConfig and logged at start-up by LogValue.
 type config struct {
 	addr          string
 	databaseURL   string
-	maxConns      int
+	dbMaxConns    int
 	hydraAdminURL string
 	hydraTimeout  time.Duration
 	// csrfKey signs the login and consent forms' CSRF tokens; every
@@ -60,15 +65,18 @@ type config struct {
 	// hydra is the failsafe-go policy of each call to Hydra's admin API:
 	// IDENTITY_HYDRA_BREAKER_*, IDENTITY_HYDRA_RETRY_*,
 	// IDENTITY_HYDRA_BULKHEAD, with IDENTITY_HYDRA_TIMEOUT per attempt.
-	hydra resilience.Policy
+	hydra     resilience.Policy
+	telemetry telemetry.Config
 }
 
-func readConfig(getenv func(string) string) (config, error) {
+// readConfig reads the environment, then the flags in args (local
+// overrides), and reports every bad setting at once.
+func readConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	r := env.New(getenv)
 	c := config{
 		addr:          r.String("IDENTITY_ADDR", ":8084"),
 		databaseURL:   r.String("IDENTITY_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/identity?sslmode=disable"),
-		maxConns:      r.Int("IDENTITY_DB_MAX_CONNS", 10),
+		dbMaxConns:    r.Int("IDENTITY_DB_MAX_CONNS", 10),
 		hydraAdminURL: r.String("IDENTITY_HYDRA_ADMIN_URL", "http://127.0.0.1:4445"),
 		hydraTimeout:  r.Duration("IDENTITY_HYDRA_TIMEOUT", 3*time.Second),
 		csrfKey:       r.Required("IDENTITY_CSRF_KEY"),
@@ -78,9 +86,26 @@ func readConfig(getenv func(string) string) (config, error) {
 		shutdownDrain: r.Duration("SHUTDOWN_DRAIN", 0),
 	}
 	c.hydra = resilience.ReadPolicy(r, "IDENTITY_HYDRA", c.hydraTimeout)
-	var proxyErr error
+	var proxyErr, telErr error
 	c.trustedProxies, proxyErr = web.ParsePrefixes(r.String("TRUSTED_PROXIES", ""))
-	errs := []error{r.Err(), c.hydra.Validate("IDENTITY_HYDRA"), proxyErr}
+	c.telemetry, telErr = telemetry.ReadConfig("identity", getenv)
+	errs := append([]error{r.Err(), proxyErr, telErr}, c.validate()...)
+
+	fs := flag.NewFlagSet("identity", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.addr, "addr", c.addr, "listen address (overrides IDENTITY_ADDR)")
+	if len(args) > 0 {
+		errs = append(errs, fs.Parse(args[1:]))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return config{}, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
+// validate reports every setting out of range.
+func (c config) validate() []error {
+	errs := []error{c.hydra.Validate("IDENTITY_HYDRA")}
 	if c.csrfKey != "" && len(c.csrfKey) < identity.MinCSRFKeyLen {
 		errs = append(errs, fmt.Errorf("IDENTITY_CSRF_KEY must have at least %d characters", identity.MinCSRFKeyLen))
 	}
@@ -93,45 +118,43 @@ func readConfig(getenv func(string) string) (config, error) {
 	if c.loginRate < 0 {
 		errs = append(errs, errors.New("IDENTITY_LOGIN_RATE must not be negative"))
 	}
-	return c, errors.Join(errs...)
+	return errs
 }
 
-func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ io.Writer) error {
+// LogValue is the configuration as the start-up log shows it: URLs without
+// their passwords, the CSRF key masked.
+func (c config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("addr", c.addr), slog.String("database_url", env.RedactURL(c.databaseURL)),
+		slog.Int("db_max_conns", c.dbMaxConns),
+		slog.String("hydra_admin_url", c.hydraAdminURL), slog.String("hydra_timeout", c.hydraTimeout.String()),
+		slog.String("csrf_key", env.Masked),
+		slog.String("redis_url", env.RedactURL(c.redisURL)), slog.Int("login_rate_per_minute", c.loginRate),
+		slog.String("trusted_proxies", fmt.Sprint(c.trustedProxies)),
+		slog.String("shutdown_drain", c.shutdownDrain.String()), slog.String("log_level", c.logLevel),
+		slog.String("otel_endpoint", c.telemetry.Endpoint))
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	cfg, err := readConfig(getenv)
+	cfg, err := readConfig(args, getenv, stderr)
 	if err != nil {
-		return fmt.Errorf("config: %w", err)
+		return err
 	}
 	log := telemetry.NewLogger(stdout, "identity", cfg.logLevel)
-	log.InfoContext(ctx, "starting", "addr", cfg.addr, "database_url", postgres.Redact(cfg.databaseURL),
-		"db_max_conns", cfg.maxConns, "hydra_admin_url", cfg.hydraAdminURL,
-		"hydra_timeout", cfg.hydraTimeout.String(), "csrf_key", strings.Repeat("*", 8),
-		"redis_url", redactURL(cfg.redisURL), "login_rate_per_minute", cfg.loginRate,
-		"trusted_proxies", fmt.Sprint(cfg.trustedProxies), "log_level", cfg.logLevel)
-	tel, err := telemetry.New(ctx, "identity", getenv)
+	log.InfoContext(ctx, "starting", "config", cfg)
+	tel, err := telemetry.Setup(ctx, cfg.telemetry)
 	if err != nil {
 		return err
 	}
 	defer tel.Close(ctx, log)
-
-	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.maxConns, postgres.WithTracer(tel.PgxTracer("identity")))
+	pool, err := openDB(ctx, tel, cfg.databaseURL, cfg.dbMaxConns)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	if err := tel.ObservePool(pool, "identity"); err != nil {
-		return err
-	}
-	fsys, err := migrations.For("identity")
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	if err := postgres.Migrate(ctx, pool, fsys); err != nil {
-		return err
-	}
-
 	// Redis only holds the login allowances: when it is down, logins are
 	// not limited (and counted), they do not fail.
 	rdb, err := redisconn.Open(cfg.redisURL, 0)
@@ -139,16 +162,10 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		return err
 	}
 	defer rdb.Close()
-	if err := tel.InstrumentRedis(rdb); err != nil {
-		return err
-	}
 
 	// One guard for Hydra's admin API, shared by every request, so its
 	// breaker sees all the traffic to Hydra.
 	hydraDown := resilience.New("hydra", cfg.hydra, tel.Transport(nil), log)
-	if err := tel.ObserveDownstreams(hydraDown); err != nil {
-		return err
-	}
 	csrf, err := identity.NewCSRF(cfg.csrfKey)
 	if err != nil {
 		return err
@@ -157,32 +174,39 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		identity.NewHydra(cfg.hydraAdminURL, hydraDown.Client()),
 		identity.NewHasher(identity.DefaultPasswordParams(), runtime.GOMAXPROCS(0)),
 		identity.NewLoginLimiter(rdb, "identity:login:", cfg.loginRate, log))
-	if err := tel.ObserveCounts("orderflow.identity.logins", "Login attempts by result: succeeded, refused (wrong e-mail or password), rate_limited.",
-		"result", func() map[string]uint64 {
-			st := svc.Stats()
-			return map[string]uint64{"succeeded": st.Succeeded, "refused": st.Refused, "rate_limited": st.Limited}
-		}); err != nil {
+	if err := errors.Join(
+		tel.InstrumentRedis(rdb),
+		tel.ObserveDownstreams(hydraDown),
+		tel.ObserveCounts("orderflow.identity.logins", "Login attempts by result: succeeded, refused (wrong e-mail or password), rate_limited.",
+			"result", func() map[string]uint64 {
+				st := svc.Stats()
+				return map[string]uint64{"succeeded": st.Succeeded, "refused": st.Refused, "rate_limited": st.Limited}
+			}),
+		tel.ObserveCounts("orderflow.ratelimit.fail_open", "Requests let through unlimited because Redis failed.",
+			"", func() map[string]uint64 { return map[string]uint64{"": svc.Stats().FailOpen} }),
+	); err != nil {
 		return err
 	}
-	if err := tel.ObserveCounts("orderflow.ratelimit.fail_open", "Requests let through unlimited because Redis failed.",
-		"", func() map[string]uint64 { return map[string]uint64{"": svc.Stats().FailOpen} }); err != nil {
-		return err
-	}
-
 	handler, err := identity.NewHandler(log, svc, csrf)
 	if err != nil {
 		return err
 	}
-	drain := web.NewDrainer(cfg.shutdownDrain, log)
-	srv := web.NewServer(cfg.addr, drain.Handler(tel.Handler(web.ClientAddr(cfg.trustedProxies)(handler))), log)
-	return web.Serve(drain.Context(ctx), srv, log, 10*time.Second)
+	return web.ListenAndServe(ctx, cfg.addr, cfg.shutdownDrain, tel.Handler(web.ClientAddr(cfg.trustedProxies)(handler)), log)
 }
 
-// redactURL hides a password in a URL for the start-up log.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
+// openDB opens the identity database's pool, instrumented, and migrates it.
+func openDB(ctx context.Context, tel *telemetry.Telemetry, url string, maxConns int) (*pgxpool.Pool, error) {
+	fsys, err := migrations.For("identity")
 	if err != nil {
-		return "(unparsable)"
+		return nil, fmt.Errorf("migrations: %w", err)
 	}
-	return u.Redacted()
+	pool, err := postgres.Open(ctx, url, maxConns, postgres.WithTracer(tel.PgxTracer("identity")))
+	if err != nil {
+		return nil, err
+	}
+	if err := errors.Join(tel.ObservePool(pool, "identity"), postgres.Migrate(ctx, pool, fsys)); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
 }

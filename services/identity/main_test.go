@@ -3,66 +3,27 @@ package main
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/orderflow/orderflow/pkg/dbtest"
+	"github.com/orderflow/orderflow/pkg/servicetest"
 )
 
 const testCSRFKey = "identity-test-csrf-key-0123456789abcdef"
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
-// startRun runs the service with env on its IDENTITY_ADDR until the test
-// ends, and waits until /healthz answers. run's error is checked at the end.
+// startRun runs the service with env (IDENTITY_ADDR is port 0) until the
+// test ends and returns its URL; run's error is checked at the end.
 func startRun(t *testing.T, env map[string]string) string {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- run(ctx, nil, func(k string) string { return env[k] }, io.Discard, io.Discard) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-errc:
-			if err != nil {
-				t.Errorf("run = %v; want nil", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Error("run did not return after cancel")
-		}
+	env["IDENTITY_ADDR"] = "127.0.0.1:0"
+	env["LOG_LEVEL"] = "info"
+	srv := servicetest.Start(t, func(ctx context.Context, stdout io.Writer) error {
+		return run(ctx, []string{"identity"}, func(k string) string { return env[k] }, stdout, io.Discard)
 	})
-	base := "http://" + env["IDENTITY_ADDR"]
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		select {
-		case err := <-errc:
-			t.Fatalf("run returned early: %v", err)
-		default:
-		}
-		if resp, err := http.Get(base + "/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return base
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("identity never became healthy")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return srv.URL
 }
 
 func TestRun(t *testing.T) {
@@ -78,11 +39,9 @@ func TestRun(t *testing.T) {
 	}))
 	defer hydra.Close()
 	env := map[string]string{
-		"IDENTITY_ADDR":            freeAddr(t),
 		"IDENTITY_DATABASE_URL":    dbtest.NewURL(t, nil), // empty: run must migrate it
 		"IDENTITY_HYDRA_ADMIN_URL": hydra.URL,
 		"IDENTITY_CSRF_KEY":        testCSRFKey,
-		"LOG_LEVEL":                "warn",
 		"OTEL_SDK_DISABLED":        "true",
 	}
 	base := startRun(t, env)
@@ -127,7 +86,7 @@ func TestReadConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := readConfig(func(k string) string { return tt.env[k] })
+			c, err := readConfig([]string{"identity"}, func(k string) string { return tt.env[k] }, io.Discard)
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatalf("readConfig = %v; want nil", err)
@@ -145,9 +104,9 @@ func TestReadConfig(t *testing.T) {
 		})
 	}
 	// Every problem at once, not the first only.
-	_, err := readConfig(func(k string) string {
+	_, err := readConfig([]string{"identity"}, func(k string) string {
 		return map[string]string{"IDENTITY_LOGIN_RATE": "-1", "IDENTITY_HYDRA_TIMEOUT": "soon"}[k]
-	})
+	}, io.Discard)
 	for _, want := range []string{"IDENTITY_CSRF_KEY", "IDENTITY_LOGIN_RATE", "IDENTITY_HYDRA_TIMEOUT"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("readConfig(three bad settings) = %v; want it to name %s", err, want)

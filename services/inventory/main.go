@@ -7,16 +7,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
 	"os/signal"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/orderflow/orderflow/migrations"
@@ -38,7 +38,8 @@ func main() {
 	}
 }
 
-// config is everything inventory reads from its environment.
+// config is everything inventory reads from its environment, read by
+// readConfig and logged at start-up by LogValue.
 type config struct {
 	addr           string
 	databaseURL    string
@@ -60,8 +61,11 @@ type config struct {
 	// with /readyz failing, so a load balancer stops routing to it first
 	// (SHUTDOWN_DRAIN; 0 by default, make dev REPLICAS>1 sets 3s).
 	shutdownDrain time.Duration
+	telemetry     telemetry.Config
 }
 
+// readConfig reads the environment, then the flags in args (local
+// overrides), and reports every bad setting at once.
 func readConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	r := env.New(getenv)
 	cfg := config{
@@ -81,48 +85,71 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		logLevel:       r.String("LOG_LEVEL", "info"),
 		shutdownDrain:  r.Duration("SHUTDOWN_DRAIN", 0),
 	}
-	var authErr, proxyErr error
+	var authErr, proxyErr, telErr error
 	cfg.auth, authErr = auth.ReadConfig(getenv)
 	cfg.trustedProxies, proxyErr = web.ParsePrefixes(r.String("TRUSTED_PROXIES", ""))
-	errs := []error{r.Err(), authErr, proxyErr}
-	if cfg.dbMaxConns < 1 {
-		errs = append(errs, errors.New("INVENTORY_DB_MAX_CONNS must be at least 1"))
-	}
-	if cfg.reservationTTL <= 0 {
-		errs = append(errs, errors.New("INVENTORY_RESERVATION_TTL must be positive"))
-	}
-	if cfg.sweepInterval <= 0 {
-		errs = append(errs, errors.New("INVENTORY_SWEEP_INTERVAL must be positive"))
-	}
-	if cfg.seedProducts < 0 || cfg.seedProducts > 10_000_000 {
-		errs = append(errs, errors.New("INVENTORY_SEED_PRODUCTS must be between 0 and 10000000"))
-	}
-	if _, err := redis.ParseURL(cfg.redisURL); err != nil {
-		errs = append(errs, fmt.Errorf("INVENTORY_REDIS_URL: %w", err))
-	}
-	if cfg.redisPoolSize < 0 {
-		errs = append(errs, errors.New("INVENTORY_REDIS_POOL_SIZE must not be negative (0 = 10 per CPU)"))
-	}
-	if cfg.cacheTTL < time.Second {
-		errs = append(errs, errors.New("INVENTORY_CACHE_TTL must be at least 1s"))
-	}
-	if cfg.rateLimit < 0 || cfg.rateBurst < 0 {
-		errs = append(errs, errors.New("INVENTORY_RATE_LIMIT and INVENTORY_RATE_BURST must not be negative (a limit of 0 disables limiting)"))
-	}
+	cfg.telemetry, telErr = telemetry.ReadConfig("inventory", getenv)
+	errs := append([]error{r.Err(), authErr, proxyErr, telErr}, cfg.validate()...)
 
-	// Flags only override the environment for local runs.
 	fs := flag.NewFlagSet("inventory", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.addr, "addr", cfg.addr, "listen address (overrides INVENTORY_ADDR)")
 	if len(args) > 0 {
-		if err := fs.Parse(args[1:]); err != nil {
-			errs = append(errs, err)
-		}
+		errs = append(errs, fs.Parse(args[1:]))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return config{}, fmt.Errorf("config: %w", err)
 	}
 	return cfg, nil
+}
+
+// validate reports every setting out of range.
+func (c config) validate() []error {
+	var errs []error
+	if c.dbMaxConns < 1 {
+		errs = append(errs, errors.New("INVENTORY_DB_MAX_CONNS must be at least 1"))
+	}
+	if c.reservationTTL <= 0 {
+		errs = append(errs, errors.New("INVENTORY_RESERVATION_TTL must be positive"))
+	}
+	if c.sweepInterval <= 0 {
+		errs = append(errs, errors.New("INVENTORY_SWEEP_INTERVAL must be positive"))
+	}
+	if c.seedProducts < 0 || c.seedProducts > 10_000_000 {
+		errs = append(errs, errors.New("INVENTORY_SEED_PRODUCTS must be between 0 and 10000000"))
+	}
+	if _, err := redis.ParseURL(c.redisURL); err != nil {
+		errs = append(errs, fmt.Errorf("INVENTORY_REDIS_URL: %w", err))
+	}
+	if c.redisPoolSize < 0 {
+		errs = append(errs, errors.New("INVENTORY_REDIS_POOL_SIZE must not be negative (0 = 10 per CPU)"))
+	}
+	if c.cacheTTL < time.Second {
+		errs = append(errs, errors.New("INVENTORY_CACHE_TTL must be at least 1s"))
+	}
+	if c.rateLimit < 0 || c.rateBurst < 0 {
+		errs = append(errs, errors.New("INVENTORY_RATE_LIMIT and INVENTORY_RATE_BURST must not be negative (a limit of 0 disables limiting)"))
+	}
+	return errs
+}
+
+// LogValue is the configuration as the start-up log shows it: URLs without
+// their passwords.
+func (c config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("addr", c.addr), slog.String("database_url", env.RedactURL(c.databaseURL)),
+		slog.Int("db_max_conns", c.dbMaxConns),
+		slog.String("reservation_ttl", c.reservationTTL.String()), slog.String("sweep_interval", c.sweepInterval.String()),
+		slog.Int("seed_products", c.seedProducts),
+		slog.String("redis_url", env.RedactURL(c.redisURL)), slog.Int("redis_pool_size", c.redisPoolSize),
+		slog.Bool("cache_enabled", c.cacheEnabled), slog.String("cache_prefix", c.cachePrefix),
+		slog.String("cache_ttl", c.cacheTTL.String()),
+		slog.Int("rate_limit", c.rateLimit), slog.Int("rate_burst", c.rateBurst),
+		slog.String("auth_issuer", c.auth.Issuer), slog.String("auth_audience", c.auth.Audience),
+		slog.String("auth_cache_ttl", c.auth.CacheTTL.String()),
+		slog.String("trusted_proxies", fmt.Sprint(c.trustedProxies)),
+		slog.String("shutdown_drain", c.shutdownDrain.String()), slog.String("log_level", c.logLevel),
+		slog.String("otel_endpoint", c.telemetry.Endpoint))
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -134,36 +161,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log := telemetry.NewLogger(stdout, "inventory", cfg.logLevel)
-	log.InfoContext(ctx, "starting",
-		"addr", cfg.addr, "database_url", postgres.Redact(cfg.databaseURL), "db_max_conns", cfg.dbMaxConns,
-		"reservation_ttl", cfg.reservationTTL.String(), "sweep_interval", cfg.sweepInterval.String(),
-		"seed_products", cfg.seedProducts, "redis_url", redactRedis(cfg.redisURL), "redis_pool_size", cfg.redisPoolSize,
-		"cache_enabled", cfg.cacheEnabled, "cache_prefix", cfg.cachePrefix, "cache_ttl", cfg.cacheTTL.String(),
-		"rate_limit", cfg.rateLimit, "rate_burst", cfg.rateBurst,
-		"auth_issuer", cfg.auth.Issuer, "auth_audience", cfg.auth.Audience, "auth_cache_ttl", cfg.auth.CacheTTL.String(),
-		"trusted_proxies", fmt.Sprint(cfg.trustedProxies), "log_level", cfg.logLevel)
-	tel, err := telemetry.New(ctx, "inventory", getenv)
+	log.InfoContext(ctx, "starting", "config", cfg)
+	tel, err := telemetry.Setup(ctx, cfg.telemetry)
 	if err != nil {
 		return err
 	}
 	defer tel.Close(ctx, log)
-
-	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.dbMaxConns, postgres.WithTracer(tel.PgxTracer("inventory")))
+	pool, err := openDB(ctx, tel, cfg.databaseURL, cfg.dbMaxConns)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	if err := tel.ObservePool(pool, "inventory"); err != nil {
-		return err
-	}
-	fsys, err := migrations.For("inventory")
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	if err := postgres.Migrate(ctx, pool, fsys); err != nil {
-		return err
-	}
-
 	store := inventory.NewStore(pool)
 	if cfg.seedProducts > 0 {
 		n, err := store.Seed(ctx, cfg.seedProducts)
@@ -178,60 +186,67 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer rdb.Close()
-	if err := tel.InstrumentRedis(rdb); err != nil {
-		return err
-	}
-
 	cache := inventory.NewCache(rdb, inventory.CacheConfig{Enabled: cfg.cacheEnabled, Prefix: cfg.cachePrefix, TTL: cfg.cacheTTL}, log)
 	svc := inventory.NewService(store, cache, cfg.reservationTTL)
-	var rateFailOpens atomic.Uint64
-	limit := ratelimit.New(rdb, "inventory", ratelimit.PerSecond(cfg.rateLimit, cfg.rateBurst), log,
-		func() { rateFailOpens.Add(1) })
-	verifier, err := auth.NewVerifier(cfg.auth, &http.Client{Timeout: 5 * time.Second}, log)
+	handler, stopped, err := newHandler(ctx, cfg, tel, svc, rdb, log)
 	if err != nil {
 		return err
 	}
-	handler := inventory.NewHandler(log, svc, verifier.Authenticate, limit)
+	defer stopped()
+
+	return web.ListenAndServe(ctx, cfg.addr, cfg.shutdownDrain, tel.Handler(web.ClientAddr(cfg.trustedProxies)(handler)), log,
+		func(ctx context.Context) { svc.RunSweeper(ctx, cfg.sweepInterval, log) },
+		func(ctx context.Context) { cache.Retry(ctx, 500*time.Millisecond) },
+		func(ctx context.Context) {
+			retention.Run(ctx, time.Hour, log, retention.Job{Name: "reservations",
+				Keep: inventory.ReservationRetention, Delete: store.PurgeReservations})
+		})
+}
+
+// openDB opens the inventory database's pool, instrumented, and migrates it.
+func openDB(ctx context.Context, tel *telemetry.Telemetry, url string, maxConns int) (*pgxpool.Pool, error) {
+	fsys, err := migrations.For("inventory")
+	if err != nil {
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	pool, err := postgres.Open(ctx, url, maxConns, postgres.WithTracer(tel.PgxTracer("inventory")))
+	if err != nil {
+		return nil, err
+	}
+	if err := errors.Join(tel.ObservePool(pool, "inventory"), postgres.Migrate(ctx, pool, fsys)); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
+// newHandler is the HTTP API behind token verification and the per-caller
+// rate limit (Redis, shared by the replicas), with its cache and rate-limit
+// counters exported; stopped logs them, when the process stops.
+func newHandler(ctx context.Context, cfg config, tel *telemetry.Telemetry, svc *inventory.Service, rdb *redis.Client, log *slog.Logger) (_ http.Handler, stopped func(), _ error) {
+	var failOpens atomic.Uint64
+	limit := ratelimit.New(rdb, "inventory", ratelimit.PerSecond(cfg.rateLimit, cfg.rateBurst), log,
+		func() { failOpens.Add(1) })
 	if err := errors.Join(
+		tel.InstrumentRedis(rdb),
 		tel.ObserveCounts("orderflow.cache.requests", "Product reads by cache result: hit (Redis), miss (Postgres, then cached), fallback (Postgres because Redis failed).",
 			"result", func() map[string]uint64 {
 				st := svc.CacheStats()
 				return map[string]uint64{"hit": st.Hits, "miss": st.Misses, "fallback": st.Fallbacks}
 			}),
 		tel.ObserveCounts("orderflow.ratelimit.fail_open", "Requests let through unlimited because Redis failed.",
-			"", func() map[string]uint64 { return map[string]uint64{"": rateFailOpens.Load()} }),
+			"", func() map[string]uint64 { return map[string]uint64{"": failOpens.Load()} }),
 	); err != nil {
-		return err
+		return nil, nil, err
 	}
-	defer func() {
-		st := svc.CacheStats()
-		log.InfoContext(ctx, "stopped", "cache_hits", st.Hits, "cache_misses", st.Misses,
-			"cache_fallbacks", st.Fallbacks, "rate_limit_fail_opens", rateFailOpens.Load())
-	}()
-
-	// Background loops stop once the server has drained and are waited for
-	// before run returns, so the pool is never closed under a running sweep.
-	loopCtx, cancelLoops := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancelLoops()
-	wg.Go(func() { svc.RunSweeper(loopCtx, cfg.sweepInterval, log) })
-	wg.Go(func() { cache.Retry(loopCtx, 500*time.Millisecond) })
-	wg.Go(func() {
-		retention.Run(loopCtx, time.Hour, log, retention.Job{Name: "reservations",
-			Keep: inventory.ReservationRetention, Delete: store.PurgeReservations})
-	})
-
-	drain := web.NewDrainer(cfg.shutdownDrain, log)
-	srv := web.NewServer(cfg.addr, drain.Handler(tel.Handler(web.ClientAddr(cfg.trustedProxies)(handler))), log)
-	return web.Serve(drain.Context(ctx), srv, log, 10*time.Second)
-}
-
-// redactRedis hides a password in a Redis URL for the start-up log.
-func redactRedis(raw string) string {
-	u, err := url.Parse(raw)
+	verifier, err := auth.NewVerifier(cfg.auth, &http.Client{Timeout: 5 * time.Second}, log)
 	if err != nil {
-		return "(unparsable)"
+		return nil, nil, err
 	}
-	return u.Redacted()
+	stopped = func() {
+		st := svc.CacheStats()
+		log.InfoContext(context.WithoutCancel(ctx), "stopped", "cache_hits", st.Hits, "cache_misses", st.Misses,
+			"cache_fallbacks", st.Fallbacks, "rate_limit_fail_opens", failOpens.Load())
+	}
+	return inventory.NewHandler(log, svc, verifier.Authenticate, limit), stopped, nil
 }

@@ -4,70 +4,34 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/orderflow/orderflow/pkg/dbtest"
+	"github.com/orderflow/orderflow/pkg/servicetest"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		t.Fatalf("close: %v", err)
-	}
-	return addr
-}
 
 func TestRun(t *testing.T) {
 	// run migrates the empty database itself.
 	dbURL := dbtest.NewURL(t, nil)
-	addr := freeAddr(t)
 	vars := map[string]string{
-		"INVENTORY_ADDR":           addr,
+		"INVENTORY_ADDR":           "127.0.0.1:0",
 		"INVENTORY_DATABASE_URL":   dbURL,
 		"INVENTORY_DB_MAX_CONNS":   "4",
 		"INVENTORY_SEED_PRODUCTS":  "50",
 		"INVENTORY_SWEEP_INTERVAL": "50ms",
 		"INVENTORY_CACHE_PREFIX":   "test-run-" + strings.TrimPrefix(dbURL[strings.LastIndex(dbURL, "/")+1:], "orderflow_test_") + ":",
-		"ADMIN_TOKEN":              "t",
-		"LOG_LEVEL":                "warn",
+		"LOG_LEVEL":                "info",
 	}
 	getenv := func(k string) string { return vars[k] }
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- run(ctx, []string{"inventory"}, getenv, io.Discard, io.Discard) }()
-
-	base := "http://" + addr
+	srv := servicetest.Start(t, func(ctx context.Context, stdout io.Writer) error {
+		return run(ctx, []string{"inventory"}, getenv, stdout, io.Discard)
+	})
+	base := srv.URL
 	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := client.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		select {
-		case err := <-errc:
-			t.Fatalf("run returned before serving: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/healthz did not answer: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 
 	for _, wantCache := range []string{"MISS", "HIT"} {
 		resp, err := client.Get(base + "/v1/products/SKU-00050")
@@ -96,14 +60,8 @@ func TestRun(t *testing.T) {
 	}
 	resp.Body.Close()
 
-	cancel()
-	select {
-	case err := <-errc:
-		if err != nil {
-			t.Fatalf("run = %v; want nil after cancel", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("run did not return after cancel")
+	if err := srv.Stop(t); err != nil {
+		t.Fatalf("run = %v; want nil after cancel", err)
 	}
 }
 

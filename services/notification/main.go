@@ -9,16 +9,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/pkg/auth"
@@ -38,6 +39,8 @@ func main() {
 	}
 }
 
+// config is everything notification reads from its environment, read by
+// readConfig and logged at start-up by LogValue.
 type config struct {
 	addr         string
 	databaseURL  string
@@ -58,9 +61,12 @@ type config struct {
 	// with /readyz failing, so a load balancer stops routing to it first
 	// (SHUTDOWN_DRAIN; 0 by default, make dev REPLICAS>1 sets 3s).
 	shutdownDrain time.Duration
+	telemetry     telemetry.Config
 }
 
-func readConfig(getenv func(string) string) (config, error) {
+// readConfig reads the environment, then the flags in args (local
+// overrides), and reports every bad setting at once.
+func readConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	r := env.New(getenv)
 	c := config{
 		addr:          r.String("NOTIFICATION_ADDR", ":8083"),
@@ -77,10 +83,27 @@ func readConfig(getenv func(string) string) (config, error) {
 		sqs:           queue.ReadConfig(getenv),
 		shutdownDrain: r.Duration("SHUTDOWN_DRAIN", 0),
 	}
-	var authErr, proxyErr error
+	var authErr, proxyErr, telErr error
 	c.auth, authErr = auth.ReadConfig(getenv)
 	c.trustedProxies, proxyErr = web.ParsePrefixes(r.String("TRUSTED_PROXIES", ""))
-	errs := []error{authErr, proxyErr}
+	c.telemetry, telErr = telemetry.ReadConfig("notification", getenv)
+	errs := append([]error{r.Err(), authErr, proxyErr, telErr}, c.validate()...)
+
+	fs := flag.NewFlagSet("notification", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.addr, "addr", c.addr, "listen address (overrides NOTIFICATION_ADDR)")
+	if len(args) > 0 {
+		errs = append(errs, fs.Parse(args[1:]))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return config{}, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
+// validate reports every setting out of range.
+func (c config) validate() []error {
+	var errs []error
 	if c.concurrency < 1 {
 		errs = append(errs, fmt.Errorf("NOTIFICATION_CONCURRENCY=%d must be at least 1", c.concurrency))
 	}
@@ -92,50 +115,47 @@ func readConfig(getenv func(string) string) (config, error) {
 	if c.maxReceives < 1 || c.maxReceives > 1000 {
 		errs = append(errs, fmt.Errorf("NOTIFICATION_MAX_RECEIVES=%d must be between 1 and 1000", c.maxReceives))
 	}
-	return c, errors.Join(append([]error{r.Err()}, errs...)...)
+	return errs
+}
+
+// LogValue is the configuration as the start-up log shows it: URLs without
+// their passwords.
+func (c config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("addr", c.addr), slog.String("database_url", env.RedactURL(c.databaseURL)),
+		slog.Int("db_max_conns", c.dbMaxConns),
+		slog.String("smtp_addr", c.smtpAddr), slog.String("mail_from", c.mailFrom),
+		slog.String("invoice_queue", c.invoiceQueue), slog.String("email_queue", c.emailQueue),
+		slog.Int("concurrency", c.concurrency), slog.String("visibility_timeout", c.visibility.String()),
+		slog.Int("max_receives", c.maxReceives),
+		slog.String("sqs_endpoint", c.sqs.Endpoint), slog.String("sqs_region", c.sqs.Region),
+		slog.String("auth_issuer", c.auth.Issuer), slog.String("auth_audience", c.auth.Audience),
+		slog.String("auth_cache_ttl", c.auth.CacheTTL.String()),
+		slog.String("trusted_proxies", fmt.Sprint(c.trustedProxies)),
+		slog.String("shutdown_drain", c.shutdownDrain.String()), slog.String("log_level", c.logLevel),
+		slog.String("otel_endpoint", c.telemetry.Endpoint))
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	flags := flag.NewFlagSet(args[0], flag.ContinueOnError)
-	flags.SetOutput(stderr)
-	if err := flags.Parse(args[1:]); err != nil {
+	cfg, err := readConfig(args, getenv, stderr)
+	if err != nil {
 		return err
 	}
-	cfg, err := readConfig(getenv)
-	if err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
 	log := telemetry.NewLogger(stdout, "notification", cfg.logLevel)
-	log.InfoContext(ctx, "starting", "addr", cfg.addr, "database", postgres.Redact(cfg.databaseURL),
-		"smtp", cfg.smtpAddr, "invoice_queue", cfg.invoiceQueue, "email_queue", cfg.emailQueue,
-		"concurrency", cfg.concurrency, "visibility_timeout", cfg.visibility.String(),
-		"max_receives", cfg.maxReceives, "sqs_endpoint", cfg.sqs.Endpoint,
-		"auth_issuer", cfg.auth.Issuer, "auth_audience", cfg.auth.Audience, "auth_cache_ttl", cfg.auth.CacheTTL.String(),
-		"trusted_proxies", fmt.Sprint(cfg.trustedProxies))
-	tel, err := telemetry.New(ctx, "notification", getenv)
+	log.InfoContext(ctx, "starting", "config", cfg)
+	tel, err := telemetry.Setup(ctx, cfg.telemetry)
 	if err != nil {
 		return err
 	}
 	defer tel.Close(ctx, log)
-
-	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.dbMaxConns, postgres.WithTracer(tel.PgxTracer("notifications")))
+	pool, err := openDB(ctx, tel, cfg.databaseURL, cfg.dbMaxConns)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	if err := tel.ObservePool(pool, "notifications"); err != nil {
-		return err
-	}
-	fsys, err := migrations.For("notification")
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	if err := postgres.Migrate(ctx, pool, fsys); err != nil {
-		return err
-	}
 	client, err := queue.NewClient(ctx, cfg.sqs)
 	if err != nil {
 		return err
@@ -147,10 +167,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	queues := []string{cfg.invoiceQueue, cfg.emailQueue}
 	h := notification.NewHandler(log, svc, verifier.Authenticate, map[string]web.Check{
 		"postgres": svc.Ready,
 		"sqs": func(ctx context.Context) error {
-			for _, name := range []string{cfg.invoiceQueue, cfg.emailQueue} {
+			for _, name := range queues {
 				if _, err := client.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(name)}); err != nil {
 					return fmt.Errorf("queue %s: %w", name, err)
 				}
@@ -158,56 +179,54 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return nil
 		},
 	})
+	consume := func(name, queueName string, handle notification.HandlerFunc) func(context.Context) {
+		return func(ctx context.Context) { runConsumer(ctx, cfg, tel, client, name, queueName, handle, log) }
+	}
+	return web.ListenAndServe(ctx, cfg.addr, cfg.shutdownDrain, tel.Handler(web.ClientAddr(cfg.trustedProxies)(h)), log,
+		consume(notification.ConsumerInvoice, cfg.invoiceQueue, svc.HandleInvoice),
+		consume(notification.ConsumerEmail, cfg.emailQueue, svc.HandleEmail),
+		func(ctx context.Context) { _ = tel.WatchQueues(ctx, client, queues, 5*time.Second) },
+		func(ctx context.Context) {
+			retention.Run(ctx, time.Hour, log, retention.Job{Name: "processed_events",
+				Keep: notification.ProcessedRetention, Delete: store.PurgeProcessed})
+		})
+}
 
-	// The workers stop when ctx is done; cancelling it on every way out of
-	// run (including a failed listen) and waiting for them means run never
-	// returns with a handler still in flight.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
+// openDB opens the notifications database's pool, instrumented, and
+// migrates it.
+func openDB(ctx context.Context, tel *telemetry.Telemetry, url string, maxConns int) (*pgxpool.Pool, error) {
+	fsys, err := migrations.For("notification")
+	if err != nil {
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	pool, err := postgres.Open(ctx, url, maxConns, postgres.WithTracer(tel.PgxTracer("notifications")))
+	if err != nil {
+		return nil, err
+	}
+	if err := errors.Join(tel.ObservePool(pool, "notifications"), postgres.Migrate(ctx, pool, fsys)); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
+// runConsumer creates the worker's queue (with its dead-letter queue) and
+// consumes it until ctx ends; a message in flight is finished first.
+func runConsumer(ctx context.Context, cfg config, tel *telemetry.Telemetry, client *sqs.Client, name, queueName string, handle notification.HandlerFunc, log *slog.Logger) {
 	opts := queue.Options{VisibilityTimeout: cfg.visibility, MaxReceiveCount: cfg.maxReceives}
-	workers := []struct {
-		name, queue string
-		handle      notification.HandlerFunc
-	}{
-		{notification.ConsumerInvoice, cfg.invoiceQueue, svc.HandleInvoice},
-		{notification.ConsumerEmail, cfg.emailQueue, svc.HandleEmail},
+	q, err := notification.EnsureQueue(ctx, client, queueName, opts, log)
+	if err != nil {
+		return // ctx ended before SQS answered
 	}
-	for _, w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			q, err := notification.EnsureQueue(ctx, client, w.queue, opts, log)
-			if err != nil {
-				return // ctx ended before SQS answered
-			}
-			c := notification.NewConsumer(client, notification.ConsumerConfig{
-				Name:              w.name,
-				QueueURL:          q.URL,
-				Concurrency:       cfg.concurrency,
-				VisibilityTimeout: cfg.visibility,
-				Tracer:            tel.Tracer,
-				Meter:             tel.MeterFor("orderflow/notification"),
-			}, w.handle, log)
-			log.InfoContext(ctx, "consuming", "consumer", w.name, "queue", q.URL, "dlq", q.DLQURL)
-			_ = c.Run(ctx)
-			log.InfoContext(ctx, "consumer stopped", "consumer", w.name, "poisoned", c.Poisoned())
-		}()
-	}
-
-	wg.Go(func() {
-		_ = tel.WatchQueues(ctx, client, []string{cfg.invoiceQueue, cfg.emailQueue}, 5*time.Second)
-	})
-	wg.Go(func() {
-		retention.Run(ctx, time.Hour, log, retention.Job{Name: "processed_events",
-			Keep: notification.ProcessedRetention, Delete: store.PurgeProcessed})
-	})
-
-	drain := web.NewDrainer(cfg.shutdownDrain, log)
-	srv := web.NewServer(cfg.addr, drain.Handler(tel.Handler(web.ClientAddr(cfg.trustedProxies)(h))), log)
-	err = web.Serve(drain.Context(ctx), srv, log, 10*time.Second)
-	cancel()
-	wg.Wait()
-	log.InfoContext(context.WithoutCancel(ctx), "stopped")
-	return err
+	c := notification.NewConsumer(client, notification.ConsumerConfig{
+		Name:              name,
+		QueueURL:          q.URL,
+		Concurrency:       cfg.concurrency,
+		VisibilityTimeout: cfg.visibility,
+		Tracer:            tel.Tracer,
+		Meter:             tel.MeterFor("orderflow/notification"),
+	}, handle, log)
+	log.InfoContext(ctx, "consuming", "consumer", name, "queue", q.URL, "dlq", q.DLQURL)
+	_ = c.Run(ctx)
+	log.InfoContext(context.WithoutCancel(ctx), "consumer stopped", "consumer", name, "poisoned", c.Poisoned())
 }

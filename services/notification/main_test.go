@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"testing"
@@ -21,18 +20,9 @@ import (
 	"github.com/orderflow/orderflow/pkg/dbtest"
 	"github.com/orderflow/orderflow/pkg/events"
 	"github.com/orderflow/orderflow/pkg/queue"
+	"github.com/orderflow/orderflow/pkg/servicetest"
 	"github.com/orderflow/orderflow/pkg/smtptest"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 func sqsEndpoint() string {
 	if e := os.Getenv("TEST_SQS_ENDPOINT"); e != "" {
@@ -92,7 +82,6 @@ func TestRun(t *testing.T) {
 	}
 	dbURL := dbtest.NewURL(t, fsys)
 	smtp := smtptest.Start(t)
-	addr := freeAddr(t)
 	invoiceQueue, emailQueue := "e2e-invoices-"+suffix(), "e2e-emails-"+suffix()
 	// The reads need the event's customer's token, from a real Hydra.
 	hydra := authtest.Start(t, authtest.Options{})
@@ -102,7 +91,7 @@ func TestRun(t *testing.T) {
 	}
 	vars := map[string]string{
 		"AUTH_ISSUER":                     hydra.Issuer,
-		"NOTIFICATION_ADDR":               addr,
+		"NOTIFICATION_ADDR":               "127.0.0.1:0",
 		"NOTIFICATION_DATABASE_URL":       dbURL,
 		"NOTIFICATION_DB_MAX_CONNS":       "5",
 		"NOTIFICATION_SMTP_ADDR":          smtp.Addr(),
@@ -114,7 +103,7 @@ func TestRun(t *testing.T) {
 		"AWS_ENDPOINT_URL_SQS":            sqsEndpoint(),
 		"AWS_ACCESS_KEY_ID":               "test",
 		"AWS_SECRET_ACCESS_KEY":           "test",
-		"LOG_LEVEL":                       "warn",
+		"LOG_LEVEL":                       "info",
 	}
 	getenv := func(k string) string { return vars[k] }
 
@@ -138,12 +127,10 @@ func TestRun(t *testing.T) {
 		}
 	})
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"notification"}, getenv, io.Discard, io.Discard) }()
-	base := "http://" + addr
-	waitFor(t, 30*time.Second, "/healthz", func() bool { return getJSON(base+"/healthz", "", nil) == http.StatusOK })
+	srv := servicetest.Start(t, func(ctx context.Context, stdout io.Writer) error {
+		return run(ctx, []string{"notification"}, getenv, stdout, io.Discard)
+	})
+	base := srv.URL
 	waitFor(t, 30*time.Second, "/readyz (queues created)", func() bool { return getJSON(base+"/readyz", "", nil) == http.StatusOK })
 
 	e := events.Order{
@@ -199,14 +186,8 @@ func TestRun(t *testing.T) {
 		t.Errorf("SMTP messages = %d; want 1", n)
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run = %v; want nil", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("run did not return 30s after cancel")
+	if err := srv.Stop(t); err != nil {
+		t.Fatalf("run = %v; want nil", err)
 	}
 }
 
@@ -223,7 +204,7 @@ func TestReadConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := readConfig(func(k string) string { return tt.vars[k] })
+			cfg, err := readConfig([]string{"notification"}, func(k string) string { return tt.vars[k] }, io.Discard)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("readConfig = %v; want error %v", err, tt.wantErr)
 			}
@@ -241,22 +222,18 @@ func TestRun_SQSDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
 	vars := map[string]string{
-		"NOTIFICATION_ADDR":         addr,
+		"NOTIFICATION_ADDR":         "127.0.0.1:0",
 		"NOTIFICATION_DATABASE_URL": dbtest.NewURL(t, fsys),
-		"AWS_ENDPOINT_URL_SQS":      "http://" + freeAddr(t), // nothing listens there
+		"AWS_ENDPOINT_URL_SQS":      "http://" + servicetest.RefusingAddr(t), // SQS is down
 		"AWS_ACCESS_KEY_ID":         "test",
 		"AWS_SECRET_ACCESS_KEY":     "test",
-		"LOG_LEVEL":                 "error",
+		"LOG_LEVEL":                 "info",
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"notification"}, func(k string) string { return vars[k] }, io.Discard, io.Discard)
-	}()
-	base := "http://" + addr
+	srv := servicetest.Start(t, func(ctx context.Context, stdout io.Writer) error {
+		return run(ctx, []string{"notification"}, func(k string) string { return vars[k] }, stdout, io.Discard)
+	})
+	base := srv.URL
 	waitFor(t, 30*time.Second, "/healthz", func() bool { return getJSON(base+"/healthz", "", nil) == http.StatusOK })
 	var problem struct {
 		Checks map[string]string `json:"checks"`
@@ -264,13 +241,7 @@ func TestRun_SQSDown(t *testing.T) {
 	if got := getJSON(base+"/readyz", "", &problem); got != http.StatusServiceUnavailable || problem.Checks["sqs"] == "" {
 		t.Errorf("/readyz = %d %v; want 503 with a failing sqs check", got, problem.Checks)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run = %v; want nil", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("run did not return 30s after cancel")
+	if err := srv.Stop(t); err != nil {
+		t.Fatalf("run = %v; want nil", err)
 	}
 }

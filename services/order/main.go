@@ -9,14 +9,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/pkg/auth"
@@ -40,7 +43,8 @@ func main() {
 	}
 }
 
-// config is everything order reads from its environment.
+// config is everything order reads from its environment, read by
+// readConfig and logged at start-up by LogValue.
 type config struct {
 	addr             string
 	databaseURL      string
@@ -87,6 +91,8 @@ type config struct {
 	compensationBackoff     time.Duration
 	compensationMaxBackoff  time.Duration
 	compensationMaxAttempts int
+
+	telemetry telemetry.Config
 }
 
 // Rows that have done their job are deleted once an hour, in batches
@@ -97,6 +103,8 @@ const (
 	outboxRetention   = 24 * time.Hour
 )
 
+// readConfig reads the environment, then the flags in args (local
+// overrides), and reports every bad setting at once.
 func readConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	r := env.New(getenv)
 	cfg := config{
@@ -125,64 +133,100 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		// Benchmark switch ("patterns off"); see config.notifyInline.
 		notifyInline:    r.Bool("ORDER_NOTIFY_INLINE", false),
 		notificationURL: r.String("ORDER_NOTIFICATION_URL", "http://127.0.0.1:8083"),
+		// A refund or release that keeps failing is retried after at most
+		// 1s, 2s, 4s… (drawn at random below that), at most 5 minutes
+		// apart, and parked for an operator after 10 failed attempts.
+		compensationBackoff:     r.Duration("ORDER_COMPENSATION_BACKOFF", time.Second),
+		compensationMaxBackoff:  r.Duration("ORDER_COMPENSATION_MAX_BACKOFF", 5*time.Minute),
+		compensationMaxAttempts: r.Int("ORDER_COMPENSATION_MAX_ATTEMPTS", 10),
 	}
 	cfg.downstream = resilience.ReadPolicy(r, "ORDER", cfg.callTimeout)
-	// A refund or release that keeps failing is retried after at most 1s,
-	// 2s, 4s… (drawn at random below that), at most 5 minutes apart, and
-	// parked for an operator after 10 failed attempts.
-	cfg.compensationBackoff = r.Duration("ORDER_COMPENSATION_BACKOFF", time.Second)
-	cfg.compensationMaxBackoff = r.Duration("ORDER_COMPENSATION_MAX_BACKOFF", 5*time.Minute)
-	cfg.compensationMaxAttempts = r.Int("ORDER_COMPENSATION_MAX_ATTEMPTS", 10)
-	var authErr, proxyErr error
+	var authErr, proxyErr, telErr error
 	cfg.auth, authErr = auth.ReadConfig(getenv)
 	cfg.trustedProxies, proxyErr = web.ParsePrefixes(r.String("TRUSTED_PROXIES", ""))
-	errs := []error{r.Err(), cfg.downstream.Validate("ORDER"), authErr, proxyErr}
-	if cfg.rateLimit < 0 || cfg.rateBurst < 0 {
-		errs = append(errs, errors.New("ORDER_RATE_LIMIT and ORDER_RATE_BURST must be >= 0"))
-	}
-	if cfg.dbMaxConns < 1 {
-		errs = append(errs, errors.New("ORDER_DB_MAX_CONNS must be at least 1"))
-	}
-	for name, d := range map[string]time.Duration{
-		"ORDER_CALL_TIMEOUT": cfg.callTimeout, "ORDER_REQUEST_TIMEOUT": cfg.requestTimeout, "ORDER_READ_TIMEOUT": cfg.readTimeout,
-		"ORDER_RECOVERY_INTERVAL": cfg.recoveryInterval, "ORDER_COMPENSATION_BACKOFF": cfg.compensationBackoff,
-	} {
-		if d <= 0 {
-			errs = append(errs, fmt.Errorf("%s must be positive", name))
-		}
-	}
-	if cfg.compensationMaxBackoff < cfg.compensationBackoff {
-		errs = append(errs, errors.New("ORDER_COMPENSATION_MAX_BACKOFF must be at least ORDER_COMPENSATION_BACKOFF"))
-	}
-	if cfg.compensationMaxAttempts < 1 {
-		errs = append(errs, errors.New("ORDER_COMPENSATION_MAX_ATTEMPTS must be at least 1"))
-	}
-	// Budgets nest (docs/patterns/resilience.md, "Time budgets"): a call
-	// with all its retries and backoffs fits inside the saga, so the saga's
-	// deadline never cuts the last attempt short.
-	if b := cfg.downstream.Budget(); b >= cfg.requestTimeout {
-		errs = append(errs, fmt.Errorf("ORDER_REQUEST_TIMEOUT (%s) must be longer than a call with its retries "+
-			"(%s: (ORDER_RETRY_MAX+1) × ORDER_CALL_TIMEOUT + ORDER_RETRY_MAX × 1.25 × ORDER_RETRY_MAX_BACKOFF)",
-			cfg.requestTimeout, b))
-	}
-	// A saga younger than its own deadline must never look dead.
-	if cfg.recoveryAfter <= cfg.requestTimeout {
-		errs = append(errs, errors.New("ORDER_RECOVERY_AFTER must be longer than ORDER_REQUEST_TIMEOUT"))
-	}
+	cfg.telemetry, telErr = telemetry.ReadConfig("order", getenv)
+	errs := append([]error{r.Err(), authErr, proxyErr, telErr}, cfg.validate()...)
 
-	// Flags only override the environment for local runs.
 	fs := flag.NewFlagSet("order", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.addr, "addr", cfg.addr, "listen address (overrides ORDER_ADDR)")
 	if len(args) > 0 {
-		if err := fs.Parse(args[1:]); err != nil {
-			errs = append(errs, err)
-		}
+		errs = append(errs, fs.Parse(args[1:]))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return config{}, fmt.Errorf("config: %w", err)
 	}
 	return cfg, nil
+}
+
+// validate reports every setting out of range.
+func (c config) validate() []error {
+	errs := []error{c.downstream.Validate("ORDER")}
+	if c.rateLimit < 0 || c.rateBurst < 0 {
+		errs = append(errs, errors.New("ORDER_RATE_LIMIT and ORDER_RATE_BURST must be >= 0"))
+	}
+	if c.dbMaxConns < 1 {
+		errs = append(errs, errors.New("ORDER_DB_MAX_CONNS must be at least 1"))
+	}
+	for name, d := range map[string]time.Duration{
+		"ORDER_CALL_TIMEOUT": c.callTimeout, "ORDER_REQUEST_TIMEOUT": c.requestTimeout, "ORDER_READ_TIMEOUT": c.readTimeout,
+		"ORDER_RECOVERY_INTERVAL": c.recoveryInterval, "ORDER_COMPENSATION_BACKOFF": c.compensationBackoff,
+	} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive", name))
+		}
+	}
+	if c.compensationMaxBackoff < c.compensationBackoff {
+		errs = append(errs, errors.New("ORDER_COMPENSATION_MAX_BACKOFF must be at least ORDER_COMPENSATION_BACKOFF"))
+	}
+	if c.compensationMaxAttempts < 1 {
+		errs = append(errs, errors.New("ORDER_COMPENSATION_MAX_ATTEMPTS must be at least 1"))
+	}
+	// Budgets nest (docs/patterns/resilience.md, "Time budgets"): a call
+	// with all its retries and backoffs fits inside the saga, so the saga's
+	// deadline never cuts the last attempt short.
+	if b := c.downstream.Budget(); b >= c.requestTimeout {
+		errs = append(errs, fmt.Errorf("ORDER_REQUEST_TIMEOUT (%s) must be longer than a call with its retries "+
+			"(%s: (ORDER_RETRY_MAX+1) × ORDER_CALL_TIMEOUT + ORDER_RETRY_MAX × 1.25 × ORDER_RETRY_MAX_BACKOFF)",
+			c.requestTimeout, b))
+	}
+	// A saga younger than its own deadline must never look dead.
+	if c.recoveryAfter <= c.requestTimeout {
+		errs = append(errs, errors.New("ORDER_RECOVERY_AFTER must be longer than ORDER_REQUEST_TIMEOUT"))
+	}
+	return errs
+}
+
+// LogValue is the configuration as the start-up log shows it: URLs without
+// their passwords, the client secret masked.
+func (c config) LogValue() slog.Value {
+	p := c.downstream
+	return slog.GroupValue(
+		slog.String("addr", c.addr), slog.String("database_url", env.RedactURL(c.databaseURL)),
+		slog.Int("db_max_conns", c.dbMaxConns),
+		slog.String("inventory_url", c.inventoryURL), slog.String("payment_url", c.paymentURL),
+		slog.String("call_timeout", c.callTimeout.String()), slog.String("request_timeout", c.requestTimeout.String()),
+		slog.String("read_timeout", c.readTimeout.String()),
+		slog.String("recovery_interval", c.recoveryInterval.String()), slog.String("recovery_after", c.recoveryAfter.String()),
+		slog.String("compensation_backoff", c.compensationBackoff.String()),
+		slog.String("compensation_max_backoff", c.compensationMaxBackoff.String()),
+		slog.Int("compensation_max_attempts", c.compensationMaxAttempts),
+		slog.String("attempt_timeout", p.Timeout.String()), slog.Any("breaker_failure_threshold", p.FailureThreshold),
+		slog.Any("breaker_window", p.Window), slog.String("breaker_delay", p.Delay.String()),
+		slog.Any("breaker_success_threshold", p.SuccessThreshold), slog.Int("retry_max", p.MaxRetries),
+		slog.String("retry_backoff", p.Backoff.String()), slog.String("retry_max_backoff", p.MaxBackoff.String()),
+		slog.Any("bulkhead", p.MaxConcurrent),
+		slog.String("invoice_queue", c.invoiceQueue), slog.String("email_queue", c.emailQueue),
+		slog.String("sqs_endpoint", c.sqs.Endpoint), slog.String("sqs_region", c.sqs.Region),
+		slog.String("redis_url", env.RedactURL(c.redisURL)),
+		slog.Int("rate_limit", c.rateLimit), slog.Int("rate_burst", c.rateBurst),
+		slog.String("auth_issuer", c.auth.Issuer), slog.String("auth_audience", c.auth.Audience),
+		slog.String("auth_cache_ttl", c.auth.CacheTTL.String()),
+		slog.String("trusted_proxies", fmt.Sprint(c.trustedProxies)),
+		slog.String("client_id", c.clientID), slog.String("client_secret", env.Masked),
+		slog.Bool("notify_inline", c.notifyInline), slog.String("notification_url", c.notificationURL),
+		slog.String("shutdown_drain", c.shutdownDrain.String()), slog.String("log_level", c.logLevel),
+		slog.String("otel_endpoint", c.telemetry.Endpoint))
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -194,57 +238,80 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log := telemetry.NewLogger(stdout, "order", cfg.logLevel)
-	log.InfoContext(ctx, "starting",
-		"addr", cfg.addr, "database_url", postgres.Redact(cfg.databaseURL), "db_max_conns", cfg.dbMaxConns,
-		"inventory_url", cfg.inventoryURL, "payment_url", cfg.paymentURL,
-		"call_timeout", cfg.callTimeout.String(), "request_timeout", cfg.requestTimeout.String(),
-		"recovery_interval", cfg.recoveryInterval.String(), "recovery_after", cfg.recoveryAfter.String(),
-		"compensation_backoff", cfg.compensationBackoff.String(),
-		"compensation_max_backoff", cfg.compensationMaxBackoff.String(),
-		"compensation_max_attempts", cfg.compensationMaxAttempts,
-		"invoice_queue", cfg.invoiceQueue, "email_queue", cfg.emailQueue,
-		"sqs_endpoint", cfg.sqs.Endpoint, "sqs_region", cfg.sqs.Region,
-		"auth_issuer", cfg.auth.Issuer, "auth_audience", cfg.auth.Audience, "auth_cache_ttl", cfg.auth.CacheTTL.String(),
-		"trusted_proxies", fmt.Sprint(cfg.trustedProxies), "client_id", cfg.clientID, "client_secret", "***",
-		"log_level", cfg.logLevel,
-		"notify_inline", cfg.notifyInline, "notification_url", cfg.notificationURL)
-	tel, err := telemetry.New(ctx, "order", getenv)
+	log.InfoContext(ctx, "starting", "config", cfg)
+	tel, err := telemetry.Setup(ctx, cfg.telemetry)
 	if err != nil {
 		return err
 	}
 	defer tel.Close(ctx, log)
-
-	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.dbMaxConns, postgres.WithTracer(tel.PgxTracer("orders")))
+	pool, err := openDB(ctx, tel, cfg.databaseURL, cfg.dbMaxConns)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	if err := tel.ObservePool(pool, "orders"); err != nil {
-		return err
-	}
-	fsys, err := migrations.For("order")
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	if err := postgres.Migrate(ctx, pool, fsys); err != nil {
-		return err
-	}
 	sqsClient, err := queue.NewClient(ctx, cfg.sqs)
 	if err != nil {
 		return err
 	}
-
-	// One set of failsafe-go policies per downstream (timeout per attempt,
-	// breaker, bulkhead, retries for idempotent calls), built once and
-	// shared by the sagas, cancels and the recovery loop: a breaker must see
-	// all the traffic to its dependency. The transport only pools
-	// connections.
-	transport := &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
-		MaxIdleConns:        200,
-		MaxIdleConnsPerHost: 100,
-		IdleConnTimeout:     90 * time.Second,
+	rdb, err := redisconn.Open(cfg.redisURL, 0)
+	if err != nil {
+		return err
 	}
+	defer rdb.Close()
+	store := order.NewStore(pool)
+	svc, err := newService(ctx, cfg, tel, store, log)
+	if err != nil {
+		return err
+	}
+	queues := []string{cfg.invoiceQueue, cfg.emailQueue}
+	relay := outbox.NewRelay(pool, sqsClient, queues, log, outbox.WithTracerProvider(tel.Tracer))
+	handler, err := newHandler(cfg, tel, svc, rdb, map[string]web.Check{"postgres": store.Ping, "sqs": relay.Check}, log)
+	if err != nil {
+		return err
+	}
+	if err := errors.Join(tel.InstrumentRedis(rdb), observeCompensations(tel.MeterFor("orderflow/order"), svc),
+		outbox.ObserveLag(pool, tel.MeterFor("orderflow/outbox"))); err != nil {
+		return err
+	}
+
+	return web.ListenAndServe(ctx, cfg.addr, cfg.shutdownDrain,
+		tel.Handler(web.ClientAddr(cfg.trustedProxies)(sagaMetrics(tel.MeterFor("orderflow/order"))(handler))), log,
+		func(ctx context.Context) { svc.RunRecovery(ctx, cfg.recoveryInterval) },
+		func(ctx context.Context) { relay.Run(ctx, 200*time.Millisecond) },
+		func(ctx context.Context) { _ = tel.WatchQueues(ctx, sqsClient, queues, 5*time.Second) },
+		func(ctx context.Context) {
+			retention.Run(ctx, retentionInterval, log,
+				retention.Job{Name: "idempotency_keys", Keep: order.KeyRetention, Delete: store.PurgeKeys},
+				retention.Job{Name: "outbox", Keep: outboxRetention, Delete: func(ctx context.Context, before time.Time, limit int) (int64, error) {
+					return outbox.Purge(ctx, pool, before, limit)
+				}})
+		})
+}
+
+// openDB opens the orders database's pool, instrumented, and migrates it.
+func openDB(ctx context.Context, tel *telemetry.Telemetry, url string, maxConns int) (*pgxpool.Pool, error) {
+	fsys, err := migrations.For("order")
+	if err != nil {
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	pool, err := postgres.Open(ctx, url, maxConns, postgres.WithTracer(tel.PgxTracer("orders")))
+	if err != nil {
+		return nil, err
+	}
+	if err := errors.Join(tel.ObservePool(pool, "orders"), postgres.Migrate(ctx, pool, fsys)); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
+// newService builds the order service over its downstream clients. One
+// set of failsafe-go policies per downstream (timeout per attempt, breaker,
+// bulkhead, retries for idempotent calls), built once and shared by the
+// sagas, cancels and the recovery loop: a breaker must see all the traffic
+// to its dependency.
+func newService(ctx context.Context, cfg config, tel *telemetry.Telemetry, store *order.Store, log *slog.Logger) (*order.Service, error) {
+	transport := resilience.NewTransport()
 	// Each downstream gets a token with only the scope it needs, from
 	// Hydra's client-credentials grant, cached by x/oauth2 until a minute
 	// before it expires. A token that cannot be had fails the call like a
@@ -257,18 +324,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	inventoryGuard := resilience.New("inventory", cfg.downstream, withToken(auth.ScopeReservations), log)
 	paymentGuard := resilience.New("payment", cfg.downstream, withToken(auth.ScopePayments), log)
 	if err := tel.ObserveDownstreams(inventoryGuard, paymentGuard); err != nil {
-		return err
+		return nil, err
 	}
-	log.InfoContext(ctx, "downstream policies", "attempt_timeout", cfg.downstream.Timeout.String(),
-		"breaker_failure_threshold", cfg.downstream.FailureThreshold, "breaker_window", cfg.downstream.Window,
-		"breaker_delay", cfg.downstream.Delay.String(), "breaker_success_threshold", cfg.downstream.SuccessThreshold,
-		"retry_max", cfg.downstream.MaxRetries, "retry_backoff", cfg.downstream.Backoff.String(),
-		"retry_max_backoff", cfg.downstream.MaxBackoff.String(), "bulkhead", cfg.downstream.MaxConcurrent)
-	store := order.NewStore(pool)
 	// The policies bound each attempt; CallTimeout is only the backstop of a
 	// whole call with its retries. The request keeps its deadline.
-	svcCfg := order.Config{CallTimeout: cfg.downstream.Budget(), RequestTimeout: cfg.requestTimeout, ReadTimeout: cfg.readTimeout,
-		RecoveryAfter:       cfg.recoveryAfter,
+	svcCfg := order.Config{CallTimeout: cfg.downstream.Budget(), RequestTimeout: cfg.requestTimeout,
+		ReadTimeout: cfg.readTimeout, RecoveryAfter: cfg.recoveryAfter,
 		CompensationBackoff: cfg.compensationBackoff, CompensationMaxBackoff: cfg.compensationMaxBackoff,
 		CompensationMaxAttempts: cfg.compensationMaxAttempts}
 	if cfg.notifyInline {
@@ -276,63 +337,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		svcCfg.Notify = order.NewNotificationClient(cfg.notificationURL,
 			&http.Client{Transport: withToken(auth.ScopeNotify)})
 	}
-	svc := order.NewService(store,
+	return order.NewService(store,
 		order.NewInventoryClient(cfg.inventoryURL, inventoryGuard),
 		order.NewPaymentClient(cfg.paymentURL, paymentGuard),
-		svcCfg, log)
-	if err := observeCompensations(tel.MeterFor("orderflow/order"), svc); err != nil {
-		return err
-	}
-	relay := outbox.NewRelay(pool, sqsClient, []string{cfg.invoiceQueue, cfg.emailQueue}, log,
-		outbox.WithTracerProvider(tel.Tracer))
-	if err := outbox.ObserveLag(pool, tel.MeterFor("orderflow/outbox")); err != nil {
-		return err
-	}
-	rdb, err := redisconn.Open(cfg.redisURL, 0)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-	if err := tel.InstrumentRedis(rdb); err != nil {
-		return err
-	}
-	var rateFailOpens atomic.Uint64
+		svcCfg, log), nil
+}
+
+// newHandler is the HTTP API behind token verification and the per-caller
+// rate limit (Redis, shared by the replicas).
+func newHandler(cfg config, tel *telemetry.Telemetry, svc *order.Service, rdb *redis.Client, ready map[string]web.Check, log *slog.Logger) (http.Handler, error) {
+	var failOpens atomic.Uint64
 	limit := ratelimit.New(rdb, "order", ratelimit.PerSecond(cfg.rateLimit, cfg.rateBurst), log,
-		func() { rateFailOpens.Add(1) })
+		func() { failOpens.Add(1) })
 	if err := tel.ObserveCounts("orderflow.ratelimit.fail_open", "Requests let through unlimited because Redis failed.",
-		"", func() map[string]uint64 { return map[string]uint64{"": rateFailOpens.Load()} }); err != nil {
-		return err
+		"", func() map[string]uint64 { return map[string]uint64{"": failOpens.Load()} }); err != nil {
+		return nil, err
 	}
 	verifier, err := auth.NewVerifier(cfg.auth, &http.Client{Timeout: 5 * time.Second}, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	handler := order.NewHandler(log, svc, map[string]web.Check{
-		"postgres": store.Ping,
-		"sqs":      relay.Check,
-	}, verifier.Authenticate, limit)
-
-	// Background loops stop once the server has drained and are waited for
-	// before run returns, so the pool is never closed under a running loop.
-	loopCtx, cancelLoops := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancelLoops()
-	wg.Go(func() { svc.RunRecovery(loopCtx, cfg.recoveryInterval) })
-	wg.Go(func() { relay.Run(loopCtx, 200*time.Millisecond) })
-	wg.Go(func() {
-		retention.Run(loopCtx, retentionInterval, log,
-			retention.Job{Name: "idempotency_keys", Keep: order.KeyRetention, Delete: store.PurgeKeys},
-			retention.Job{Name: "outbox", Keep: outboxRetention, Delete: func(ctx context.Context, before time.Time, limit int) (int64, error) {
-				return outbox.Purge(ctx, pool, before, limit)
-			}})
-	})
-	wg.Go(func() {
-		_ = tel.WatchQueues(loopCtx, sqsClient, []string{cfg.invoiceQueue, cfg.emailQueue}, 5*time.Second)
-	})
-
-	drain := web.NewDrainer(cfg.shutdownDrain, log)
-	srv := web.NewServer(cfg.addr, drain.Handler(tel.Handler(web.ClientAddr(cfg.trustedProxies)(
-		sagaMetrics(tel.MeterFor("orderflow/order"))(handler)))), log)
-	return web.Serve(drain.Context(ctx), srv, log, 10*time.Second)
+	return order.NewHandler(log, svc, ready, verifier.Authenticate, limit), nil
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/orderflow/orderflow/pkg/authtest"
 	"github.com/orderflow/orderflow/pkg/dbtest"
 	"github.com/orderflow/orderflow/pkg/postgres"
+	"github.com/orderflow/orderflow/pkg/servicetest"
 )
 
 // fakeDownstreams serves the inventory and payment contracts well enough
@@ -77,16 +77,6 @@ func fakeDownstreams(t *testing.T, v *auth.Verifier) (inventoryURL, paymentURL s
 	return invSrv.URL, paySrv.URL
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func TestRun(t *testing.T) {
 	fsys, err := migrations.For("order")
 	if err != nil {
@@ -103,12 +93,11 @@ func TestRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	suffix := hex.EncodeToString(b[:])
 	vars := map[string]string{
-		"ORDER_ADDR":              addr,
+		"ORDER_ADDR":              "127.0.0.1:0",
 		"ORDER_DATABASE_URL":      dbURL,
 		"ORDER_DB_MAX_CONNS":      "5",
 		"ORDER_INVENTORY_URL":     inventoryURL,
@@ -120,19 +109,17 @@ func TestRun(t *testing.T) {
 		"AWS_REGION":              "us-east-1",
 		"AWS_ACCESS_KEY_ID":       "test",
 		"AWS_SECRET_ACCESS_KEY":   "test",
-		"LOG_LEVEL":               "warn",
+		"LOG_LEVEL":               "info",
 		"AUTH_ISSUER":             hydra.Issuer,
 		"ORDER_CLIENT_SECRET":     authtest.OrderSecret,
 	}
 	getenv := func(k string) string { return vars[k] }
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"order"}, getenv, io.Discard, io.Discard) }()
-
-	base := "http://" + addr
-	waitFor(t, done, func() bool {
+	srv := servicetest.Start(t, func(ctx context.Context, stdout io.Writer) error {
+		return run(ctx, []string{"order"}, getenv, stdout, io.Discard)
+	})
+	base := srv.URL
+	waitFor(t, srv, func() bool {
 		resp, err := http.Get(base + "/healthz")
 		if err != nil {
 			return false
@@ -167,13 +154,13 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	waitFor(t, done, func() bool {
+	waitFor(t, srv, func() bool {
 		var sent bool
 		err := pool.QueryRow(context.Background(),
 			`SELECT sent_at IS NOT NULL FROM outbox WHERE order_id = $1`, o.ID).Scan(&sent)
 		return err == nil && sent
 	})
-	waitFor(t, done, func() bool {
+	waitFor(t, srv, func() bool {
 		resp, err := http.Get(base + "/readyz")
 		if err != nil {
 			return false
@@ -194,31 +181,24 @@ func TestRun(t *testing.T) {
 		t.Errorf("orderflow_compensation_needs_attention = %q after parking one; want 1", got)
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run = %v; want nil", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("run did not return after ctx was cancelled")
+	if err := srv.Stop(t); err != nil {
+		t.Fatalf("run = %v; want nil", err)
 	}
 }
 
 // waitFor polls ok until it holds, failing the test if run returns first or
-// nothing happens for 15 seconds.
-func waitFor(t *testing.T, done <-chan error, ok func() bool) {
+// nothing happens for 30 seconds.
+func waitFor(t *testing.T, srv *servicetest.Service, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !ok() {
-		select {
-		case err := <-done:
+		if exited, err := srv.Exited(); exited {
 			t.Fatalf("run returned early: %v", err)
-		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("timed out waiting")
 		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

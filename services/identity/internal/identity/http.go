@@ -347,7 +347,7 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, pg *pa
 		log.WarnContext(r.Context(), "database unavailable", "method", r.Method, "path", r.URL.Path, "error", err)
 		p = web.Unavailable(w, "database_unavailable", "the database is unavailable; retry shortly", 1)
 	default:
-		log.ErrorContext(r.Context(), "request failed", "err", err, "method", r.Method, "path", r.URL.Path)
+		log.ErrorContext(r.Context(), "request failed", "error", err, "method", r.Method, "path", r.URL.Path)
 		p = web.NewProblem(http.StatusInternalServerError, "internal", "internal error")
 	}
 	if pg == nil {

@@ -142,68 +142,86 @@ RETURNING expires_at`
 		}
 
 		skus := sortedSKUs(items)
-		const lock = `
-SELECT sku, name, price_cents, currency, available
-FROM products
-WHERE sku = ANY($1)
-ORDER BY sku
-FOR UPDATE`
-		rows, err := tx.Query(ctx, lock, skus)
+		bySKU, err := lockProducts(ctx, tx, skus)
 		if err != nil {
-			return fmt.Errorf("lock products: %w", err)
-		}
-		locked, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Product, error) {
-			var p Product
-			err := row.Scan(&p.SKU, &p.Name, &p.PriceCents, &p.Currency, &p.Available)
-			return p, err
-		})
-		if err != nil {
-			return fmt.Errorf("lock products: %w", err)
-		}
-		bySKU := make(map[string]Product, len(locked))
-		for _, p := range locked {
-			bySKU[p.SKU] = p
+			return err
 		}
 		// Returning the error rolls back, taking the reservation row with it.
 		if err := checkStock(items, bySKU); err != nil {
 			return err
 		}
 
-		qtys := make([]int32, len(skus))
-		prices := make([]int64, len(skus))
 		want := make(map[string]int, len(items))
 		for _, it := range items {
 			want[it.SKU] = it.Quantity
 		}
 		r = Reservation{OrderID: orderID, Status: StatusReserved, ExpiresAt: expiresAt.UTC()}
-		for i, sku := range skus {
-			qtys[i] = int32(want[sku])
-			prices[i] = bySKU[sku].PriceCents
-			r.Items = append(r.Items, ReservedItem{SKU: sku, Quantity: want[sku], UnitPriceCents: prices[i]})
-		}
-		// Both writes go out as one batch: the product rows locked above
-		// are held one round trip less.
-		const take = `
-UPDATE products p SET available = p.available - x.qty, updated_at = now()
-FROM unnest($1::text[], $2::int[]) AS x(sku, qty)
-WHERE p.sku = x.sku`
-		const addItems = `
-INSERT INTO reservation_items (order_id, sku, quantity, unit_price_cents)
-SELECT $1, x.sku, x.qty, x.price
-FROM unnest($2::text[], $3::int[], $4::bigint[]) AS x(sku, qty, price)`
-		var b pgx.Batch
-		b.Queue(take, skus, qtys)
-		b.Queue(addItems, orderID, skus, qtys, prices)
-		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-			return fmt.Errorf("take stock and insert reservation items: %w", err)
+		for _, sku := range skus {
+			r.Items = append(r.Items, ReservedItem{SKU: sku, Quantity: want[sku], UnitPriceCents: bySKU[sku].PriceCents})
 		}
 		created = true
-		return nil
+		return takeStock(ctx, tx, r)
 	})
 	if err != nil {
 		return Reservation{}, false, fmt.Errorf("reserve: %w", err)
 	}
 	return r, created, nil
+}
+
+// lockProducts locks the product rows of skus until the transaction ends,
+// in SKU order so concurrent reservations never deadlock, and returns them
+// by SKU; an unknown SKU is absent.
+func lockProducts(ctx context.Context, tx pgx.Tx, skus []string) (map[string]Product, error) {
+	const lock = `
+SELECT sku, name, price_cents, currency, available
+FROM products
+WHERE sku = ANY($1)
+ORDER BY sku
+FOR UPDATE`
+	rows, err := tx.Query(ctx, lock, skus)
+	if err != nil {
+		return nil, fmt.Errorf("lock products: %w", err)
+	}
+	locked, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Product, error) {
+		var p Product
+		err := row.Scan(&p.SKU, &p.Name, &p.PriceCents, &p.Currency, &p.Available)
+		return p, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lock products: %w", err)
+	}
+	bySKU := make(map[string]Product, len(locked))
+	for _, p := range locked {
+		bySKU[p.SKU] = p
+	}
+	return bySKU, nil
+}
+
+// takeStock subtracts r's items from the locked products' stock and stores
+// them with r. Both writes go out as one batch: the product rows locked
+// before are held one round trip less.
+func takeStock(ctx context.Context, tx pgx.Tx, r Reservation) error {
+	skus := make([]string, len(r.Items))
+	qtys := make([]int32, len(r.Items))
+	prices := make([]int64, len(r.Items))
+	for i, it := range r.Items {
+		skus[i], qtys[i], prices[i] = it.SKU, int32(it.Quantity), it.UnitPriceCents
+	}
+	const take = `
+UPDATE products p SET available = p.available - x.qty, updated_at = now()
+FROM unnest($1::text[], $2::int[]) AS x(sku, qty)
+WHERE p.sku = x.sku`
+	const addItems = `
+INSERT INTO reservation_items (order_id, sku, quantity, unit_price_cents)
+SELECT $1, x.sku, x.qty, x.price
+FROM unnest($2::text[], $3::int[], $4::bigint[]) AS x(sku, qty, price)`
+	var b pgx.Batch
+	b.Queue(take, skus, qtys)
+	b.Queue(addItems, r.OrderID, skus, qtys, prices)
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+		return fmt.Errorf("take stock and insert reservation items: %w", err)
+	}
+	return nil
 }
 
 // Reservation returns the reservation of an order.

@@ -63,7 +63,7 @@ func newDownstream(baseURL string, guard *resilience.Downstream) downstream {
 }
 
 // RetryAfter is how long the dependency's circuit breaker stays open (0
-// when it is closed).
+// when it is closed): calls until then are refused without being made.
 func (d downstream) RetryAfter() time.Duration { return d.guard.RemainingDelay() }
 
 // problem is the part of an RFC 9457 body the clients read.
@@ -113,17 +113,14 @@ func readProblem(body []byte) problem {
 }
 
 // InventoryClient calls the inventory service over HTTP.
-type InventoryClient struct{ d downstream }
+type InventoryClient struct{ downstream }
 
 // NewInventoryClient returns a client for the inventory service at baseURL
 // whose calls go through guard, the policies shared by every caller of
 // inventory in the process.
 func NewInventoryClient(baseURL string, guard *resilience.Downstream) *InventoryClient {
-	return &InventoryClient{d: newDownstream(baseURL, guard)}
+	return &InventoryClient{newDownstream(baseURL, guard)}
 }
-
-// RetryAfter is how long inventory's circuit breaker stays open.
-func (c *InventoryClient) RetryAfter() time.Duration { return c.d.RetryAfter() }
 
 type wireItem struct {
 	SKU            string `json:"sku"`
@@ -149,7 +146,7 @@ func (c *InventoryClient) Reserve(ctx context.Context, orderID string, items []I
 		req.Items[i] = wireItem{SKU: it.SKU, Quantity: it.Quantity}
 	}
 	// Retried: inventory returns the existing reservation for a repeated order_id.
-	status, body, err := c.d.do(resilience.Idempotent(ctx), http.MethodPost, "/v1/reservations", nil, req)
+	status, body, err := c.do(resilience.Idempotent(ctx), http.MethodPost, "/v1/reservations", nil, req)
 	if err != nil {
 		return Reservation{}, fmt.Errorf("reserve: %w", err)
 	}
@@ -188,7 +185,7 @@ func (c *InventoryClient) Release(ctx context.Context, orderID string) error {
 
 func (c *InventoryClient) post(ctx context.Context, op, orderID string) error {
 	// Retried: commit and release are idempotent per order_id.
-	status, body, err := c.d.do(resilience.Idempotent(ctx), http.MethodPost, "/v1/reservations/"+url.PathEscape(orderID)+"/"+op, nil, nil)
+	status, body, err := c.do(resilience.Idempotent(ctx), http.MethodPost, "/v1/reservations/"+url.PathEscape(orderID)+"/"+op, nil, nil)
 	if err != nil {
 		return fmt.Errorf("%s reservation: %w", op, err)
 	}
@@ -199,17 +196,14 @@ func (c *InventoryClient) post(ctx context.Context, op, orderID string) error {
 }
 
 // PaymentClient calls the payment service over HTTP.
-type PaymentClient struct{ d downstream }
+type PaymentClient struct{ downstream }
 
 // NewPaymentClient returns a client for the payment service at baseURL
 // whose calls go through guard, the policies shared by every caller of
 // payment in the process.
 func NewPaymentClient(baseURL string, guard *resilience.Downstream) *PaymentClient {
-	return &PaymentClient{d: newDownstream(baseURL, guard)}
+	return &PaymentClient{newDownstream(baseURL, guard)}
 }
-
-// RetryAfter is how long payment's circuit breaker stays open.
-func (c *PaymentClient) RetryAfter() time.Duration { return c.d.RetryAfter() }
 
 type wirePayment struct {
 	ID      string `json:"id"`
@@ -229,7 +223,7 @@ func (c *PaymentClient) Capture(ctx context.Context, p PaymentRequest) (Payment,
 	h := http.Header{}
 	h.Set("Idempotency-Key", p.OrderID)
 	// Retried: the Idempotency-Key makes payment replay the first capture.
-	status, body, err := c.d.do(resilience.Idempotent(ctx), http.MethodPost, "/v1/payments", h,
+	status, body, err := c.do(resilience.Idempotent(ctx), http.MethodPost, "/v1/payments", h,
 		request{OrderID: p.OrderID, AmountCents: p.AmountCents, Currency: p.Currency, Method: p.Method})
 	if err != nil {
 		return Payment{}, fmt.Errorf("capture: %w", err)
@@ -254,7 +248,7 @@ func (c *PaymentClient) Capture(ctx context.Context, p PaymentRequest) (Payment,
 // Refund refunds a payment; refunding twice is harmless.
 func (c *PaymentClient) Refund(ctx context.Context, paymentID string) error {
 	// Retried: refunding a refunded payment changes nothing.
-	status, body, err := c.d.do(resilience.Idempotent(ctx), http.MethodPost, "/v1/payments/"+url.PathEscape(paymentID)+"/refund", nil, nil)
+	status, body, err := c.do(resilience.Idempotent(ctx), http.MethodPost, "/v1/payments/"+url.PathEscape(paymentID)+"/refund", nil, nil)
 	if err != nil {
 		return fmt.Errorf("refund: %w", err)
 	}
@@ -266,7 +260,7 @@ func (c *PaymentClient) Refund(ctx context.Context, paymentID string) error {
 
 // ListByOrder returns every payment payment holds for the order.
 func (c *PaymentClient) ListByOrder(ctx context.Context, orderID string) ([]Payment, error) {
-	status, body, err := c.d.do(ctx, http.MethodGet, "/v1/payments?order_id="+url.QueryEscape(orderID), nil, nil)
+	status, body, err := c.do(ctx, http.MethodGet, "/v1/payments?order_id="+url.QueryEscape(orderID), nil, nil)
 	if err != nil {
 		return nil, fmt.Errorf("list payments: %w", err)
 	}

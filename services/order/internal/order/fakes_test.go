@@ -116,6 +116,12 @@ type fakePayments struct {
 	n             int
 }
 
+// RetryAfter is 0: the fake has no circuit breaker.
+func (f *fakeInventory) RetryAfter() time.Duration { return 0 }
+
+// RetryAfter is 0: the fake has no circuit breaker.
+func (f *fakePayments) RetryAfter() time.Duration { return 0 }
+
 func (f *fakePayments) set(fn func(f *fakePayments)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

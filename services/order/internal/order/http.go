@@ -12,6 +12,7 @@ import (
 
 	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/postgres"
+	"github.com/orderflow/orderflow/pkg/resilience"
 	"github.com/orderflow/orderflow/pkg/web"
 )
 
@@ -55,6 +56,19 @@ func newOrderResponse(o Order) orderResponse {
 		CreatedAt:     o.CreatedAt.UTC(),
 		UpdatedAt:     o.UpdatedAt.UTC(),
 	}
+}
+
+// order is the order r shows: what a replay of a confirmed order's key
+// renders again.
+func (r orderResponse) order() Order {
+	o := Order{ID: r.ID, CustomerID: r.CustomerID, Email: deref(r.Email), Status: r.Status,
+		Items: make([]Item, len(r.Items)), TotalCents: r.TotalCents, Currency: r.Currency,
+		PaymentID: deref(r.PaymentID), FailureReason: deref(r.FailureReason),
+		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt}
+	for i, it := range r.Items {
+		o.Items[i] = Item(it)
+	}
+	return o
 }
 
 // createRequest is the body of POST /v1/orders.
@@ -117,38 +131,26 @@ func handleOrderCreate(log *slog.Logger, svc *Service) http.Handler {
 			return
 		}
 		caller, _ := auth.FromContext(r.Context())
-		out, err := svc.Create(r.Context(), caller, key, req)
+		out, replayed, err := svc.Create(r.Context(), caller, key, req)
+		if err == nil {
+			err = out.Err()
+		}
+		// The outcome renders the same for the first answer and a replay.
+		if replayed {
+			w.Header().Set("Idempotent-Replayed", "true")
+		}
+		if errors.Is(err, ErrUnavailable) {
+			// Not before the open breakers half-open: a retry then would be
+			// refused again at once.
+			w.Header().Set("Retry-After", strconv.Itoa(resilience.RetryAfterSeconds(svc.RetryAfter())))
+		}
 		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
-		writeOutcome(w, out, svc.RetryAfter())
+		w.Header().Set("Location", "/v1/orders/"+out.Order.ID)
+		web.WriteJSON(w, http.StatusCreated, newOrderResponse(out.Order))
 	})
-}
-
-// writeOutcome sends a create-order answer, original or replayed. A 503
-// asks the client to come back in retryAfter seconds, when the open
-// breakers half-open; other answers that ask for a retry say 1 second.
-func writeOutcome(w http.ResponseWriter, out Outcome, retryAfter int) {
-	h := w.Header()
-	if out.Status == http.StatusCreated {
-		h.Set("Content-Type", "application/json")
-		h.Set("Location", "/v1/orders/"+out.OrderID)
-	} else {
-		h.Set("Content-Type", "application/problem+json")
-		h.Set("X-Content-Type-Options", "nosniff")
-	}
-	switch {
-	case out.Status == http.StatusServiceUnavailable:
-		h.Set("Retry-After", strconv.Itoa(max(retryAfter, 1)))
-	case out.RetryAfter:
-		h.Set("Retry-After", "1")
-	}
-	if out.Replayed {
-		h.Set("Idempotent-Replayed", "true")
-	}
-	w.WriteHeader(out.Status)
-	_, _ = w.Write(append(out.Body, '\n'))
 }
 
 func handleOrderGet(log *slog.Logger, svc *Service) http.Handler {
@@ -281,11 +283,31 @@ func handleCompensationRetry(log *slog.Logger, svc *Service) http.Handler {
 	})
 }
 
-// writeError maps an error to its problem response; only 5xx are logged.
+// writeError maps an error to its problem response; only 5xx are logged,
+// except a failed order's 503 (an answer; the saga logged its cause). A
+// failure of a stored order names it (order_id).
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	var p *web.Problem
+	var rejected *RejectedError
+	var declined *DeclinedError
 	switch {
 	case errors.As(err, &p):
+	case errors.As(err, &rejected):
+		p = web.NewProblem(http.StatusConflict, rejected.Code, rejectDetail(rejected.Code)).
+			With("skus", nonNil(rejected.SKUs))
+	case errors.As(err, &declined):
+		p = web.NewProblem(http.StatusPaymentRequired, "payment_declined", "the payment was declined").
+			With("decline_code", declined.DeclineCode)
+	case errors.Is(err, ErrUnavailable):
+		p = web.NewProblem(http.StatusServiceUnavailable, "dependency_unavailable",
+			"a service the order depends on is unavailable; retry with the same Idempotency-Key")
+	case errors.Is(err, ErrKeyReused):
+		p = web.NewProblem(http.StatusUnprocessableEntity, "idempotency_key_reused",
+			"this Idempotency-Key was used with a different request body")
+	case errors.Is(err, ErrInProgress):
+		w.Header().Set("Retry-After", "1")
+		p = web.NewProblem(http.StatusConflict, "idempotency_in_progress",
+			"a request with this Idempotency-Key is still running; retry later")
 	case errors.Is(err, ErrNotFound):
 		p = web.NewProblem(http.StatusNotFound, "not_found", "no such order")
 	case errors.Is(err, ErrNoCompensation):
@@ -304,9 +326,27 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	default:
 		p = web.NewProblem(http.StatusInternalServerError, "internal", "internal error")
 	}
-	if p.Status >= 500 {
+	var failed *OrderError
+	if errors.As(err, &failed) && failed.OrderID != "" {
+		p.With("order_id", failed.OrderID)
+	}
+	if p.Status >= 500 && !errors.Is(err, ErrUnavailable) {
 		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path,
 			"status", p.Status, "error", err)
 	}
 	web.WriteProblem(w, p)
+}
+
+func rejectDetail(code string) string {
+	if code == "unknown_sku" {
+		return "some SKUs are unknown; nothing was reserved"
+	}
+	return "some items are out of stock; nothing was reserved"
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }

@@ -46,7 +46,7 @@ const (
 	DefaultCurrency = "USD"
 )
 
-// Sentinel errors the handlers map to status codes.
+// Sentinel errors the handler maps to problems (writeError).
 var (
 	ErrNotFound       = errors.New("order not found")
 	ErrNotCancellable = errors.New("order not cancellable")
@@ -58,6 +58,14 @@ var (
 	// ErrNoCompensation: the order has no compensation outstanding (none
 	// was needed, or it is done), so there is nothing to retry.
 	ErrNoCompensation = errors.New("order has no outstanding compensation")
+	// ErrUnavailable: inventory or payment was unavailable (timeout,
+	// breaker open), so the order failed; the same Idempotency-Key may be
+	// retried.
+	ErrUnavailable = errors.New("a dependency of the order is unavailable")
+	// ErrKeyReused: the Idempotency-Key was used with another request body.
+	ErrKeyReused = errors.New("idempotency key used with another request")
+	// ErrInProgress: the request that owns the Idempotency-Key still runs.
+	ErrInProgress = errors.New("request with this idempotency key still running")
 	// errLostRace means a conditional status update found the order in
 	// another status: the recovery loop (or a concurrent cancel) won.
 	errLostRace = errors.New("order changed status concurrently")
@@ -201,20 +209,49 @@ func (r CreateRequest) hash() []byte {
 	return sum[:]
 }
 
-// Outcome is the HTTP answer to a create-order request. The final one is
-// stored with the idempotency key, in the transaction that writes the order's
-// final status, so a replay answers exactly the same.
+// Outcome is how a create-order request ended: the order in its final
+// status. It is kept with the idempotency key, in the transaction that
+// writes that status, and the handler renders the first answer and every
+// replay from it alike. Status confirmed is a success; rejected has
+// inventory's code as FailureReason and SKUs; payment_failed has the decline
+// code; failed means a dependency was unavailable, and only the order's id
+// is kept.
 type Outcome struct {
-	Status int
-	// Body is the JSON body: the order for 201, a problem otherwise.
-	Body []byte
-	// OrderID is the order the request created (Location of a 201).
-	OrderID string
-	// Replayed is set when the answer was stored by an earlier request.
-	Replayed bool
-	// RetryAfter asks the client to retry in a second (503 always does).
-	RetryAfter bool
+	Order Order
+	// SKUs are the SKUs inventory refused, for a rejected order.
+	SKUs []string
 }
+
+// Err is the outcome as the error the client is answered with: nil for a
+// confirmed order, else an *OrderError wrapping a *RejectedError, a
+// *DeclinedError or ErrUnavailable.
+func (o Outcome) Err() error {
+	var err error
+	switch o.Order.Status {
+	case StatusConfirmed:
+		return nil
+	case StatusRejected:
+		err = &RejectedError{Code: o.Order.FailureReason, SKUs: o.SKUs}
+	case StatusPaymentFailed:
+		err = &DeclinedError{DeclineCode: o.Order.FailureReason}
+	default:
+		err = ErrUnavailable
+	}
+	return &OrderError{OrderID: o.Order.ID, Err: err}
+}
+
+// OrderError is a failure of a request that stored an order: the client is
+// told the order's id, to look it up.
+type OrderError struct {
+	OrderID string
+	Err     error
+}
+
+// Error names the order and the failure.
+func (e *OrderError) Error() string { return "order " + e.OrderID + ": " + e.Err.Error() }
+
+// Unwrap returns the failure.
+func (e *OrderError) Unwrap() error { return e.Err }
 
 // RejectedError is inventory's 409: nothing was reserved because some SKUs
 // are out of stock or unknown.

@@ -1,14 +1,13 @@
 package order
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,25 +19,28 @@ import (
 
 	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/events"
-	"github.com/orderflow/orderflow/pkg/web"
 )
 
 // Inventory is the inventory service as the saga uses it. Reserve returns a
 // *RejectedError when nothing could be reserved; Release is idempotent and
-// also undoes a commit.
+// also undoes a commit. RetryAfter is how long calls are still refused
+// without being made (its circuit breaker is open), 0 when they are not.
 type Inventory interface {
 	Reserve(ctx context.Context, orderID string, items []Item) (Reservation, error)
 	Commit(ctx context.Context, orderID string) error
 	Release(ctx context.Context, orderID string) error
+	RetryAfter() time.Duration
 }
 
 // Payments is the payment service as the saga uses it. Capture is
 // idempotent per order id (it is the Idempotency-Key) and returns a
-// *DeclinedError on a decline; Refund is idempotent.
+// *DeclinedError on a decline; Refund is idempotent. RetryAfter is as for
+// Inventory.
 type Payments interface {
 	Capture(ctx context.Context, p PaymentRequest) (Payment, error)
 	Refund(ctx context.Context, paymentID string) error
 	ListByOrder(ctx context.Context, orderID string) ([]Payment, error)
+	RetryAfter() time.Duration
 }
 
 // Notifier makes an order's invoice and e-mail inside the request
@@ -143,6 +145,16 @@ func NewService(store *Store, inv Inventory, pay Payments, cfg Config, log *slog
 	return &Service{store: store, inv: inv, pay: pay, cfg: cfg, log: log, jitter: fullJitter}
 }
 
+// RetryAfter is how long the client of a failed order should wait before
+// retrying it: the longest remaining open delay of the breakers in front of
+// inventory and payment (0 when none is open). An order needs both, so a
+// retry before every breaker has half-opened would be rejected again at
+// once. A compensation is not retried before then either: the attempt
+// would be rejected without a call and only use up one of its attempts.
+func (s *Service) RetryAfter() time.Duration {
+	return max(s.inv.RetryAfter(), s.pay.RetryAfter())
+}
+
 // canonicalID reports whether id is a UUID in its one canonical form (36
 // characters, lower-case hex and dashes): "urn:uuid:…", braces and upper
 // case are no ids of this API, and never reach the database.
@@ -168,11 +180,13 @@ const pollInterval = 25 * time.Millisecond
 
 // Create places an order for caller, a customer, under idempotency key. The
 // customer is the caller's token subject: a request naming another is
-// ErrCustomerMismatch. It returns the HTTP answer (stored with the key when
-// final); another error is internal.
-func (s *Service) Create(ctx context.Context, caller auth.Principal, key string, req CreateRequest) (Outcome, error) {
+// ErrCustomerMismatch. It returns the request's outcome, kept with the key,
+// and whether an earlier request with the key had stored it (a replay).
+// Other errors: ErrKeyReused, an *OrderError wrapping ErrInProgress while
+// the key's first request still runs, anything else internal.
+func (s *Service) Create(ctx context.Context, caller auth.Principal, key string, req CreateRequest) (out Outcome, replayed bool, err error) {
 	if req.CustomerID != "" && req.CustomerID != caller.Subject {
-		return Outcome{}, ErrCustomerMismatch
+		return Outcome{}, false, ErrCustomerMismatch
 	}
 	req.CustomerID = caller.Subject
 	key = customerKey(caller.Subject, key)
@@ -186,6 +200,44 @@ func (s *Service) Create(ctx context.Context, caller auth.Principal, key string,
 	waitCtx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 
+	o := newOrder(req)
+	c, err := s.store.begin(waitCtx, key, req.hash(), o)
+	if err != nil {
+		return Outcome{}, false, err
+	}
+	for {
+		switch c.state {
+		case claimStarted:
+			// The saga must not stop half way because the client went away:
+			// it keeps the deadline but not the cancellation.
+			sagaCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+			defer cancel()
+			out, err := s.saga(sagaCtx, key, o)
+			return out, false, err
+		case claimMismatch:
+			return Outcome{}, false, ErrKeyReused
+		case claimDone:
+			return c.outcome, true, nil
+		}
+		// In progress: wait for the original request's answer.
+		select {
+		case <-waitCtx.Done():
+			return Outcome{}, false, &OrderError{OrderID: c.orderID, Err: ErrInProgress}
+		case <-time.After(pollInterval):
+		}
+		next, err := s.store.lookupKey(waitCtx, key)
+		if err != nil {
+			if waitCtx.Err() != nil {
+				return Outcome{}, false, &OrderError{OrderID: c.orderID, Err: ErrInProgress}
+			}
+			return Outcome{}, false, err
+		}
+		c = next
+	}
+}
+
+// newOrder is the pending order a create request stores.
+func newOrder(req CreateRequest) Order {
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	o := Order{
 		ID:            uuid.Must(uuid.NewV7()).String(),
@@ -200,145 +252,35 @@ func (s *Service) Create(ctx context.Context, caller auth.Principal, key string,
 	for _, it := range req.Items {
 		o.Items = append(o.Items, Item{SKU: it.SKU, Quantity: it.Quantity})
 	}
-	c, err := s.store.begin(waitCtx, key, req.hash(), o)
-	if err != nil {
-		return Outcome{}, err
-	}
-	for {
-		switch c.state {
-		case claimStarted:
-			// The saga must not stop half way because the client went away:
-			// it keeps the deadline but not the cancellation.
-			sagaCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
-			defer cancel()
-			return s.saga(sagaCtx, key, o)
-		case claimMismatch:
-			return problemOutcome(web.NewProblem(http.StatusUnprocessableEntity, "idempotency_key_reused",
-				"this Idempotency-Key was used with a different request body"), ""), nil
-		case claimDone:
-			return replay(c)
-		}
-		// In progress: wait for the original request's answer.
-		select {
-		case <-waitCtx.Done():
-			return inProgress(c.orderID), nil
-		case <-time.After(pollInterval):
-		}
-		next, err := s.store.lookupKey(waitCtx, key)
-		if err != nil {
-			if waitCtx.Err() != nil {
-				return inProgress(c.orderID), nil
-			}
-			return Outcome{}, err
-		}
-		c = next
-	}
-}
-
-func inProgress(orderID string) Outcome {
-	p := web.NewProblem(http.StatusConflict, "idempotency_in_progress",
-		"a request with this Idempotency-Key is still running; retry later")
-	if orderID != "" {
-		p.With("order_id", orderID)
-	}
-	out := problemOutcome(p, orderID)
-	out.RetryAfter = true
-	return out
-}
-
-// replay turns a stored response back into an Outcome. jsonb does not keep
-// the original spelling, so the body is re-encoded the way it was first
-// written: an order in field order, a problem with sorted keys.
-func replay(c claim) (Outcome, error) {
-	out := Outcome{Status: c.status, OrderID: c.orderID, Replayed: true}
-	var err error
-	if c.status == http.StatusCreated {
-		var o orderResponse
-		if err = json.Unmarshal(c.response, &o); err == nil {
-			out.Body, err = json.Marshal(o)
-		}
-	} else {
-		dec := json.NewDecoder(strings.NewReader(string(c.response)))
-		dec.UseNumber()
-		var m map[string]any
-		if err = dec.Decode(&m); err == nil {
-			out.Body, err = json.Marshal(m)
-		}
-	}
-	if err != nil {
-		return Outcome{}, fmt.Errorf("replay stored response: %w", err)
-	}
-	return out, nil
-}
-
-func problemOutcome(p *web.Problem, orderID string) Outcome {
-	body, err := json.Marshal(p)
-	if err != nil {
-		// A problem holds strings, numbers and string slices only.
-		panic(fmt.Sprintf("marshal problem: %v", err))
-	}
-	return Outcome{Status: p.Status, Body: body, OrderID: orderID}
-}
-
-func orderOutcome(o Order) Outcome {
-	body, err := json.Marshal(newOrderResponse(o))
-	if err != nil {
-		panic(fmt.Sprintf("marshal order: %v", err))
-	}
-	return Outcome{Status: http.StatusCreated, Body: body, OrderID: o.ID}
-}
-
-// unavailableBody is the 503 answer of an order that failed because a
-// dependency was down; the recovery loop stores the same for dead sagas.
-func unavailableBody(orderID string) []byte {
-	return problemOutcome(unavailableProblem(orderID), orderID).Body
-}
-
-func unavailableProblem(orderID string) *web.Problem {
-	return web.NewProblem(http.StatusServiceUnavailable, "dependency_unavailable",
-		"a service the order depends on is unavailable; retry with the same Idempotency-Key").
-		With("order_id", orderID)
+	return o
 }
 
 // saga runs the order through reserve → pay → commit → confirm, and on a
-// failure compensates what was done and records the failure. Every status
-// change is conditional on the order still being pending, so the recovery
-// loop and this saga never both finish the same order.
+// failure compensates what was done and records the failure (fail). Every
+// status change is conditional on the order still being pending, so the
+// recovery loop and this saga never both finish the same order.
 func (s *Service) saga(ctx context.Context, key string, o Order) (Outcome, error) {
-	log := s.log.With("order_id", o.ID)
-	cctx := context.WithoutCancel(ctx) // for compensations
-
 	// 2. Reserve stock.
 	res, err := call(ctx, s.cfg.CallTimeout, func(ctx context.Context) (Reservation, error) {
 		return s.inv.Reserve(ctx, o.ID, o.Items)
 	})
 	var rejected *RejectedError
 	if errors.As(err, &rejected) {
-		p := web.NewProblem(http.StatusConflict, rejected.Code, rejectDetail(rejected.Code)).
-			With("skus", nonNil(rejected.SKUs)).With("order_id", o.ID)
-		return s.finish(ctx, key, transition{orderID: o.ID, from: StatusPending, to: StatusRejected,
-			failureReason: rejected.Code}, problemOutcome(p, o.ID))
-	}
-	if err == nil && !res.Usable() {
-		err = fmt.Errorf("reservation is %s", res.Status)
+		// Nothing was reserved, so nothing is undone.
+		return s.fail(ctx, key, o, failure{to: StatusRejected, reason: rejected.Code, skus: rejected.SKUs})
 	}
 	if err == nil {
 		o, err = priced(o, res)
 	}
 	if err != nil {
-		log.WarnContext(ctx, "reserve failed", "error", err)
-		t := transition{orderID: o.ID, from: StatusPending, to: StatusFailed, failureReason: ReasonInventoryUnavailable}
-		if s.release(cctx, o.ID) != nil {
-			t.compensateIn = ptr(time.Duration(0))
-		}
-		return s.finish(ctx, key, t, problemOutcome(unavailableProblem(o.ID), o.ID))
+		return s.fail(ctx, key, o, unavailable("reserve", ReasonInventoryUnavailable, err))
 	}
 	dctx, cancel := detached(ctx, storeTimeout)
 	err = s.store.setPrices(dctx, o)
 	cancel()
 	if err != nil {
 		// Most likely the recovery loop failed the order meanwhile.
-		s.compensate(cctx, o.ID, "")
+		_ = s.compensate(context.WithoutCancel(ctx), o.ID, "")
 		return s.lost(ctx, o.ID, err)
 	}
 
@@ -350,28 +292,16 @@ func (s *Service) saga(ctx context.Context, key string, o Order) (Outcome, error
 	})
 	var declined *DeclinedError
 	if errors.As(err, &declined) {
-		code := declined.DeclineCode
-		if code == "" {
-			code = "payment_declined"
-		}
-		t := transition{orderID: o.ID, from: StatusPending, to: StatusPaymentFailed, failureReason: code,
-			event: events.OrderPaymentFailed}
-		if s.release(cctx, o.ID) != nil {
-			t.compensateIn = ptr(time.Duration(0))
-		}
-		p := web.NewProblem(http.StatusPaymentRequired, "payment_declined", "the payment was declined").
-			With("decline_code", code).With("order_id", o.ID)
-		return s.finish(ctx, key, t, problemOutcome(p, o.ID))
+		return s.fail(ctx, key, o, failure{to: StatusPaymentFailed, reason: cmp.Or(declined.DeclineCode, "payment_declined"),
+			event: events.OrderPaymentFailed, undo: true})
 	}
 	if err != nil {
-		// The outcome is unknown: the capture may still settle. Release the
-		// stock now and let the recovery loop refund whatever was captured
-		// once the payment had time to settle.
-		log.WarnContext(ctx, "payment failed", "error", err)
-		_ = s.release(cctx, o.ID)
-		return s.finish(ctx, key, transition{orderID: o.ID, from: StatusPending, to: StatusFailed,
-			failureReason: ReasonPaymentUnavailable, compensateIn: ptr(s.cfg.RecoveryAfter)},
-			problemOutcome(unavailableProblem(o.ID), o.ID))
+		// The outcome is unknown: the capture may still settle. The stock
+		// is released now, and the recovery loop refunds whatever was
+		// captured once the payment had time to settle.
+		f := unavailable("payment", ReasonPaymentUnavailable, err)
+		f.settling = true
+		return s.fail(ctx, key, o, f)
 	}
 
 	// 4. Commit the reservation.
@@ -379,24 +309,76 @@ func (s *Service) saga(ctx context.Context, key string, o Order) (Outcome, error
 		return struct{}{}, s.inv.Commit(ctx, o.ID)
 	})
 	if err != nil {
-		log.WarnContext(ctx, "commit failed", "error", err)
-		t := transition{orderID: o.ID, from: StatusPending, to: StatusFailed, paymentID: pay.ID,
-			failureReason: ReasonInventoryUnavailable}
-		if s.compensate(cctx, o.ID, pay.ID) != nil {
-			t.compensateIn = ptr(time.Duration(0))
-		}
-		return s.finish(ctx, key, t, problemOutcome(unavailableProblem(o.ID), o.ID))
+		f := unavailable("commit", ReasonInventoryUnavailable, err)
+		f.paymentID = pay.ID
+		return s.fail(ctx, key, o, f)
 	}
 
-	// 5. Confirm, with the outbox event and the stored response.
-	out, event, err := s.finishWithEvent(ctx, key, transition{orderID: o.ID, from: StatusPending,
-		to: StatusConfirmed, paymentID: pay.ID, event: events.OrderConfirmed}, Outcome{})
-	if err == nil && out.Status != http.StatusCreated {
-		// The recovery loop failed the order first: undo the payment and
-		// the commit; the loop would too.
-		s.compensate(cctx, o.ID, pay.ID)
+	// 5. Confirm, with the outbox event and the stored outcome.
+	return s.confirm(ctx, key, o, pay.ID)
+}
+
+// failure is how a saga step failed: the order's final status and reason,
+// and what is undone before that status is written.
+type failure struct {
+	to, reason string
+	// event is the outbox event of the failure, if it has one.
+	event string
+	// skus are a rejection's refused SKUs, kept with the outcome.
+	skus []string
+	// step and err name the call that failed, for the log.
+	step string
+	err  error
+	// undo releases the reservation and refunds paymentID (when set) at
+	// once; when that fails the recovery loop retries it.
+	undo      bool
+	paymentID string
+	// settling: the capture's outcome is unknown, so the recovery loop
+	// refunds whatever was captured once the payment had RecoveryAfter to
+	// settle, whatever the release did.
+	settling bool
+}
+
+// unavailable is the failure of a step whose dependency did not answer:
+// the order fails, and anything it may hold is undone.
+func unavailable(step, reason string, err error) failure {
+	return failure{to: StatusFailed, reason: reason, step: step, err: err, undo: true}
+}
+
+// fail undoes what f says, then records the order's failure and its outcome
+// with the key.
+func (s *Service) fail(ctx context.Context, key string, o Order, f failure) (Outcome, error) {
+	if f.err != nil {
+		s.log.WarnContext(ctx, f.step+" failed", "order_id", o.ID, "error", f.err)
 	}
-	if err == nil && out.Status == http.StatusCreated && s.cfg.Notify != nil && event != nil {
+	t := transition{orderID: o.ID, from: StatusPending, to: f.to, paymentID: f.paymentID,
+		failureReason: f.reason, event: f.event, key: key, skus: f.skus}
+	if f.undo {
+		// Compensations run to the end even when the saga's deadline has
+		// passed.
+		err := s.compensate(context.WithoutCancel(ctx), o.ID, f.paymentID)
+		switch {
+		case f.settling:
+			t.compensate, t.compensateIn = true, s.cfg.RecoveryAfter
+		case err != nil:
+			t.compensate = true
+		}
+	}
+	out, _, err := s.finish(ctx, t)
+	return out, err
+}
+
+// confirm confirms the order with its outbox event and outcome. When the
+// recovery loop failed the order first, the payment and the commit are
+// undone, as the loop would.
+func (s *Service) confirm(ctx context.Context, key string, o Order, paymentID string) (Outcome, error) {
+	out, event, err := s.finish(ctx, transition{orderID: o.ID, from: StatusPending, to: StatusConfirmed,
+		paymentID: paymentID, event: events.OrderConfirmed, key: key})
+	switch {
+	case err != nil:
+	case out.Order.Status != StatusConfirmed:
+		_ = s.compensate(context.WithoutCancel(ctx), o.ID, paymentID)
+	case s.cfg.Notify != nil && event != nil:
 		s.notifyInline(ctx, *event)
 	}
 	return out, err
@@ -412,54 +394,39 @@ func (s *Service) notifyInline(ctx context.Context, e events.Order) {
 	}
 }
 
-// finish applies the saga's final transition and stores want (or, for a
-// confirmation, the confirmed order) as the key's response.
-func (s *Service) finish(ctx context.Context, key string, t transition, want Outcome) (Outcome, error) {
-	out, _, err := s.finishWithEvent(ctx, key, t, want)
-	return out, err
-}
-
-// finishWithEvent is finish that also returns the outbox event written with
-// the transition (nil when it has none).
-func (s *Service) finishWithEvent(ctx context.Context, key string, t transition, want Outcome) (Outcome, *events.Order, error) {
-	t.key = key
-	respond := func(o Order) Outcome {
-		if t.to == StatusConfirmed {
-			return orderOutcome(o)
-		}
-		return want
-	}
+// finish applies the saga's final transition t, which stores the outcome
+// with t.key, and returns the outcome with the outbox event written (nil
+// when t has none).
+func (s *Service) finish(ctx context.Context, t transition) (Outcome, *events.Order, error) {
 	dctx, cancel := detached(ctx, storeTimeout)
 	defer cancel()
-	_, out, event, err := s.store.apply(dctx, t, respond)
+	o, event, err := s.store.apply(dctx, t)
 	if err != nil {
 		out, err := s.lost(ctx, t.orderID, err)
 		return out, nil, err
 	}
 	s.log.InfoContext(ctx, "order finished", "order_id", t.orderID, "status", t.to,
 		"failure_reason", t.failureReason)
-	return out, event, nil
+	return Outcome{Order: o, SKUs: t.skus}, event, nil
 }
 
 // lost answers a saga whose order was failed by the recovery loop while it
-// ran: the loop stored the same 503 in the key and compensates the order.
+// ran: the loop stored the same outcome (failed) with the key and
+// compensates the order.
 func (s *Service) lost(ctx context.Context, orderID string, err error) (Outcome, error) {
 	if !errors.Is(err, errLostRace) {
 		return Outcome{}, err
 	}
 	s.log.WarnContext(ctx, "saga lost its order to the recovery loop", "order_id", orderID)
-	return problemOutcome(unavailableProblem(orderID), orderID), nil
+	return Outcome{Order: Order{ID: orderID, Status: StatusFailed}}, nil
 }
 
-func rejectDetail(code string) string {
-	if code == "unknown_sku" {
-		return "some SKUs are unknown; nothing was reserved"
-	}
-	return "some items are out of stock; nothing was reserved"
-}
-
-// priced copies inventory's unit prices onto o and totals it.
+// priced copies the reservation's unit prices onto o and totals it; a
+// reservation that holds no stock is an error.
 func priced(o Order, res Reservation) (Order, error) {
+	if !res.Usable() {
+		return o, fmt.Errorf("reservation is %s", res.Status)
+	}
 	prices := make(map[string]int64, len(res.Items))
 	for _, it := range res.Items {
 		prices[it.SKU] = it.UnitPriceCents
@@ -594,27 +561,35 @@ func (s *Service) List(ctx context.Context, caller auth.Principal, customerID, c
 	case customerID != caller.Subject && !caller.IsAdmin():
 		return Page{}, ErrCustomerMismatch
 	}
+	orders, next, err := keysetPage(cursor, limit, func(after *Cursor, n int) ([]Order, error) {
+		return s.store.List(ctx, customerID, after, n)
+	}, func(o Order) Cursor { return Cursor{CreatedAt: o.CreatedAt, ID: o.ID} })
+	if err != nil {
+		return Page{}, err
+	}
+	return Page{Orders: orders, NextCursor: next}, nil
+}
+
+// keysetPage reads one page of a keyset-paginated list: up to limit rows
+// after cursor (the NextCursor of the previous page, empty for the first)
+// from load, and the cursor of the next page, empty on the last. load is
+// asked for one row more than limit: that row tells whether another page
+// exists, so no cursor ever leads to an empty page. at is a row's position.
+func keysetPage[T any](cursor string, limit int, load func(after *Cursor, n int) ([]T, error), at func(T) Cursor) ([]T, string, error) {
 	var after *Cursor
 	if cursor != "" {
 		c, err := decodeCursor(cursor)
 		if err != nil {
-			return Page{}, err
+			return nil, "", err
 		}
 		after = &c
 	}
-	// One row more than asked tells whether another page exists, so no
-	// cursor ever leads to an empty page.
-	orders, err := s.store.List(ctx, customerID, after, limit+1)
-	if err != nil {
-		return Page{}, err
+	rows, err := load(after, limit+1)
+	if err != nil || len(rows) <= limit {
+		return rows, "", err
 	}
-	page := Page{Orders: orders}
-	if len(orders) > limit {
-		page.Orders = orders[:limit]
-		last := page.Orders[limit-1]
-		page.NextCursor = encodeCursor(Cursor{CreatedAt: last.CreatedAt, ID: last.ID})
-	}
-	return page, nil
+	rows = rows[:limit]
+	return rows, encodeCursor(at(rows[limit-1])), nil
 }
 
 func encodeCursor(c Cursor) string {
@@ -658,8 +633,8 @@ func (s *Service) Cancel(ctx context.Context, caller auth.Principal, id string) 
 	if owned.CustomerID != caller.Subject {
 		return Order{}, ErrNotFound
 	}
-	o, _, _, err := s.store.apply(ctx, transition{orderID: id, from: StatusConfirmed, to: StatusCancelled,
-		compensateIn: ptr(time.Duration(0)), event: events.OrderCancelled}, nil)
+	o, _, err := s.store.apply(ctx, transition{orderID: id, from: StatusConfirmed, to: StatusCancelled,
+		compensate: true, event: events.OrderCancelled})
 	if errors.Is(err, errLostRace) {
 		o, err := s.store.Get(ctx, id)
 		if err != nil {
@@ -739,7 +714,7 @@ func (s *Service) RunRecovery(ctx context.Context, interval time.Duration) {
 func (s *Service) failStale(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
-	ids, err := s.store.failStale(sctx, s.cfg.RecoveryAfter, unavailableBody)
+	ids, err := s.store.failStale(sctx, s.cfg.RecoveryAfter)
 	if err != nil {
 		return err
 	}
@@ -821,7 +796,7 @@ func (s *Service) compensateLeased(ctx context.Context, d dueCompensation) {
 func (s *Service) compensationFailed(ctx context.Context, d dueCompensation, err error) {
 	failures := d.attempts + 1
 	retryIn := max(s.jitter(backoffCeiling(failures, s.cfg.CompensationBackoff, s.cfg.CompensationMaxBackoff)),
-		s.breakerWait())
+		s.RetryAfter())
 	msg := errorText(err)
 	attempts, parked, rerr := s.store.recordCompensationFailure(ctx, d.orderID, msg, retryIn, s.cfg.CompensationMaxAttempts)
 	switch {
@@ -888,25 +863,13 @@ type CompensationPage struct {
 // gave up on, longest parked first. cursor is the NextCursor of the
 // previous page, empty for the first. It is for operators (routes.go).
 func (s *Service) NeedingAttention(ctx context.Context, cursor string, limit int) (CompensationPage, error) {
-	var after *Cursor
-	if cursor != "" {
-		c, err := decodeCursor(cursor)
-		if err != nil {
-			return CompensationPage{}, err
-		}
-		after = &c
-	}
-	list, err := s.store.needingAttention(ctx, after, limit+1)
+	list, next, err := keysetPage(cursor, limit, func(after *Cursor, n int) ([]Compensation, error) {
+		return s.store.needingAttention(ctx, after, n)
+	}, func(c Compensation) Cursor { return Cursor{CreatedAt: c.NeedsAttentionSince, ID: c.OrderID} })
 	if err != nil {
 		return CompensationPage{}, err
 	}
-	page := CompensationPage{Compensations: list}
-	if len(list) > limit {
-		page.Compensations = list[:limit]
-		last := page.Compensations[limit-1]
-		page.NextCursor = encodeCursor(Cursor{CreatedAt: last.NeedsAttentionSince, ID: last.OrderID})
-	}
-	return page, nil
+	return CompensationPage{Compensations: list, NextCursor: next}, nil
 }
 
 // CountNeedingAttention is how many compensations wait for an operator,
@@ -955,13 +918,4 @@ func call[T any](ctx context.Context, timeout time.Duration, fn func(context.Con
 // write must happen even when the saga's deadline has passed.
 func detached(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), timeout)
-}
-
-func ptr[T any](v T) *T { return &v }
-
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
 }

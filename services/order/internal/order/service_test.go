@@ -3,6 +3,7 @@ package order
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -499,10 +500,9 @@ func TestRecover_StalePending(t *testing.T) {
 		`SELECT status_code, response FROM idempotency_keys WHERE key = $1`, customerKey("cus_1", "stale")).Scan(&status, &response); err != nil {
 		t.Fatal(err)
 	}
-	var p map[string]any
-	_ = json.Unmarshal(response, &p)
-	if status != 503 || p["code"] != "dependency_unavailable" || p["order_id"] != stale {
-		t.Errorf("key row = %d %s; want 503 dependency_unavailable with order_id", status, response)
+	out, err := decodeOutcome(status, response)
+	if err != nil || status != 503 || !errors.Is(out.Err(), ErrUnavailable) || out.Order.ID != stale {
+		t.Errorf("key row = %d %s (%v); want 503, the order failed as unavailable", status, response, err)
 	}
 	if diff := cmp.Diff([]string{"release"}, h.inv.Calls()); diff != "" {
 		t.Errorf("inventory calls (-want +got):\n%s", diff)
@@ -582,6 +582,15 @@ func TestCreate_Replay(t *testing.T) {
 						t.Errorf("%s = %q; want %q", hdr, r.Header().Get(hdr), first.Header().Get(hdr))
 					}
 				}
+			}
+			// A key answered before the outcome was kept structured holds
+			// the answer's body itself: it replays the same.
+			if _, err := h.pool.Exec(context.Background(), `UPDATE idempotency_keys SET response = $1`,
+				first.Body.Bytes()); err != nil {
+				t.Fatal(err)
+			}
+			if r := h.post(t, "k1", okBody); r.Code != first.Code || r.Body.String() != first.Body.String() {
+				t.Errorf("replay of the answer's body = %d %s; want %d %s", r.Code, r.Body.String(), first.Code, first.Body.String())
 			}
 			if n := h.count(t, `SELECT count(*) FROM orders`); n != 1 {
 				t.Errorf("orders = %d; want 1", n)

@@ -3,6 +3,7 @@ package order
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -164,10 +165,10 @@ const (
 )
 
 type claim struct {
-	state    claimState
-	status   int
-	response []byte
-	orderID  string
+	state   claimState
+	orderID string
+	// outcome is the key's final outcome, for claimDone.
+	outcome Outcome
 }
 
 // begin claims key for a request with hash and stores its pending order o,
@@ -225,21 +226,18 @@ func (s *Store) claimExisting(ctx context.Context, key string, hash []byte, o Or
 		}
 		if tag.RowsAffected() == 0 {
 			const get = `SELECT request_hash, order_id, status_code, response FROM idempotency_keys WHERE key = $1`
-			var stored []byte
+			var stored, response []byte
 			var status *int
-			if err := tx.QueryRow(ctx, get, key).Scan(&stored, &c.orderID, &status, &c.response); err != nil {
+			if err := tx.QueryRow(ctx, get, key).Scan(&stored, &c.orderID, &status, &response); err != nil {
 				return fmt.Errorf("select idempotency key: %w", err)
 			}
-			switch {
-			case !bytes.Equal(stored, hash):
+			if !bytes.Equal(stored, hash) {
 				c.state = claimMismatch
 				return nil
-			case status == nil:
-				c.state = claimInProgress
-				return nil
-			case *status != 503:
-				c.state, c.status = claimDone, *status
-				return nil
+			}
+			if status == nil || *status != keyFailed {
+				c, err = answered(c.orderID, status, response)
+				return err
 			}
 			// Only one retry may take over a failed attempt: the WHERE
 			// re-checks status_code after any concurrent claim commits.
@@ -279,17 +277,26 @@ func (s *Store) claimExisting(ctx context.Context, key string, hash []byte, o Or
 // lookupKey reports whether the request owning key has finished.
 func (s *Store) lookupKey(ctx context.Context, key string) (claim, error) {
 	const q = `SELECT order_id, status_code, response FROM idempotency_keys WHERE key = $1`
-	var c claim
+	var orderID string
 	var status *int
-	if err := s.pool.QueryRow(ctx, q, key).Scan(&c.orderID, &status, &c.response); err != nil {
+	var response []byte
+	if err := s.pool.QueryRow(ctx, q, key).Scan(&orderID, &status, &response); err != nil {
 		return claim{}, fmt.Errorf("lookup idempotency key: %w", err)
 	}
+	return answered(orderID, status, response)
+}
+
+// answered is the claim of a key whose request is still running (status
+// NULL) or has its final outcome stored.
+func answered(orderID string, status *int, response []byte) (claim, error) {
 	if status == nil {
-		c.state = claimInProgress
-	} else {
-		c.state, c.status = claimDone, *status
+		return claim{state: claimInProgress, orderID: orderID}, nil
 	}
-	return c, nil
+	out, err := decodeOutcome(*status, response)
+	if err != nil {
+		return claim{}, fmt.Errorf("idempotency key of order %s: %w", orderID, err)
+	}
+	return claim{state: claimDone, orderID: orderID, outcome: out}, nil
 }
 
 // setPrices stores inventory's prices and the order total on a pending
@@ -325,62 +332,37 @@ type transition struct {
 	from, to      string
 	paymentID     string // kept when empty
 	failureReason string // kept when empty
-	// compensateIn, when set, schedules the recovery loop's compensation
-	// that long from now (0: at once).
-	compensateIn *time.Duration
+	// compensate schedules the recovery loop's compensation compensateIn
+	// from now (at once when 0); without it the schedule is kept.
+	compensate   bool
+	compensateIn time.Duration
 	// event, when set, is the outbox event type written with the change.
 	event string
-	// key, when set, is the idempotency key that stores respond's answer.
-	key string
+	// key, when set, is the idempotency key that keeps the outcome: the
+	// updated order, and skus for a rejection.
+	key  string
+	skus []string
 }
 
 // apply changes the order's status from t.from to t.to in one transaction
-// with its outbox event and, for a saga, the final response stored in the
-// idempotency key (respond builds it from the updated order). It returns
-// errLostRace when the order is no longer in t.from. The event written, if
-// any, is returned too.
-func (s *Store) apply(ctx context.Context, t transition, respond func(Order) Outcome) (Order, Outcome, *events.Order, error) {
+// with its outbox event and, for a saga, its outcome stored with t.key. It
+// returns the updated order and the event written (nil when t has none),
+// or errLostRace when the order is no longer in t.from.
+func (s *Store) apply(ctx context.Context, t transition) (Order, *events.Order, error) {
 	var o Order
-	var out Outcome
 	var event *events.Order
 	var secs *float64
-	if t.compensateIn != nil {
-		v := t.compensateIn.Seconds()
-		secs = &v
+	if t.compensate {
+		secs = ptr(t.compensateIn.Seconds())
 	}
 	// Four round trips with BEGIN and COMMIT: the UPDATE returns the order
-	// with its items (so the event and the response can be built), then the
-	// outbox row and the stored response go out as one batch.
+	// with its items (so the event and the outcome can be built), then the
+	// outbox row and the stored outcome go out as one batch.
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		const q = `UPDATE orders SET status = $3,
-				payment_id = COALESCE($4, payment_id),
-				failure_reason = COALESCE($5, failure_reason),
-				compensate_after = CASE WHEN $6::float8 IS NULL THEN compensate_after
-					ELSE now() + make_interval(secs => $6::float8) END,
-				updated_at = now()
-			WHERE id = $1 AND status = $2
-			RETURNING ` + orderColumns + `,
-				ARRAY(SELECT sku FROM order_items i WHERE i.order_id = orders.id ORDER BY sku),
-				ARRAY(SELECT quantity FROM order_items i WHERE i.order_id = orders.id ORDER BY sku),
-				ARRAY(SELECT unit_price_cents FROM order_items i WHERE i.order_id = orders.id ORDER BY sku)`
-		var skus []string
-		var qtys []int32
-		var prices []int64
 		var err error
-		o, err = scanOrder(tx.QueryRow(ctx, q, t.orderID, t.from, t.to, nullable(t.paymentID),
-			nullable(t.failureReason), secs), &skus, &qtys, &prices)
-		if errors.Is(err, ErrNotFound) {
-			return errLostRace
-		}
+		o, err = updateStatus(ctx, tx, t, secs)
 		if err != nil {
 			return err
-		}
-		if len(qtys) != len(skus) || len(prices) != len(skus) {
-			return fmt.Errorf("order %s: %d skus, %d quantities, %d prices", o.ID, len(skus), len(qtys), len(prices))
-		}
-		o.Items = make([]Item, len(skus))
-		for i := range skus {
-			o.Items[i] = Item{SKU: skus[i], Quantity: int(qtys[i]), UnitPriceCents: prices[i]}
 		}
 		var b pgx.Batch
 		event = nil
@@ -391,24 +373,131 @@ func (s *Store) apply(ctx context.Context, t transition, respond func(Order) Out
 			}
 			event = &e
 		}
-		if t.key != "" && respond != nil {
-			out = respond(o)
+		if t.key != "" {
+			status, record, err := encodeOutcome(Outcome{Order: o, SKUs: t.skus})
+			if err != nil {
+				return err
+			}
 			const storeResponse = `UPDATE idempotency_keys SET status_code = $3, response = $4, updated_at = now()
 				WHERE key = $1 AND order_id = $2`
-			b.Queue(storeResponse, t.key, o.ID, out.Status, out.Body)
+			b.Queue(storeResponse, t.key, o.ID, status, record)
 		}
 		if b.Len() == 0 {
 			return nil
 		}
 		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-			return fmt.Errorf("outbox event and response: %w", err)
+			return fmt.Errorf("outbox event and outcome: %w", err)
 		}
 		return nil
 	})
 	if err != nil {
-		return Order{}, Outcome{}, nil, fmt.Errorf("order %s %s→%s: %w", t.orderID, t.from, t.to, err)
+		return Order{}, nil, fmt.Errorf("order %s %s→%s: %w", t.orderID, t.from, t.to, err)
 	}
-	return o, out, event, nil
+	return o, event, nil
+}
+
+// updateStatus is apply's UPDATE: it returns the order with its items, or
+// errLostRace when the order is no longer in t.from. secs, when set,
+// schedules the compensation that many seconds from now.
+func updateStatus(ctx context.Context, tx pgx.Tx, t transition, secs *float64) (Order, error) {
+	const q = `UPDATE orders SET status = $3,
+			payment_id = COALESCE($4, payment_id),
+			failure_reason = COALESCE($5, failure_reason),
+			compensate_after = CASE WHEN $6::float8 IS NULL THEN compensate_after
+				ELSE now() + make_interval(secs => $6::float8) END,
+			updated_at = now()
+		WHERE id = $1 AND status = $2
+		RETURNING ` + orderColumns + `,
+			ARRAY(SELECT sku FROM order_items i WHERE i.order_id = orders.id ORDER BY sku),
+			ARRAY(SELECT quantity FROM order_items i WHERE i.order_id = orders.id ORDER BY sku),
+			ARRAY(SELECT unit_price_cents FROM order_items i WHERE i.order_id = orders.id ORDER BY sku)`
+	var skus []string
+	var qtys []int32
+	var prices []int64
+	o, err := scanOrder(tx.QueryRow(ctx, q, t.orderID, t.from, t.to, nullable(t.paymentID),
+		nullable(t.failureReason), secs), &skus, &qtys, &prices)
+	if errors.Is(err, ErrNotFound) {
+		return Order{}, errLostRace
+	}
+	if err != nil {
+		return Order{}, err
+	}
+	if len(qtys) != len(skus) || len(prices) != len(skus) {
+		return Order{}, fmt.Errorf("order %s: %d skus, %d quantities, %d prices", o.ID, len(skus), len(qtys), len(prices))
+	}
+	o.Items = make([]Item, len(skus))
+	for i := range skus {
+		o.Items[i] = Item{SKU: skus[i], Quantity: int(qtys[i]), UnitPriceCents: prices[i]}
+	}
+	return o, nil
+}
+
+// The status_code column of an answered idempotency key: the HTTP status
+// the outcome is answered with. The column predates the structured
+// outcome in the response column; the retention index reads it, and a key
+// whose order failed (503) is the one a retry may take over.
+const (
+	keyConfirmed = 201
+	keyDeclined  = 402
+	keyRejected  = 409
+	keyFailed    = 503
+)
+
+// failureRecord is a failed order's outcome as its key keeps it in the
+// response column (a confirmed order is kept as the API shows it,
+// orderResponse). Its members are named as the problem the client was
+// answered with names them, so keys answered before the outcome was kept
+// structured, which hold that problem, read the same.
+type failureRecord struct {
+	OrderID     string   `json:"order_id"`
+	Code        string   `json:"code,omitempty"`
+	DeclineCode string   `json:"decline_code,omitempty"`
+	SKUs        []string `json:"skus,omitempty"`
+}
+
+// encodeOutcome is the status_code and response columns of out.
+func encodeOutcome(out Outcome) (int, []byte, error) {
+	o := out.Order
+	var status int
+	var v any
+	switch o.Status {
+	case StatusConfirmed:
+		status, v = keyConfirmed, newOrderResponse(o)
+	case StatusRejected:
+		status, v = keyRejected, failureRecord{OrderID: o.ID, Code: o.FailureReason, SKUs: out.SKUs}
+	case StatusPaymentFailed:
+		status, v = keyDeclined, failureRecord{OrderID: o.ID, DeclineCode: o.FailureReason}
+	default:
+		status, v = keyFailed, failureRecord{OrderID: o.ID}
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return 0, nil, fmt.Errorf("encode outcome: %w", err)
+	}
+	return status, b, nil
+}
+
+// decodeOutcome is the outcome encodeOutcome stored.
+func decodeOutcome(status int, response []byte) (Outcome, error) {
+	if status == keyConfirmed {
+		var o orderResponse
+		if err := json.Unmarshal(response, &o); err != nil {
+			return Outcome{}, fmt.Errorf("decode outcome: %w", err)
+		}
+		return Outcome{Order: o.order()}, nil
+	}
+	var f failureRecord
+	if err := json.Unmarshal(response, &f); err != nil {
+		return Outcome{}, fmt.Errorf("decode outcome: %w", err)
+	}
+	o := Order{ID: f.OrderID, Status: StatusFailed}
+	switch status {
+	case keyRejected:
+		o.Status, o.FailureReason = StatusRejected, f.Code
+	case keyDeclined:
+		o.Status, o.FailureReason = StatusPaymentFailed, f.DeclineCode
+	}
+	return Outcome{Order: o, SKUs: f.SKUs}, nil
 }
 
 // newEvent builds the outbox event announcing o's new status.
@@ -445,10 +534,10 @@ func (s *Store) clearCompensation(ctx context.Context, id string) error {
 
 // failStale fails pending orders older than age, whose saga must have died
 // with its process, and schedules their compensation. Their idempotency key
-// gets the response unavailable(order id), so the client may retry with the
+// keeps the outcome failed (a 503), so the client may retry with the
 // same key. SKIP LOCKED lets replicas run this side by side, and a live saga
 // finishing at the same moment loses or wins cleanly on the row lock.
-func (s *Store) failStale(ctx context.Context, age time.Duration, unavailable func(orderID string) []byte) ([]string, error) {
+func (s *Store) failStale(ctx context.Context, age time.Duration) ([]string, error) {
 	var ids []string
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		const q = `WITH stale AS (
@@ -471,7 +560,11 @@ func (s *Store) failStale(ctx context.Context, age time.Duration, unavailable fu
 		const storeResponse = `UPDATE idempotency_keys SET status_code = 503, response = $2, updated_at = now()
 			WHERE order_id = $1 AND status_code IS NULL`
 		for _, id := range ids {
-			if _, err := tx.Exec(ctx, storeResponse, id, unavailable(id)); err != nil {
+			_, record, err := encodeOutcome(Outcome{Order: Order{ID: id, Status: StatusFailed}})
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, storeResponse, id, record); err != nil {
 				return err
 			}
 		}
@@ -642,3 +735,5 @@ DELETE FROM idempotency_keys WHERE key IN (
 	}
 	return tag.RowsAffected(), nil
 }
+
+func ptr[T any](v T) *T { return &v }

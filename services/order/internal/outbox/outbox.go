@@ -1,6 +1,6 @@
-// Package outbox implements order's transactional outbox: Add writes an event
-// in the caller's transaction, and a Relay publishes unsent events to SQS, so
-// no event is lost between the database commit and the queue.
+// Package outbox implements order's transactional outbox: Queue writes an
+// event in the caller's transaction, and a Relay publishes unsent events to
+// SQS, so no event is lost between the database commit and the queue.
 package outbox
 
 import (
@@ -16,22 +16,9 @@ import (
 	"github.com/orderflow/orderflow/pkg/queue"
 )
 
-// Add writes e to the outbox inside tx. Call it in the same transaction as
+// Queue adds the insert of e to b, to go out with the batch's other
+// statements in one round trip. Send the batch inside the transaction of
 // the status change the event announces.
-func Add(ctx context.Context, tx pgx.Tx, e events.Order) error {
-	q, args, err := insert(ctx, e)
-	if err != nil {
-		return err
-	}
-	if _, err := tx.Exec(ctx, q, args...); err != nil {
-		return fmt.Errorf("insert outbox event: %w", err)
-	}
-	return nil
-}
-
-// Queue is Add for a batch: the insert goes out with the batch's other
-// statements, in one round trip. Send the batch inside the transaction of
-// the status change.
 func Queue(ctx context.Context, b *pgx.Batch, e events.Order) error {
 	q, args, err := insert(ctx, e)
 	if err != nil {

@@ -75,7 +75,7 @@ func (r *Relay) Run(ctx context.Context, interval time.Duration) {
 			return
 		case err != nil:
 			if !failing {
-				r.log.WarnContext(ctx, "outbox relay failing; events wait in the outbox", "err", err)
+				r.log.WarnContext(ctx, "outbox relay failing; events wait in the outbox", "error", err)
 				failing = true
 			}
 			backoff = min(backoff*2, maxBackoff)
@@ -183,9 +183,8 @@ FOR UPDATE SKIP LOCKED`
 			// Resolve the queues again next time: an SQS endpoint that
 			// restarted empty (an emulator) needs them re-created.
 			r.forgetURLs()
-			for _, msg := range failed {
-				return fmt.Errorf("publish: %s", msg)
-			}
+			// Every row failed; the first one's error stands for them all.
+			return fmt.Errorf("publish: %s", failed[batch[0].id])
 		}
 		return nil
 	})

@@ -47,11 +47,20 @@ func event(t *testing.T) events.Order {
 func add(t *testing.T, pool *pgxpool.Pool, e events.Order) {
 	t.Helper()
 	err := pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
-		return outbox.Add(context.Background(), tx, e)
+		return queueIn(context.Background(), tx, e)
 	})
 	if err != nil {
-		t.Fatalf("Add: %v", err)
+		t.Fatalf("add: %v", err)
 	}
+}
+
+// queueIn writes e inside tx, as the order store does with its status change.
+func queueIn(ctx context.Context, tx pgx.Tx, e events.Order) error {
+	var b pgx.Batch
+	if err := outbox.Queue(ctx, &b, e); err != nil {
+		return err
+	}
+	return tx.SendBatch(ctx, &b).Close()
 }
 
 func eventIDs(t *testing.T, bodies []string) []string {
@@ -77,12 +86,12 @@ func unsent(t *testing.T, pool *pgxpool.Pool) int {
 	return n
 }
 
-func TestAdd_RolledBackTransactionLeavesNoEvent(t *testing.T) {
+func TestQueue_RolledBackTransactionLeavesNoEvent(t *testing.T) {
 	t.Parallel()
 	pool := newPool(t)
 	errBoom := errors.New("status update failed")
 	err := pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
-		if err := outbox.Add(context.Background(), tx, event(t)); err != nil {
+		if err := queueIn(context.Background(), tx, event(t)); err != nil {
 			return err
 		}
 		return errBoom
