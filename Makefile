@@ -73,6 +73,10 @@ overhead: ## order throughput with tracing at 100% vs off, side by side
 bench: ## the benchmark report: baselines, read path, orders, seed 000 off vs on, provider outage, the cost of trust -> docs/benchmarks.md (~9 min)
 	@scripts/bench.sh
 
+.PHONY: chaos
+chaos: ## switch a fault on in make dev: FAULT=db-latency|db-down|redis-down|sqs-down|provider-outage|provider-latency|inventory-kill|off (no FAULT: the state; docs/game-days.md)
+	@scripts/chaos.sh $(FAULT)
+
 loadtest: ## one k6 scenario against make dev (SCENARIO=smoke|load|stress|spike|soak|breaker)
 	@SCENARIO=$(SCENARIO) scripts/loadtest.sh
 

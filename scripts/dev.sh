@@ -43,7 +43,12 @@ HYDRA_SECRETS_SYSTEM=$HYDRA_SECRETS_SYSTEM ADMIN_CLIENT_SECRET=$ADMIN_CLIENT_SEC
   "$ROOT/scripts/hydra.sh" start
 
 export AWS_REGION=${AWS_REGION:-us-east-1} AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}
-export AWS_ENDPOINT_URL_SQS=${AWS_ENDPOINT_URL_SQS:-http://127.0.0.1:$SQS_PORT}
+# Toxiproxy between the four services and PostgreSQL, Redis and SQS, for
+# make chaos (scripts/chaos.sh). Creating the databases, Hydra, identity and
+# the provider go direct, so tokens keep working in every fault.
+"$ROOT/scripts/chaos.sh" start
+CHAOS_PG_URL=${PG_URL/@$PG_HOST:$PG_PORT/@127.0.0.1:$TOXI_PG_PORT} CHAOS_REDIS_URL=redis://127.0.0.1:$TOXI_REDIS_PORT/0
+export AWS_ENDPOINT_URL_SQS=${AWS_ENDPOINT_URL_SQS:-http://127.0.0.1:$TOXI_SQS_PORT}
 
 # start NAME PORT [VAR=VALUE...]: (re)start one binary with its environment.
 start() {
@@ -79,21 +84,21 @@ export AUTH_ISSUER=http://127.0.0.1:$HYDRA_PUBLIC_PORT/ TRUSTED_PROXIES=${TRUSTE
 start provider $PROVIDER_PORT PROVIDER_ADDR=127.0.0.1:$PROVIDER_PORT PROVIDER_API_KEY="$PROVIDER_API_KEY" \
   PROVIDER_DATABASE_URL="$PG_URL/provider?sslmode=disable"
 start payment $PAYMENT_PORT PAYMENT_ADDR=127.0.0.1:$PAYMENT_PORT \
-  PAYMENT_DATABASE_URL="$PG_URL/payments?sslmode=disable" PAYMENT_PROVIDER_URL=http://127.0.0.1:$PROVIDER_PORT \
+  PAYMENT_DATABASE_URL="$CHAOS_PG_URL/payments?sslmode=disable" PAYMENT_PROVIDER_URL=http://127.0.0.1:$PROVIDER_PORT \
   PAYMENT_PROVIDER_API_KEY="$PROVIDER_API_KEY"
 start notification $NOTIFICATION_PORT NOTIFICATION_ADDR=127.0.0.1:$NOTIFICATION_PORT \
-  NOTIFICATION_DATABASE_URL="$PG_URL/notifications?sslmode=disable" NOTIFICATION_SMTP_ADDR=127.0.0.1:$SMTP_PORT
+  NOTIFICATION_DATABASE_URL="$CHAOS_PG_URL/notifications?sslmode=disable" NOTIFICATION_SMTP_ADDR=127.0.0.1:$SMTP_PORT
 start identity $IDENTITY_PORT IDENTITY_ADDR=127.0.0.1:$IDENTITY_PORT \
   IDENTITY_DATABASE_URL="$PG_URL/identity?sslmode=disable" IDENTITY_HYDRA_ADMIN_URL=http://127.0.0.1:$HYDRA_ADMIN_PORT \
   IDENTITY_CSRF_KEY="$IDENTITY_CSRF_KEY"
 
 # start_inventory NAME PORT / start_order NAME PORT: one replica each.
 start_inventory() {
-  start "$1" "$2" INVENTORY_ADDR=127.0.0.1:$2 INVENTORY_DATABASE_URL="$PG_URL/inventory?sslmode=disable" \
+  start "$1" "$2" INVENTORY_ADDR=127.0.0.1:$2 INVENTORY_DATABASE_URL="$CHAOS_PG_URL/inventory?sslmode=disable" INVENTORY_REDIS_URL=$CHAOS_REDIS_URL \
     INVENTORY_SEED_PRODUCTS=${INVENTORY_SEED_PRODUCTS:-10000} SHUTDOWN_DRAIN=$drain
 }
 start_order() {
-  start "$1" "$2" ORDER_ADDR=127.0.0.1:$2 ORDER_DATABASE_URL="$PG_URL/orders?sslmode=disable" \
+  start "$1" "$2" ORDER_ADDR=127.0.0.1:$2 ORDER_DATABASE_URL="$CHAOS_PG_URL/orders?sslmode=disable" ORDER_REDIS_URL=$CHAOS_REDIS_URL \
     ORDER_INVENTORY_URL=http://127.0.0.1:$INVENTORY_PORT ORDER_PAYMENT_URL=http://127.0.0.1:$PAYMENT_PORT \
     ORDER_CLIENT_SECRET="$ORDER_CLIENT_SECRET" SHUTDOWN_DRAIN=$drain
 }
@@ -176,7 +181,9 @@ Orderflow is up.
   identity      http://127.0.0.1:$IDENTITY_PORT   (sign-up, login and consent)
   OIDC issuer   http://127.0.0.1:$HYDRA_PUBLIC_PORT/   (Ory Hydra; admin API :$HYDRA_ADMIN_PORT)
   e-mails       http://127.0.0.1:$MAILDEV_WEB_PORT   (maildev; SMTP on :$SMTP_PORT)
-  SQS           $AWS_ENDPOINT_URL_SQS   (fauxqs)
+  SQS           http://127.0.0.1:$SQS_PORT   (fauxqs; the services use $AWS_ENDPOINT_URL_SQS)
+  faults        Toxiproxy http://127.0.0.1:$TOXIPROXY_PORT (Postgres :$TOXI_PG_PORT, Redis :$TOXI_REDIS_PORT, SQS :$TOXI_SQS_PORT)
+                make chaos FAULT=db-latency|db-down|redis-down|sqs-down|provider-outage|provider-latency|inventory-kill|off
   metrics       http://127.0.0.1:$ORDER_PORT/metrics (every service)$(port_open 127.0.0.1 9090 && echo "; Prometheus http://127.0.0.1:9090")
   traces        $(port_open 127.0.0.1 16686 && echo "Jaeger http://127.0.0.1:16686" || echo "start Jaeger with: make observe (then make dev again)")
   logs          .dev/logs/        secrets: .dev/secrets.env

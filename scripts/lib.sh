@@ -123,3 +123,27 @@ hydra_bin() {
   ln -sf "$bin" "$ROOT/bin/hydra"
   echo "$bin"
 }
+
+# Toxiproxy (make chaos): its API, and the proxies make dev puts in front of
+# PostgreSQL, Redis and the SQS endpoint for the four services.
+TOXIPROXY_VERSION=v2.5.0
+TOXIPROXY_PORT=${TOXIPROXY_PORT:-8474}
+TOXI_PG_PORT=${TOXI_PG_PORT:-15432} TOXI_REDIS_PORT=${TOXI_REDIS_PORT:-16379} TOXI_SQS_PORT=${TOXI_SQS_PORT:-14566}
+
+# toxiproxy_bin: prints the path of the pinned Toxiproxy server,
+# bin/toxiproxy-server, building it from the Go module proxy the first time
+# (or when bin/ holds another version). In v2.5.0 its package is
+# cmd/server, so go install names the binary "server": it is renamed.
+toxiproxy_bin() {
+  local bin="$ROOT/bin/toxiproxy-server" work
+  if ! go version -m "$bin" 2>/dev/null | grep -Eq "^[[:space:]]+mod[[:space:]]+github.com/Shopify/toxiproxy/v2[[:space:]]+${TOXIPROXY_VERSION}[[:space:]]"; then
+    say "building Toxiproxy $TOXIPROXY_VERSION into bin/ (go install, once, under a minute)" >&2
+    work=$(mktemp -d)
+    GOBIN=$work go install "github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION" >&2 ||
+      { rm -rf "$work"; die "building Toxiproxy $TOXIPROXY_VERSION failed (go install github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION)"; }
+    mkdir -p "$ROOT/bin"
+    mv "$work/server" "$bin"
+    rm -rf "$work"
+  fi
+  echo "$bin"
+}

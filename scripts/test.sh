@@ -12,6 +12,7 @@ had_fauxqs=0
 port_open 127.0.0.1 $SQS_PORT && had_fauxqs=1
 "$ROOT/scripts/deps.sh"
 need_cmd haproxy haproxy
+need_cmd shellcheck shellcheck # scripts/chaos_test.go lints scripts/chaos.sh
 # Ory Hydra, the OpenID Connect provider the auth tests start (built once).
 if [ -z "${HYDRA_BIN:-}" ]; then HYDRA_BIN=$(hydra_bin) || exit 1; fi
 export HYDRA_BIN
