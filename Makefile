@@ -46,7 +46,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 20s)
 logs: ## follow the logs of make dev's processes
 	@tail -F .dev/logs/*.log
 
-test-faults: ## the fault suite: 7 faults under load, invariants checked against the databases (~3 min)
+test-faults: ## the fault suite: 13 faults under load (Toxiproxy, SIGKILL), invariants and money conservation checked against the databases (~5 min)
 	@scripts/test-faults.sh
 
 test-rolling: ## 3 order + 3 inventory replicas behind HAProxy, restarted one by one under load: zero failed requests (~90 s)

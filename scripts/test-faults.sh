@@ -2,12 +2,13 @@
 # make test-faults: the whole fault suite (test/faults, build tag `faults`).
 # Starts the components it needs (PostgreSQL, Redis, fauxqs) when they are not
 # running, builds Ory Hydra once (the suite starts its own, for the tokens
-# every call carries) and the five binaries, runs the seven faults under a
-# steady order load and prints the fault table; it fails on any broken
-# invariant.
+# every call carries); the suite builds the five binaries and Toxiproxy's
+# server (the version go.mod pins), runs the thirteen faults under a steady
+# order load and prints the fault table; it fails on any broken invariant,
+# money conservation included.
 # The table is also written to $FAULTS_TABLE (default .dev/faults-table.md).
-# Nothing here restarts the machine's PostgreSQL or Redis: the suite cuts TCP
-# proxies in front of them.
+# Nothing here restarts the machine's PostgreSQL, Redis or fauxqs: the suite
+# disables Toxiproxy proxies in front of them or adds toxics.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 had_fauxqs=0

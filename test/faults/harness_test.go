@@ -1,9 +1,11 @@
 // Package faults is Orderflow's fault suite: it builds the five processes,
-// starts them natively on fresh databases behind TCP proxies (Postgres,
-// Redis, SQS), drives a steady, bounded order load over loopback, injects
-// one fault at a time, heals it, and checks the system's invariants against
-// the databases after each one. Every call carries a real access token of
-// an Ory Hydra started for the suite: the orders are placed by 50 customers
+// starts them natively on fresh databases behind Toxiproxy proxies (one per
+// service's Postgres database, Redis, SQS, and order's calls to payment),
+// drives a steady, bounded order load over loopback, injects one fault at a
+// time (a toxic, a disabled proxy, a SIGKILL, a provider setting), heals it,
+// and checks the system's invariants against the databases after each one,
+// money conservation included. Every call carries a real access token of an
+// Ory Hydra started for the suite: the orders are placed by 50 customers
 // with their own tokens, the provider is switched with an admin token.
 //
 // The short version (provider outage and inventory SIGKILL, a few seconds
@@ -32,11 +34,11 @@ import (
 	"testing"
 	"time"
 
+	toxiproxy "github.com/Shopify/toxiproxy/v2/client"
+
 	"github.com/orderflow/orderflow/pkg/authtest"
-	"github.com/orderflow/orderflow/pkg/dbtest"
 	"github.com/orderflow/orderflow/pkg/queue/queuetest"
 	"github.com/orderflow/orderflow/pkg/smtptest"
-	"github.com/orderflow/orderflow/pkg/tcpproxy"
 	"github.com/orderflow/orderflow/test/invariants"
 	teststack "github.com/orderflow/orderflow/test/stack"
 )
@@ -54,16 +56,23 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	cmd := exec.Command("go", "build", "-o", dir+"/",
-		"github.com/orderflow/orderflow/services/order",
-		"github.com/orderflow/orderflow/services/inventory",
-		"github.com/orderflow/orderflow/services/payment",
-		"github.com/orderflow/orderflow/services/payment/provider",
-		"github.com/orderflow/orderflow/services/notification")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build the services:", err)
-		os.Exit(1)
+	builds := [][]string{
+		{"-o", dir + "/",
+			"github.com/orderflow/orderflow/services/order",
+			"github.com/orderflow/orderflow/services/inventory",
+			"github.com/orderflow/orderflow/services/payment",
+			"github.com/orderflow/orderflow/services/payment/provider",
+			"github.com/orderflow/orderflow/services/notification"},
+		// Toxiproxy's server, at the version go.mod pins (its `tool` line).
+		{"-o", filepath.Join(dir, "toxiproxy-server"), "github.com/Shopify/toxiproxy/v2/cmd/server"},
+	}
+	for _, args := range builds {
+		cmd := exec.Command("go", append([]string{"build"}, args...)...)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build the services and Toxiproxy:", err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -76,8 +85,21 @@ type process struct {
 	done chan struct{}
 }
 
-// stack is the five processes, their databases and the proxies in front of
-// Postgres, Redis and SQS.
+// The Toxiproxy proxies of a stack, by name: one per service's Postgres
+// database (pgProxy), Redis (inventory's cache, order's rate limits), the
+// SQS endpoint (order's relay, notification's workers) and order's calls to
+// payment (for a partition between the two).
+const (
+	redisProxy   = "redis"
+	sqsProxy     = "sqs"
+	paymentProxy = "order-to-payment"
+)
+
+// pgProxy is the name of the proxy in front of service's database.
+func pgProxy(service string) string { return "postgres-" + service }
+
+// stack is the five processes, their databases and the Toxiproxy proxies in
+// front of their dependencies.
 type stack struct {
 	t     *testing.T
 	dir   string
@@ -89,7 +111,8 @@ type stack struct {
 	// tokens are the customers' access tokens, by customer id.
 	tokens map[string]string
 
-	pg, redis, sqs *tcpproxy.Proxy
+	toxi    *toxiproxy.Client
+	proxies map[string]*toxiproxy.Proxy
 
 	mu    sync.Mutex
 	procs map[string]*process
@@ -107,25 +130,142 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// viaProxy rewrites rawURL's host to the proxy's address.
-func viaProxy(t *testing.T, rawURL string, p *tcpproxy.Proxy) string {
+// startToxiproxy starts the Toxiproxy server built by TestMain on a free
+// port, logging to dir, and returns its client. The server stops when the
+// test ends.
+func startToxiproxy(t *testing.T, dir string) *toxiproxy.Client {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	logPath := filepath.Join(dir, "toxiproxy.log")
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(filepath.Join(binDir, "toxiproxy-server"), "-host", host, "-port", port)
+	// It logs every connection at info; the suite opens thousands.
+	cmd.Env = append(os.Environ(), "LOG_LEVEL=warn")
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		t.Fatalf("start Toxiproxy: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); f.Close(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case <-done:
+			b, _ := os.ReadFile(logPath)
+			t.Fatalf("Toxiproxy exited during start-up:\n%s", b)
+		default:
+		}
+		resp, err := http.Get("http://" + addr + "/version")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return toxiproxy.NewClient(addr)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Toxiproxy not answering on %s within 30s", addr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// proxy creates a Toxiproxy proxy on a free port in front of upstream
+// (host:port) and returns its address.
+func (s *stack) proxy(name, upstream string) string {
+	s.t.Helper()
+	p, err := s.toxi.CreateProxy(name, "127.0.0.1:0", upstream)
+	if err != nil {
+		s.t.Fatalf("create proxy %s: %v", name, err)
+	}
+	s.proxies[name] = p
+	return p.Listen
+}
+
+// viaProxy rewrites rawURL's host to addr.
+func viaProxy(t *testing.T, rawURL, addr string) string {
 	t.Helper()
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.Host = p.Addr()
+	u.Host = addr
 	return u.String()
 }
 
-func startProxy(t *testing.T, target string) *tcpproxy.Proxy {
-	t.Helper()
-	p, err := tcpproxy.Start(target)
-	if err != nil {
-		t.Fatal(err)
+// setEnabled enables or disables proxies. A disabled proxy closes every
+// connection through it and refuses new ones: what a process that died, or
+// a server that restarts, looks like to its clients.
+func (s *stack) setEnabled(enabled bool, names ...string) {
+	s.t.Helper()
+	for _, name := range names {
+		p := s.proxies[name]
+		var err error
+		if enabled {
+			err = p.Enable()
+		} else {
+			err = p.Disable()
+		}
+		if err != nil {
+			s.t.Fatalf("proxy %s enabled=%t: %v", name, enabled, err)
+		}
 	}
-	t.Cleanup(p.Close)
-	return p
+}
+
+// addToxic adds a toxic of type typ to the named proxies, on both streams
+// (client to server and back) unless stream says which.
+func (s *stack) addToxic(typ, stream string, attrs toxiproxy.Attributes, names ...string) {
+	s.t.Helper()
+	streams := []string{"upstream", "downstream"}
+	if stream != "" {
+		streams = []string{stream}
+	}
+	for _, name := range names {
+		for _, st := range streams {
+			if _, err := s.proxies[name].AddToxic(typ+"-"+st, typ, st, 1, attrs); err != nil {
+				s.t.Fatalf("add %s toxic to %s: %v", typ, name, err)
+			}
+		}
+	}
+}
+
+// removeToxics removes every toxic of the named proxies.
+func (s *stack) removeToxics(names ...string) {
+	s.t.Helper()
+	for _, name := range names {
+		p := s.proxies[name]
+		toxics, err := p.Toxics()
+		if err != nil {
+			s.t.Fatalf("toxics of %s: %v", name, err)
+		}
+		for _, tx := range toxics {
+			if err := p.RemoveToxic(tx.Name); err != nil {
+				s.t.Fatalf("remove toxic %s of %s: %v", tx.Name, name, err)
+			}
+		}
+	}
+}
+
+// pgProxies are the names of every service's Postgres proxy.
+func pgProxies() []string {
+	var out []string
+	for _, name := range invariants.Databases {
+		out = append(out, pgProxy(name))
+	}
+	return out
 }
 
 // startStack starts the stack; extra holds VAR=value settings per service.
@@ -141,10 +281,6 @@ func startStack(t *testing.T, extra map[string][]string) *stack {
 	} else {
 		c.Close()
 	}
-	pgURL, err := url.Parse(dbtest.ServerURL())
-	if err != nil {
-		t.Fatal(err)
-	}
 	sqsURL, err := url.Parse(sqsCfg.Endpoint)
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +292,7 @@ func startStack(t *testing.T, extra map[string][]string) *stack {
 	s := &stack{
 		t: t, dir: t.TempDir(), ports: map[string]int{}, env: map[string][]string{},
 		db: invariants.Open(t), procs: map[string]*process{}, smtp: smtptest.Start(t), hydra: h,
-		pg: startProxy(t, pgURL.Host), redis: startProxy(t, redisAddr), sqs: startProxy(t, sqsURL.Host),
+		proxies: map[string]*toxiproxy.Proxy{},
 	}
 	var ids []string
 	for i := range customers {
@@ -173,37 +309,56 @@ func startStack(t *testing.T, extra map[string][]string) *stack {
 		}
 		s.dir = dir
 	}
+	s.toxi = startToxiproxy(t, s.dir)
 	for _, name := range services {
 		s.ports[name] = freePort(t)
 	}
+	addr := func(name string) string { return fmt.Sprintf("127.0.0.1:%d", s.ports[name]) }
+	// The machine's Postgres is shared: the pools below are small (28
+	// connections in all, 10 more for the checks), and a server that runs
+	// out of connections ("too many clients") fails the suite's services
+	// as a Postgres fault would.
+	s.db.LogConnections()
+	// Each service reaches its own database through a proxy of its own, so
+	// that one service's connections can be cut while the others' work.
 	dbURL := map[string]string{}
 	for name, u := range s.db.URLs {
-		dbURL[name] = viaProxy(t, u, s.pg)
+		pg, err := url.Parse(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dbURL[name] = viaProxy(t, u, s.proxy(pgProxy(name), pg.Host))
 	}
+	redisURL := "redis://" + s.proxy(redisProxy, redisAddr) + "/0"
+	paymentURL := "http://" + s.proxy(paymentProxy, addr("payment"))
 	invoices, emails := queuetest.Name("order-invoices"), queuetest.Name("order-emails")
-	sqsEndpoint := viaProxy(t, sqsCfg.Endpoint, s.sqs)
+	sqsEndpoint := viaProxy(t, sqsCfg.Endpoint, s.proxy(sqsProxy, sqsURL.Host))
 	aws := []string{"AWS_REGION=" + sqsCfg.Region, "AWS_ENDPOINT_URL_SQS=" + sqsEndpoint,
 		"AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test"}
-	addr := func(name string) string { return fmt.Sprintf("127.0.0.1:%d", s.ports[name]) }
-	// The provider keeps its ledger in its own fresh database, as in production.
-	s.env["provider"] = []string{"PROVIDER_ADDR=" + addr("provider"), "PROVIDER_DATABASE_URL=" + dbtest.NewURL(t, nil)}
-	s.env["inventory"] = []string{"INVENTORY_ADDR=" + addr("inventory"), "INVENTORY_DATABASE_URL=" + dbURL["inventory"], "INVENTORY_DB_MAX_CONNS=10",
-		"INVENTORY_SEED_PRODUCTS=100", "INVENTORY_SWEEP_INTERVAL=1s", "INVENTORY_REDIS_URL=redis://" + s.redis.Addr() + "/0"}
-	s.env["payment"] = []string{"PAYMENT_ADDR=" + addr("payment"), "PAYMENT_DATABASE_URL=" + dbURL["payment"], "PAYMENT_DB_MAX_CONNS=10",
-		"PAYMENT_PROVIDER_URL=http://" + addr("provider"), "PAYMENT_PROVIDER_TIMEOUT=3s",
-		// An intent whose charge went unanswered is abandoned after this
-		// grace (longer than a provider call with its retries), so the
-		// suite's compensations settle well inside its 90 s.
-		"PAYMENT_RECONCILE_AFTER=12s", "PAYMENT_RECONCILE_INTERVAL=1s"}
+	s.env["provider"] = []string{"PROVIDER_ADDR=" + addr("provider"), "PROVIDER_DATABASE_URL=" + dbURL["provider"], "PROVIDER_DB_MAX_CONNS=4"}
+	s.env["inventory"] = []string{"INVENTORY_ADDR=" + addr("inventory"), "INVENTORY_DATABASE_URL=" + dbURL["inventory"], "INVENTORY_DB_MAX_CONNS=6",
+		"INVENTORY_SEED_PRODUCTS=100", "INVENTORY_SWEEP_INTERVAL=1s", "INVENTORY_REDIS_URL=" + redisURL}
+	s.env["payment"] = []string{"PAYMENT_ADDR=" + addr("payment"), "PAYMENT_DATABASE_URL=" + dbURL["payment"], "PAYMENT_DB_MAX_CONNS=6",
+		"PAYMENT_PROVIDER_URL=http://" + addr("provider"),
+		// An intent whose outcome is unknown is settled (or abandoned) 5 s
+		// after it was made instead of a minute: longer than a provider
+		// call with its retries (3.6 s with the 1 s provider timeout).
+		"PAYMENT_RECONCILE_AFTER=5s", "PAYMENT_RECONCILE_INTERVAL=1s"}
 	s.env["notification"] = append([]string{"NOTIFICATION_ADDR=" + addr("notification"),
-		"NOTIFICATION_DATABASE_URL=" + dbURL["notification"], "NOTIFICATION_DB_MAX_CONNS=10", "NOTIFICATION_SMTP_ADDR=" + s.smtp.Addr(),
+		"NOTIFICATION_DATABASE_URL=" + dbURL["notification"], "NOTIFICATION_DB_MAX_CONNS=4", "NOTIFICATION_SMTP_ADDR=" + s.smtp.Addr(),
 		"NOTIFICATION_INVOICE_QUEUE=" + invoices, "NOTIFICATION_EMAIL_QUEUE=" + emails,
 		"NOTIFICATION_VISIBILITY_TIMEOUT=5s"}, aws...)
-	s.env["order"] = append([]string{"ORDER_ADDR=" + addr("order"), "ORDER_DATABASE_URL=" + dbURL["order"], "ORDER_DB_MAX_CONNS=10",
-		"ORDER_INVENTORY_URL=http://" + addr("inventory"), "ORDER_PAYMENT_URL=http://" + addr("payment"),
+	s.env["order"] = append([]string{"ORDER_ADDR=" + addr("order"), "ORDER_DATABASE_URL=" + dbURL["order"], "ORDER_DB_MAX_CONNS=8",
+		"ORDER_INVENTORY_URL=http://" + addr("inventory"), "ORDER_PAYMENT_URL=" + paymentURL, "ORDER_REDIS_URL=" + redisURL,
 		"ORDER_INVOICE_QUEUE=" + invoices, "ORDER_EMAIL_QUEUE=" + emails,
 		"ORDER_CALL_TIMEOUT=1500ms", "ORDER_RETRY_MAX_BACKOFF=200ms", "ORDER_REQUEST_TIMEOUT=6s", "ORDER_RECOVERY_INTERVAL=500ms",
-		"ORDER_RECOVERY_AFTER=7s"}, aws...)
+		"ORDER_RECOVERY_AFTER=7s",
+		// A failed compensation is retried after at most 250 ms, 500 ms, …
+		// 2 s instead of 1 s, 2 s, … 5 min, and parked only after 100
+		// attempts: a compensation that waits for a payment intent to settle
+		// (through a provider outage and the 5 s grace after it) is done
+		// within 2 s of it, and none is parked by the suite's outages.
+		"ORDER_COMPENSATION_BACKOFF=250ms", "ORDER_COMPENSATION_MAX_BACKOFF=2s", "ORDER_COMPENSATION_MAX_ATTEMPTS=100"}, aws...)
 	for name, vars := range extra {
 		s.env[name] = append(s.env[name], vars...)
 	}
@@ -271,6 +426,15 @@ func (s *stack) start(name string) {
 	s.t.Fatalf("%s not ready within 60s", name)
 }
 
+// restart stops a process with SIGTERM and starts it again with env (its
+// VAR=value settings; a later setting of a variable wins).
+func (s *stack) restart(name string, env []string) {
+	s.t.Helper()
+	s.signal(name, syscall.SIGTERM)
+	s.env[name] = env
+	s.start(name)
+}
+
 // signal sends sig to the process and waits for it to exit.
 func (s *stack) signal(name string, sig syscall.Signal) {
 	s.mu.Lock()
@@ -294,24 +458,9 @@ func (s *stack) signal(name string, sig syscall.Signal) {
 // with a fresh admin token.
 func (s *stack) setProvider(latencyMS int, outage bool) {
 	s.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	token, err := s.hydra.AdminToken(ctx)
-	if err != nil {
-		s.t.Fatal(err)
-	}
 	body := fmt.Sprintf(`{"latency_ms":%d,"error_rate":0,"outage":%t}`, latencyMS, outage)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, s.url("payment", "/admin/provider"), strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		s.t.Fatalf("PUT /admin/provider: %v", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		s.t.Fatalf("PUT /admin/provider = %d %s", resp.StatusCode, b)
+	if status, reply := s.call(http.MethodPut, s.url("payment", "/admin/provider"), s.adminToken(), body); status != http.StatusOK {
+		s.t.Fatalf("PUT /admin/provider = %d %s", status, reply)
 	}
 }
 
@@ -454,6 +603,13 @@ type fault struct {
 	hold   time.Duration
 	inject func(s *stack)
 	heal   func(s *stack)
+	// setup and teardown, when set, run before the load starts and after
+	// the checks: for a fault that needs a process configured its own way.
+	setup, teardown func(s *stack)
+	// verify, when set, runs once the system settled and the invariants
+	// held: it checks what this fault in particular must have shown, and
+	// returns what it saw (for the table's last column) and what is broken.
+	verify func(s *stack) (seen string, broken []string)
 }
 
 // row is one line of the fault table.
@@ -467,6 +623,7 @@ type row struct {
 	p99Open    time.Duration // of orders sent once the breaker had opened (fault 1)
 	recover    time.Duration // from heal to the first 201 of an order sent after it
 	drain      time.Duration // from the end of the load until every order settled
+	seen       string        // what the fault's own check saw
 	violations []string
 }
 
@@ -474,6 +631,9 @@ type row struct {
 func (s *stack) run(f fault, rate int, warmup, settle time.Duration, initial map[string]int) row {
 	s.t.Helper()
 	s.t.Logf("fault %q: load %d/s, warm-up %v, hold %v", f.name, rate, warmup, f.hold)
+	if f.setup != nil {
+		f.setup(s)
+	}
 	l := s.startLoad(rate)
 	time.Sleep(warmup)
 	injected := time.Now()
@@ -537,12 +697,23 @@ func (s *stack) run(f fault, rate int, warmup, settle time.Duration, initial map
 			slow = append(slow, fmt.Sprintf("+%dms:%d:%dms", res.sent.Sub(injected).Milliseconds(), res.status, res.latency.Milliseconds()))
 		}
 	}
+	if len(slow) > 40 {
+		slow = append(slow[:40], fmt.Sprintf("… %d more", len(slow)-40))
+	}
 	s.t.Logf("fault %q: orders slower than 100ms during the fault (sent at +offset:status:latency): %v", f.name, slow)
 
 	r.violations = append(r.violations, s.settle(results)...)
 	r.drain = time.Since(stopped)
 	if len(r.violations) == 0 {
 		r.violations = s.checkInvariants(results, initial)
+	}
+	if f.verify != nil {
+		var broken []string
+		r.seen, broken = f.verify(s)
+		r.violations = append(r.violations, broken...)
+	}
+	if f.teardown != nil {
+		f.teardown(s)
 	}
 	return r
 }
@@ -555,20 +726,23 @@ func p99(d []time.Duration) time.Duration {
 	return d[(len(d)*99+99)/100-1]
 }
 
-// settle waits until every saga has ended, every compensation has run,
-// every outbox event was published and every confirmed order has its
-// invoice and e-mail; it reports what never settled.
+// settle waits until every saga has ended, every payment's outcome is
+// known, every compensation has run, every outbox event was published and
+// every confirmed order has its invoice and e-mail; it reports what never
+// settled.
 func (s *stack) settle(results []result) []string {
 	s.t.Helper()
 	return s.db.Settle(90*time.Second, s.db.EveryConfirmedNotified)
 }
 
 // checkInvariants checks the databases against each other and against
-// what the clients were told.
+// what the clients were told, and money conservation against the
+// provider's totals.
 func (s *stack) checkInvariants(results []result, initial map[string]int) []string {
 	s.t.Helper()
 	var out invariants.Violations
 	s.db.CheckNoPending(&out)
+	s.db.CheckNoParked(&out)
 	s.db.CheckStock(&out, skus, initial)
 	var created []string
 	for _, res := range results {
@@ -578,57 +752,66 @@ func (s *stack) checkInvariants(results []result, initial map[string]int) []stri
 	}
 	s.db.CheckOrders(&out, created, "confirmed", "cancelled")
 	s.db.CheckEmailsSent(&out, s.smtp)
+	captured, refunded := s.providerTotals()
+	s.db.CheckMoney(&out, captured, refunded)
 	return out
 }
 
-// The faults of the suite, by number. hold is how long each lasts.
-func providerOutage(hold time.Duration) fault {
-	return fault{name: "1 provider outage " + hold.String(), hold: hold,
-		inject: func(s *stack) { s.setProvider(0, true) },
-		heal:   func(s *stack) { s.setProvider(0, false) }}
-}
-
-func providerLatency(hold time.Duration) fault {
-	return fault{name: "2 provider latency 5s for " + hold.String(), hold: hold,
-		inject: func(s *stack) { s.setProvider(5000, false) },
-		heal:   func(s *stack) { s.setProvider(0, false) }}
-}
-
-func killInventory(down time.Duration) fault {
-	return fault{name: "3 SIGKILL inventory, restart after " + down.String(), hold: down,
-		inject: func(s *stack) { s.signal("inventory", syscall.SIGKILL) },
-		heal:   func(s *stack) { s.start("inventory") }}
-}
-
-func cutRedis(hold time.Duration) fault {
-	return fault{name: "4 Redis cut " + hold.String(), hold: hold,
-		inject: func(s *stack) { s.redis.Cut() },
-		heal:   func(s *stack) { restore(s, s.redis) }}
-}
-
-func cutSQS(hold time.Duration) fault {
-	return fault{name: "5 SQS endpoint cut " + hold.String(), hold: hold,
-		inject: func(s *stack) { s.sqs.Cut() },
-		heal:   func(s *stack) { restore(s, s.sqs) }}
-}
-
-func killNotification(down time.Duration) fault {
-	return fault{name: "6 SIGKILL notification mid-message, restart after " + down.String(), hold: down,
-		inject: func(s *stack) { s.signal("notification", syscall.SIGKILL) },
-		heal:   func(s *stack) { s.start("notification") }}
-}
-
-func cutPostgres(hold time.Duration) fault {
-	return fault{name: "7 Postgres restart (proxy cut " + hold.String() + ")", hold: hold,
-		inject: func(s *stack) { s.pg.Cut() },
-		heal:   func(s *stack) { restore(s, s.pg) }}
-}
-
-func restore(s *stack, p *tcpproxy.Proxy) {
+// providerTotals reads what the provider captured and refunded in all,
+// from its admin route (the merchant's API key).
+func (s *stack) providerTotals() (captured, refunded int64) {
 	s.t.Helper()
-	if err := p.Restore(); err != nil {
-		s.t.Fatalf("restore proxy: %v", err)
+	status, body := s.call(http.MethodGet, s.url("provider", "/admin/totals"), teststack.ProviderAPIKey, "")
+	if status != http.StatusOK {
+		s.t.Fatalf("GET provider /admin/totals = %d %s", status, body)
 	}
+	var t struct {
+		CapturedCents int64 `json:"captured_cents"`
+		RefundedCents int64 `json:"refunded_cents"`
+	}
+	if err := json.Unmarshal(body, &t); err != nil {
+		s.t.Fatalf("GET provider /admin/totals: %v: %s", err, body)
+	}
+	return t.CapturedCents, t.RefundedCents
+}
+
+// call sends one request with a bearer token (and a JSON body unless
+// empty) and returns the status and body; a transport error fails the test.
+func (s *stack) call(method, url, token, body string) (int, []byte) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// adminToken is a fresh operator's token (scope orderflow.admin).
+func (s *stack) adminToken() string {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	token, err := s.hydra.AdminToken(ctx)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return token
 }
 
 // runSuite runs faults one after the other on one stack, prints the table
@@ -657,8 +840,8 @@ func runSuite(t *testing.T, extra map[string][]string, rate int, warmup, settle 
 
 func formatTable(rows []row) string {
 	var b strings.Builder
-	b.WriteString("| fault | orders | answers by status | p99 during fault | p99 once breaker open | time to recover | settled in | product reads failed | invariants |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| fault | orders | answers by status | p99 during fault | p99 once breaker open | time to recover | settled in | product reads failed | invariants | what the fault showed |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		var statuses []int
 		for st := range r.byStatus {
@@ -677,12 +860,15 @@ func formatTable(rows []row) string {
 		if len(r.violations) > 0 {
 			inv = fmt.Sprintf("BROKEN (%d)", len(r.violations))
 		}
-		open := "–"
+		open, seen := "–", "–"
 		if r.p99Open > 0 {
 			open = ms(r.p99Open)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %d / %d | %s |\n", r.fault, r.orders,
-			strings.Join(parts, ", "), ms(r.p99), open, ms(r.recover), ms(r.drain), r.readErrors, r.reads, inv)
+		if r.seen != "" {
+			seen = r.seen
+		}
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %d / %d | %s | %s |\n", r.fault, r.orders,
+			strings.Join(parts, ", "), ms(r.p99), open, ms(r.recover), ms(r.drain), r.readErrors, r.reads, inv, seen)
 	}
 	return b.String()
 }
