@@ -5,21 +5,25 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/env"
 	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/resilience"
+	"github.com/orderflow/orderflow/pkg/retention"
 	"github.com/orderflow/orderflow/pkg/telemetry"
 	"github.com/orderflow/orderflow/pkg/web"
 	"github.com/orderflow/orderflow/services/payment/internal/payment"
@@ -32,10 +36,12 @@ func main() {
 	}
 }
 
+// config is everything payment reads from its environment, read by
+// readConfig and logged at start-up by LogValue.
 type config struct {
 	addr            string
 	databaseURL     string
-	maxConns        int
+	dbMaxConns      int
 	providerURL     string
 	providerTimeout time.Duration
 	providerAPIKey  string
@@ -48,10 +54,9 @@ type config struct {
 	shutdownDrain time.Duration
 
 	// reconcileInterval is how often the reconciler settles unknown
-	// payment intents and deletes old idempotency keys
-	// (PAYMENT_RECONCILE_INTERVAL); reconcileAfter is the grace period
-	// after which the provider's "no such charge" abandons an intent
-	// (PAYMENT_RECONCILE_AFTER), longer than a provider call can last.
+	// payment intents (PAYMENT_RECONCILE_INTERVAL); reconcileAfter is the
+	// grace period after which the provider's "no such charge" abandons an
+	// intent (PAYMENT_RECONCILE_AFTER), longer than a provider call can last.
 	reconcileInterval time.Duration
 	reconcileAfter    time.Duration
 
@@ -59,126 +64,179 @@ type config struct {
 	// PAYMENT_BREAKER_*, PAYMENT_RETRY_*, PAYMENT_BULKHEAD, with
 	// PAYMENT_PROVIDER_TIMEOUT as the timeout of each attempt.
 	provider resilience.Policy
+
+	telemetry telemetry.Config
 }
 
-func readConfig(getenv func(string) string) (config, error) {
-	r := env.New(getenv)
-	c := config{
-		addr:            r.String("PAYMENT_ADDR", ":8082"),
-		databaseURL:     r.String("PAYMENT_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/payments?sslmode=disable"),
-		maxConns:        r.Int("PAYMENT_DB_MAX_CONNS", 20),
-		providerURL:     r.String("PAYMENT_PROVIDER_URL", "http://127.0.0.1:8090"),
-		providerTimeout: r.Duration("PAYMENT_PROVIDER_TIMEOUT", time.Second),
-		providerAPIKey:  r.String("PAYMENT_PROVIDER_API_KEY", ""),
-		logLevel:        r.String("LOG_LEVEL", "info"),
-		shutdownDrain:   r.Duration("SHUTDOWN_DRAIN", 0),
+// Answered idempotency keys are deleted once an hour, in batches
+// (pkg/retention), payment.KeyRetention after they were claimed.
+const retentionInterval = time.Hour
 
+// readConfig reads the environment, then the flags in args (local
+// overrides), and reports every bad setting at once.
+func readConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	r := env.New(getenv)
+	cfg := config{
+		addr:              r.String("PAYMENT_ADDR", ":8082"),
+		databaseURL:       r.String("PAYMENT_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/payments?sslmode=disable"),
+		dbMaxConns:        r.Int("PAYMENT_DB_MAX_CONNS", 20),
+		providerURL:       r.String("PAYMENT_PROVIDER_URL", "http://127.0.0.1:8090"),
+		providerTimeout:   r.Duration("PAYMENT_PROVIDER_TIMEOUT", time.Second),
+		providerAPIKey:    r.String("PAYMENT_PROVIDER_API_KEY", ""),
+		logLevel:          r.String("LOG_LEVEL", "info"),
+		shutdownDrain:     r.Duration("SHUTDOWN_DRAIN", 0),
 		reconcileInterval: r.Duration("PAYMENT_RECONCILE_INTERVAL", 10*time.Second),
 		reconcileAfter:    r.Duration("PAYMENT_RECONCILE_AFTER", time.Minute),
 	}
 	// A charge with its retries must fit inside the order service's attempt
 	// (ORDER_CALL_TIMEOUT, 4 s): 3 × 1 s + 2 × 1.25 × 250 ms = 3.6 s.
-	policy := resilience.DefaultPolicy(c.providerTimeout)
+	policy := resilience.DefaultPolicy(cfg.providerTimeout)
 	policy.MaxBackoff = 250 * time.Millisecond
-	c.provider = resilience.ReadPolicyFrom(r, "PAYMENT", policy)
-	var authErr, proxyErr error
-	c.auth, authErr = auth.ReadConfig(getenv)
-	c.trustedProxies, proxyErr = web.ParsePrefixes(r.String("TRUSTED_PROXIES", ""))
-	if err := errors.Join(r.Err(), c.provider.Validate("PAYMENT"), authErr, proxyErr); err != nil {
-		return c, err
+	cfg.provider = resilience.ReadPolicyFrom(r, "PAYMENT", policy)
+	var authErr, proxyErr, telErr error
+	cfg.auth, authErr = auth.ReadConfig(getenv)
+	cfg.trustedProxies, proxyErr = web.ParsePrefixes(r.String("TRUSTED_PROXIES", ""))
+	cfg.telemetry, telErr = telemetry.ReadConfig("payment", getenv)
+	errs := append([]error{r.Err(), authErr, proxyErr, telErr}, cfg.validate()...)
+
+	fs := flag.NewFlagSet("payment", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.addr, "addr", cfg.addr, "listen address (overrides PAYMENT_ADDR)")
+	if len(args) > 0 {
+		errs = append(errs, fs.Parse(args[1:]))
 	}
-	if c.providerTimeout <= 0 {
-		return c, fmt.Errorf("PAYMENT_PROVIDER_TIMEOUT must be positive")
+	if err := errors.Join(errs...); err != nil {
+		return config{}, fmt.Errorf("config: %w", err)
 	}
-	if c.reconcileInterval <= 0 {
-		return c, fmt.Errorf("PAYMENT_RECONCILE_INTERVAL must be positive")
+	return cfg, nil
+}
+
+// validate reports every setting out of range.
+func (c config) validate() []error {
+	errs := []error{c.provider.Validate("PAYMENT")}
+	if c.dbMaxConns < 1 {
+		errs = append(errs, errors.New("PAYMENT_DB_MAX_CONNS must be at least 1"))
 	}
+	for name, d := range map[string]time.Duration{
+		"PAYMENT_PROVIDER_TIMEOUT": c.providerTimeout, "PAYMENT_RECONCILE_INTERVAL": c.reconcileInterval,
+	} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive", name))
+		}
+	}
+	// Budgets nest (docs/patterns/resilience.md, "Time budgets").
 	if b := c.provider.Budget(); b >= payment.RequestTimeout {
-		return c, fmt.Errorf("a provider call with its retries (%s) must fit inside a payment request (%s): "+
-			"lower PAYMENT_PROVIDER_TIMEOUT, PAYMENT_RETRY_MAX or PAYMENT_RETRY_MAX_BACKOFF", b, payment.RequestTimeout)
+		errs = append(errs, fmt.Errorf("a provider call with its retries (%s) must fit inside a payment request (%s): "+
+			"lower PAYMENT_PROVIDER_TIMEOUT, PAYMENT_RETRY_MAX or PAYMENT_RETRY_MAX_BACKOFF", b, payment.RequestTimeout))
 	}
 	// A charge attempt still under way when its intent is declared
 	// abandoned could land after it, unrefunded.
 	if c.reconcileAfter <= c.provider.Budget() {
-		return c, fmt.Errorf("PAYMENT_RECONCILE_AFTER (%s) must be longer than a provider call with its retries (%s)",
-			c.reconcileAfter, c.provider.Budget())
+		errs = append(errs, fmt.Errorf("PAYMENT_RECONCILE_AFTER (%s) must be longer than a provider call with its retries (%s)",
+			c.reconcileAfter, c.provider.Budget()))
 	}
-	return c, nil
+	return errs
 }
 
-func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ io.Writer) error {
+// LogValue is the configuration as the start-up log shows it: URLs without
+// their passwords, the provider's API key masked.
+func (c config) LogValue() slog.Value {
+	p := c.provider
+	apiKey := ""
+	if c.providerAPIKey != "" {
+		apiKey = env.Masked
+	}
+	return slog.GroupValue(
+		slog.String("addr", c.addr), slog.String("database_url", env.RedactURL(c.databaseURL)),
+		slog.Int("db_max_conns", c.dbMaxConns),
+		slog.String("provider_url", c.providerURL), slog.String("provider_api_key", apiKey),
+		slog.String("attempt_timeout", p.Timeout.String()), slog.Any("breaker_failure_threshold", p.FailureThreshold),
+		slog.Any("breaker_window", p.Window), slog.String("breaker_delay", p.Delay.String()),
+		slog.Any("breaker_success_threshold", p.SuccessThreshold), slog.Int("retry_max", p.MaxRetries),
+		slog.String("retry_backoff", p.Backoff.String()), slog.String("retry_max_backoff", p.MaxBackoff.String()),
+		slog.Any("bulkhead", p.MaxConcurrent),
+		slog.String("reconcile_interval", c.reconcileInterval.String()),
+		slog.String("reconcile_after", c.reconcileAfter.String()),
+		slog.String("auth_issuer", c.auth.Issuer), slog.String("auth_audience", c.auth.Audience),
+		slog.String("auth_cache_ttl", c.auth.CacheTTL.String()),
+		slog.String("trusted_proxies", fmt.Sprint(c.trustedProxies)),
+		slog.String("shutdown_drain", c.shutdownDrain.String()), slog.String("log_level", c.logLevel),
+		slog.String("otel_endpoint", c.telemetry.Endpoint))
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	cfg, err := readConfig(getenv)
+	cfg, err := readConfig(args, getenv, stderr)
 	if err != nil {
-		return fmt.Errorf("config: %w", err)
+		return err
 	}
 	log := telemetry.NewLogger(stdout, "payment", cfg.logLevel)
-	log.InfoContext(ctx, "starting", "addr", cfg.addr, "database_url", postgres.Redact(cfg.databaseURL),
-		"db_max_conns", cfg.maxConns, "provider_url", cfg.providerURL,
-		"provider_timeout", cfg.providerTimeout.String(), "provider_api_key_set", cfg.providerAPIKey != "",
-		"auth_issuer", cfg.auth.Issuer, "auth_audience", cfg.auth.Audience, "auth_cache_ttl", cfg.auth.CacheTTL.String(),
-		"trusted_proxies", fmt.Sprint(cfg.trustedProxies),
-		"reconcile_interval", cfg.reconcileInterval.String(), "reconcile_after", cfg.reconcileAfter.String())
-	tel, err := telemetry.New(ctx, "payment", getenv)
+	log.InfoContext(ctx, "starting", "config", cfg)
+	tel, err := telemetry.Setup(ctx, cfg.telemetry)
 	if err != nil {
 		return err
 	}
 	defer tel.Close(ctx, log)
-
-	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.maxConns, postgres.WithTracer(tel.PgxTracer("payments")))
+	pool, err := openDB(ctx, tel, cfg.databaseURL, cfg.dbMaxConns)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	if err := tel.ObservePool(pool, "payments"); err != nil {
+	store := payment.NewStore(pool)
+	svc, err := newService(cfg, tel, store, log)
+	if err != nil {
 		return err
 	}
+	verifier, err := auth.NewVerifier(cfg.auth, &http.Client{Timeout: 5 * time.Second}, log)
+	if err != nil {
+		return err
+	}
+	handler := payment.NewHandler(log, svc, map[string]web.Check{"postgres": store.Ping}, verifier.Authenticate)
+
+	return web.ListenAndServe(ctx, cfg.addr, cfg.shutdownDrain, tel.Handler(web.ClientAddr(cfg.trustedProxies)(handler)), log,
+		func(ctx context.Context) { svc.RunReconciler(ctx, cfg.reconcileInterval) },
+		func(ctx context.Context) {
+			retention.Run(ctx, retentionInterval, log,
+				retention.Job{Name: "idempotency_keys", Keep: payment.KeyRetention, Delete: store.PurgeKeys})
+		})
+}
+
+// openDB opens the payments database's pool, instrumented, and migrates it.
+func openDB(ctx context.Context, tel *telemetry.Telemetry, url string, maxConns int) (*pgxpool.Pool, error) {
 	fsys, err := migrations.For("payment")
 	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
+		return nil, fmt.Errorf("migrations: %w", err)
 	}
-	if err := postgres.Migrate(ctx, pool, fsys); err != nil {
-		return err
+	pool, err := postgres.Open(ctx, url, maxConns, postgres.WithTracer(tel.PgxTracer("payments")))
+	if err != nil {
+		return nil, err
 	}
+	if err := errors.Join(tel.ObservePool(pool, "payments"), postgres.Migrate(ctx, pool, fsys)); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
 
-	store := payment.NewStore(pool)
-	// The provider's policies are built once and shared by every request:
-	// its breaker must see all the traffic to the provider.
-	provider := resilience.New("provider", cfg.provider, tel.Transport(nil), log)
-	if err := tel.ObserveDownstreams(provider); err != nil {
-		return err
-	}
-	client := payment.NewGuardedProviderClient(cfg.providerURL, cfg.providerAPIKey, provider)
-	svc := payment.NewService(log, store, client, payment.Options{
+// newService builds the payment service over its provider client. The
+// provider's policies are built once and shared by every request and the
+// reconciler: its breaker must see all the traffic to the provider.
+func newService(cfg config, tel *telemetry.Telemetry, store *payment.Store, log *slog.Logger) (*payment.Service, error) {
+	guard := resilience.New("provider", cfg.provider, tel.Transport(nil), log)
+	svc := payment.NewService(store, payment.NewProviderClient(cfg.providerURL, cfg.providerAPIKey, guard), payment.Config{
 		// A duplicate waits for the first request's provider call, with
 		// its retries, to end.
 		MaxWait: cfg.provider.Budget() + 2*time.Second,
 		// A claim this old belongs to a request whose process died.
 		StaleAfter:  2*cfg.providerTimeout + 30*time.Second,
 		SettleAfter: cfg.reconcileAfter,
-	})
-	if err := tel.ObserveCounts("orderflow.payment.intents.settled",
+	}, log)
+	if err := errors.Join(tel.ObserveDownstreams(guard), tel.ObserveCounts("orderflow.payment.intents.settled",
 		"Payment intents whose outcome was unknown, settled with the provider by key, by outcome: captured (the charge was found and recorded), abandoned (no charge: nothing to refund), unreachable (the look-up failed; tried again).",
-		"outcome", svc.SettledCounts); err != nil {
-		return err
+		"outcome", svc.SettledCounts)); err != nil {
+		return nil, err
 	}
-	drain := web.NewDrainer(cfg.shutdownDrain, log)
-	verifier, err := auth.NewVerifier(cfg.auth, &http.Client{Timeout: 5 * time.Second}, log)
-	if err != nil {
-		return err
-	}
-	handler := payment.NewHandler(log, svc, verifier.Authenticate)
-
-	// The reconciler stops once the server has drained and is waited for
-	// before run returns, so the pool is never closed under it.
-	loopCtx, cancelLoops := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancelLoops()
-	wg.Go(func() { svc.RunReconciler(loopCtx, cfg.reconcileInterval) })
-
-	srv := web.NewServer(cfg.addr, drain.Handler(tel.Handler(web.ClientAddr(cfg.trustedProxies)(handler))), log)
-	return web.Serve(drain.Context(ctx), srv, log, 10*time.Second)
+	return svc, nil
 }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,19 +14,10 @@ import (
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/pkg/authtest"
 	"github.com/orderflow/orderflow/pkg/dbtest"
+	"github.com/orderflow/orderflow/pkg/servicetest"
+	"github.com/orderflow/orderflow/pkg/web"
 	"github.com/orderflow/orderflow/services/payment/internal/provider"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 func TestRun(t *testing.T) {
 	// An empty database: run must migrate it itself.
@@ -35,8 +26,10 @@ func TestRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sim := provider.NewSimulator(provider.Config{}, provider.NewStore(dbtest.NewPool(t, provFS)))
-	prov := httptest.NewServer(provider.NewHandler(slog.New(slog.DiscardHandler), sim, "secret"))
+	provStore := provider.NewStore(dbtest.NewPool(t, provFS))
+	sim := provider.NewSimulator(provider.Config{}, provStore)
+	prov := httptest.NewServer(provider.NewHandler(slog.New(slog.DiscardHandler), sim,
+		map[string]web.Check{"postgres": provStore.Ping}, "secret"))
 	defer prov.Close()
 
 	hydra := authtest.Start(t, authtest.Options{})
@@ -44,9 +37,8 @@ func TestRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
 	env := map[string]string{
-		"PAYMENT_ADDR":               addr,
+		"PAYMENT_ADDR":               "127.0.0.1:0",
 		"PAYMENT_DATABASE_URL":       dbURL,
 		"PAYMENT_DB_MAX_CONNS":       "4",
 		"PAYMENT_PROVIDER_URL":       prov.URL,
@@ -54,33 +46,12 @@ func TestRun(t *testing.T) {
 		"PAYMENT_PROVIDER_API_KEY":   "secret",
 		"PAYMENT_RECONCILE_INTERVAL": "100ms",
 		"AUTH_ISSUER":                hydra.Issuer,
-		"LOG_LEVEL":                  "warn",
+		"LOG_LEVEL":                  "info",
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- run(ctx, nil, func(k string) string { return env[k] }, io.Discard, io.Discard) }()
-
-	base := "http://" + addr
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		select {
-		case err := <-errc:
-			t.Fatalf("run returned early: %v", err)
-		default:
-		}
-		resp, err := http.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("payment never became healthy")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	srv := servicetest.Start(t, func(ctx context.Context, stdout io.Writer) error {
+		return run(ctx, []string{"payment"}, func(k string) string { return env[k] }, stdout, io.Discard)
+	})
+	base := srv.URL
 
 	capture := func(authorization string) (*http.Response, []byte) {
 		req, _ := http.NewRequest("POST", base+"/v1/payments", strings.NewReader(
@@ -125,45 +96,75 @@ func TestRun(t *testing.T) {
 		}
 	}
 
-	cancel()
-	select {
-	case err := <-errc:
-		if err != nil {
-			t.Errorf("run = %v; want nil", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("run did not return after cancel")
+	if err := srv.Stop(t); err != nil {
+		t.Errorf("run = %v; want nil", err)
 	}
 }
 
 func TestReadConfig(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		env     map[string]string
-		wantErr bool
+		args    []string
+		wantErr []string
 	}{
-		{"defaults", nil, false},
-		{"bad timeout", map[string]string{"PAYMENT_PROVIDER_TIMEOUT": "soon"}, true},
-		{"zero timeout", map[string]string{"PAYMENT_PROVIDER_TIMEOUT": "0s"}, true},
-		{"bad conns", map[string]string{"PAYMENT_DB_MAX_CONNS": "many"}, true},
-		{"zero reconcile interval", map[string]string{"PAYMENT_RECONCILE_INTERVAL": "0s"}, true},
+		{name: "defaults"},
+		{name: "bad timeout", env: map[string]string{"PAYMENT_PROVIDER_TIMEOUT": "soon"}, wantErr: []string{"PAYMENT_PROVIDER_TIMEOUT"}},
+		{name: "zero timeout", env: map[string]string{"PAYMENT_PROVIDER_TIMEOUT": "0s"}, wantErr: []string{"PAYMENT_PROVIDER_TIMEOUT must be positive"}},
+		{name: "bad conns", env: map[string]string{"PAYMENT_DB_MAX_CONNS": "many"}, wantErr: []string{"PAYMENT_DB_MAX_CONNS"}},
+		{name: "zero reconcile interval", env: map[string]string{"PAYMENT_RECONCILE_INTERVAL": "0s"}, wantErr: []string{"PAYMENT_RECONCILE_INTERVAL must be positive"}},
 		// 3 attempts of 1s with backoffs (3.6s): a grace of 3s could abandon
 		// an intent whose charge is still on its way.
-		{"grace shorter than a provider call", map[string]string{"PAYMENT_RECONCILE_AFTER": "3s"}, true},
-		{"grace longer than a provider call", map[string]string{"PAYMENT_RECONCILE_AFTER": "5s"}, false},
+		{name: "grace shorter than a provider call", env: map[string]string{"PAYMENT_RECONCILE_AFTER": "3s"}, wantErr: []string{"PAYMENT_RECONCILE_AFTER (3s)"}},
+		{name: "grace longer than a provider call", env: map[string]string{"PAYMENT_RECONCILE_AFTER": "5s"}},
 		// Budgets nest: 3 × 4s + backoffs does not fit a 10s request.
-		{"provider call longer than the request", map[string]string{"PAYMENT_PROVIDER_TIMEOUT": "4s"}, true},
-		{"fewer retries fit", map[string]string{"PAYMENT_PROVIDER_TIMEOUT": "4s", "PAYMENT_RETRY_MAX": "1"}, false},
+		{name: "provider call longer than the request", env: map[string]string{"PAYMENT_PROVIDER_TIMEOUT": "4s"}, wantErr: []string{"must fit inside a payment request"}},
+		{name: "fewer retries fit", env: map[string]string{"PAYMENT_PROVIDER_TIMEOUT": "4s", "PAYMENT_RETRY_MAX": "1"}},
+		// Every bad setting is reported at once.
+		{name: "all errors", env: map[string]string{"PAYMENT_DB_MAX_CONNS": "0", "PAYMENT_RECONCILE_INTERVAL": "0s", "TRUSTED_PROXIES": "nope"},
+			wantErr: []string{"PAYMENT_DB_MAX_CONNS must be at least 1", "PAYMENT_RECONCILE_INTERVAL must be positive", "nope"}},
+		{name: "addr flag", args: []string{"payment", "-addr", "127.0.0.1:9999"}},
+		{name: "unknown flag", args: []string{"payment", "-nope"}, wantErr: []string{"nope"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := readConfig(func(k string) string { return tt.env[k] })
-			if (err != nil) != tt.wantErr {
-				t.Errorf("readConfig() error = %v; want error %v", err, tt.wantErr)
+			vars := maps.Clone(tt.env)
+			c, err := readConfig(tt.args, func(k string) string { return vars[k] }, io.Discard)
+			for _, want := range tt.wantErr {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("readConfig() = %v; want an error containing %q", err, want)
+				}
 			}
-			if tt.env == nil && (c.addr != ":8082" || c.providerTimeout != time.Second || c.provider.Budget() >= 4*time.Second) {
+			if len(tt.wantErr) == 0 && err != nil {
+				t.Fatalf("readConfig() = %v; want nil", err)
+			}
+			if tt.name == "defaults" && (c.addr != ":8082" || c.providerTimeout != time.Second || c.provider.Budget() >= 4*time.Second) {
 				t.Errorf("defaults = %+v", c)
 			}
+			if tt.name == "addr flag" && c.addr != "127.0.0.1:9999" {
+				t.Errorf("addr = %q; want the flag's 127.0.0.1:9999", c.addr)
+			}
 		})
+	}
+}
+
+// TestConfig_LogValue: the start-up log shows no secret.
+func TestConfig_LogValue(t *testing.T) {
+	t.Parallel()
+	vars := map[string]string{"PAYMENT_DATABASE_URL": "postgres://u:dbsecret@db/payments", "PAYMENT_PROVIDER_API_KEY": "apisecret"}
+	c, err := readConfig(nil, func(k string) string { return vars[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	slog.New(slog.NewJSONHandler(&b, nil)).Info("starting", "config", c)
+	for _, secret := range []string{"dbsecret", "apisecret"} {
+		if strings.Contains(b.String(), secret) {
+			t.Errorf("start-up log %s shows the secret %q", b.String(), secret)
+		}
+	}
+	if !strings.Contains(b.String(), `"provider_api_key":"***"`) {
+		t.Errorf("start-up log %s does not say the provider API key is set", b.String())
 	}
 }

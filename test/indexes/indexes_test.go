@@ -317,22 +317,35 @@ DELETE FROM outbox WHERE id IN (
 	})
 }
 
-// paymentColumns is copied from services/payment/internal/payment/store.go.
-const paymentColumns = `id::text, order_id::text, provider_charge_id, amount_cents, currency, method, status, created_at, updated_at`
+// paymentColumns and intentColumns are copied from
+// services/payment/internal/payment/store.go.
+const (
+	paymentColumns = `id::text, order_id::text, provider_charge_id, amount_cents, currency, method, status, created_at, updated_at`
+	intentColumns  = `i.caller, i.key, i.id::text, i.order_id::text, i.amount_cents, i.currency, i.method,
+	i.provider_key, k.created_at, k.created_at < clock_timestamp() - $1::bigint * interval '1 microsecond'`
+)
 
 func TestIndexes_Payment(t *testing.T) {
 	t.Parallel()
+	// 200k captured payments with their answered keys and intents, and a
+	// few hundred intents whose outcome is unknown.
 	const seed = `
 INSERT INTO payments (id, order_id, provider_charge_id, amount_cents, currency, method, status, created_at, updated_at)
 SELECT md5('p' || i)::uuid, md5('o' || i)::uuid, 'ch_' || i, 1500, 'USD', 'pm_card_ok',
        CASE WHEN i % 40 = 0 THEN 'refunded' ELSE 'captured' END,
        now() - i * interval '10 seconds', now() - i * interval '10 seconds'
 FROM generate_series(1, 200000) AS i;
-INSERT INTO idempotency_keys (key, request_hash, status_code, response, created_at)
-SELECT 'pay-key-' || i, decode(md5('h' || i), 'hex'), 201, '{}'::jsonb, now() - i * interval '10 seconds'
+INSERT INTO idempotency_keys (caller, key, request_hash, status_code, response, created_at)
+SELECT 'orderflow-order', 'pay-key-' || i, decode(md5('h' || i), 'hex'),
+       CASE WHEN i % 1000 = 0 THEN NULL ELSE 201 END, '{}'::jsonb, now() - i * interval '10 seconds'
+FROM generate_series(1, 200000) AS i;
+INSERT INTO payment_intents (caller, key, id, order_id, amount_cents, currency, method, provider_key, state, created_at, updated_at)
+SELECT 'orderflow-order', 'pay-key-' || i, md5('p' || i)::uuid, md5('o' || i)::uuid, 1500, 'USD', 'pm_card_ok',
+       md5('pay-key-' || i), CASE WHEN i % 1000 = 0 THEN 'pending' ELSE 'captured' END,
+       now() - i * interval '10 seconds', now() - i * interval '10 seconds'
 FROM generate_series(1, 200000) AS i`
 	pool := newDB(t, "payment", seed)
-	requireVolume(t, pool, map[string]float64{"payments": 150_000, "idempotency_keys": 150_000})
+	requireVolume(t, pool, map[string]float64{"payments": 150_000, "idempotency_keys": 150_000, "payment_intents": 150_000})
 
 	var payID, orderID string
 	var token time.Time
@@ -341,35 +354,77 @@ FROM generate_series(1, 200000) AS i`
 		t.Fatalf("pick payment: %v", err)
 	}
 	hash := []byte("0123456789abcdef0123456789abcdef")
+	const caller, key = "orderflow-order", "pay-key-42"
+	newID := "c4ca4238-a0b9-2382-0dcc-509a6f75849b"
 
 	check(t, pool, `SELECT id FROM payments WHERE method = 'pm_x'`, []query{
 		{"Store.Claim insert", `
-		INSERT INTO idempotency_keys (key, request_hash, created_at)
-		VALUES ($1, $2, clock_timestamp())
-		ON CONFLICT (key) DO NOTHING
-		RETURNING created_at`, []any{"pay-key-42", hash}},
+		WITH k AS (
+			INSERT INTO idempotency_keys (caller, key, request_hash, created_at)
+			VALUES ($1, $2, $3, clock_timestamp())
+			ON CONFLICT (caller, key) DO NOTHING
+			RETURNING caller, key, created_at),
+		i AS (
+			INSERT INTO payment_intents (caller, key, id, order_id, amount_cents, currency, method, provider_key, state, created_at, updated_at)
+			SELECT caller, key, $4, $5, $6, $7, $8, $9, 'pending', created_at, created_at FROM k)
+		SELECT created_at FROM k`, []any{caller, key, hash, newID, orderID, int64(100), "USD", "pm_card_ok", "pk"}},
 		{"Store.Claim takeOver", `
-		UPDATE idempotency_keys SET created_at = clock_timestamp()
-		WHERE key = $1 AND request_hash = $2 AND status_code IS NULL
-		  AND created_at < clock_timestamp() - $3::bigint * interval '1 microsecond'
-		RETURNING created_at`, []any{"pay-key-42", hash, int64(30_000_000)}},
-		{"Store.Claim read", `
-		SELECT request_hash, status_code, response::text
-		FROM idempotency_keys WHERE key = $1`, []any{"pay-key-42"}},
-		{"Store.Complete complete", `
-			UPDATE idempotency_keys SET status_code = $3, response = $4
-			WHERE key = $1 AND created_at = $2 AND status_code IS NULL`, []any{"pay-key-42", token, 201, `{}`}},
-		{"Store.Complete completeWithPayment", `
-			WITH k AS (
-				UPDATE idempotency_keys SET status_code = $3, response = $4
-				WHERE key = $1 AND created_at = $2 AND status_code IS NULL
-				RETURNING key),
-			p AS (
-				INSERT INTO payments (id, order_id, provider_charge_id, amount_cents, currency, method, status, created_at, updated_at)
-				SELECT $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM k)
-			SELECT count(*) FROM k`,
-			[]any{"pay-key-42", token, 201, `{}`, "c4ca4238-a0b9-2382-0dcc-509a6f75849b", orderID, "ch_new", int64(100), "USD", "pm_card_ok", "captured", token, token}},
-		{"Store.Release", `DELETE FROM idempotency_keys WHERE key = $1 AND created_at = $2 AND status_code IS NULL`, []any{"pay-key-42", token}},
+		UPDATE idempotency_keys SET created_at = clock_timestamp(), parked = false
+		WHERE caller = $1 AND key = $2 AND request_hash = $3 AND status_code IS NULL
+		  AND (parked OR created_at < clock_timestamp() - $4::bigint * interval '1 microsecond')
+		RETURNING created_at`, []any{caller, key, hash, int64(30_000_000)}},
+		{"Store.Claim read", `SELECT request_hash, status_code, response FROM idempotency_keys WHERE caller = $1 AND key = $2`,
+			[]any{caller, key}},
+		{"Store.intentOf", `
+		INSERT INTO payment_intents (caller, key, id, order_id, amount_cents, currency, method, provider_key, state)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending')
+		ON CONFLICT (caller, key) DO UPDATE SET updated_at = now()
+		RETURNING id::text, order_id::text, amount_cents, currency, method, provider_key`,
+			[]any{caller, key, newID, orderID, int64(100), "USD", "pm_card_ok", "pk"}},
+		{"Store.Decline", `
+		WITH k AS (
+			UPDATE idempotency_keys SET status_code = $4, response = $5, parked = false
+			WHERE caller = $1 AND key = $2 AND created_at = $3 AND status_code IS NULL
+			RETURNING caller, key),
+		i AS (
+			UPDATE payment_intents SET state = 'declined', updated_at = now()
+			WHERE (caller, key) IN (SELECT caller, key FROM k))
+		SELECT count(*) FROM k`, []any{caller, key, token, 402, `{}`}},
+		{"Store.Capture", `
+		WITH k AS (
+			UPDATE idempotency_keys SET status_code = $4, response = $5, parked = false
+			WHERE caller = $1 AND key = $2 AND status_code IS NULL AND ($3::timestamptz IS NULL OR created_at = $3)
+			RETURNING caller, key),
+		i AS (
+			UPDATE payment_intents SET state = 'captured', provider_charge_id = $8, updated_at = $14
+			WHERE (caller, key) IN (SELECT caller, key FROM k)),
+		p AS (
+			INSERT INTO payments (id, order_id, provider_charge_id, amount_cents, currency, method, status, created_at, updated_at)
+			SELECT $6, $7, $8, $9, $10, $11, $12, $13, $14 FROM k)
+		SELECT count(*) FROM k`,
+			[]any{caller, key, token, 201, `{}`, newID, orderID, "ch_new", int64(100), "USD", "pm_card_ok", "captured", token, token}},
+		{"Store.Park", `
+		UPDATE idempotency_keys SET parked = true
+		WHERE caller = $1 AND key = $2 AND created_at = $3 AND status_code IS NULL`, []any{caller, key, token}},
+		{"Store.Release", `DELETE FROM idempotency_keys WHERE caller = $1 AND key = $2 AND created_at = $3 AND status_code IS NULL`,
+			[]any{caller, key, token}},
+		{"Store.PendingForOrder", `SELECT ` + intentColumns + `
+		FROM payment_intents i JOIN idempotency_keys k ON (k.caller, k.key) = (i.caller, i.key)
+		WHERE i.order_id = $2 AND i.state = 'pending' AND k.status_code IS NULL
+		LIMIT 100`, []any{int64(60_000_000), orderID}},
+		{"Store.Pending", `SELECT ` + intentColumns + `
+		FROM payment_intents i JOIN idempotency_keys k ON (k.caller, k.key) = (i.caller, i.key)
+		WHERE i.state = 'pending' AND k.status_code IS NULL
+		  AND k.created_at < clock_timestamp() - $1::bigint * interval '1 microsecond'
+		ORDER BY k.created_at
+		LIMIT $2`, []any{int64(60_000_000), 100}},
+		{"Store.PurgeKeys", `
+		DELETE FROM idempotency_keys WHERE ctid IN (
+			SELECT ctid FROM idempotency_keys
+			WHERE status_code IS NOT NULL AND created_at < $1
+			ORDER BY created_at
+			LIMIT $2
+			FOR UPDATE SKIP LOCKED)`, []any{time.Now().Add(-24 * time.Hour), 1000}},
 		{"Store.Get", `SELECT ` + paymentColumns + ` FROM payments WHERE id = $1`, []any{payID}},
 		{"Store.ListByOrder", `SELECT ` + paymentColumns + ` FROM payments WHERE order_id = $1
 		ORDER BY created_at DESC, id DESC LIMIT 100`, []any{orderID}},

@@ -7,14 +7,20 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/signal"
-	"strings"
+	"slices"
 	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/pkg/env"
@@ -31,21 +37,26 @@ func main() {
 	}
 }
 
+// config is everything the provider reads from its environment, read by
+// readConfig and logged at start-up by LogValue.
 type config struct {
 	addr        string
 	databaseURL string
-	maxConns    int
+	dbMaxConns  int
 	apiKey      string
 	logLevel    string
 	sim         provider.Config
+	telemetry   telemetry.Config
 }
 
-func readConfig(getenv func(string) string) (config, error) {
+// readConfig reads the environment, then the flags in args (local
+// overrides), and reports every bad setting at once.
+func readConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	r := env.New(getenv)
-	c := config{
+	cfg := config{
 		addr:        r.String("PROVIDER_ADDR", ":8090"),
 		databaseURL: r.String("PROVIDER_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/provider?sslmode=disable"),
-		maxConns:    r.Int("PROVIDER_DB_MAX_CONNS", 10),
+		dbMaxConns:  r.Int("PROVIDER_DB_MAX_CONNS", 10),
 		apiKey:      r.String("PROVIDER_API_KEY", ""),
 		logLevel:    r.String("LOG_LEVEL", "info"),
 		sim: provider.Config{
@@ -54,59 +65,101 @@ func readConfig(getenv func(string) string) (config, error) {
 			Outage:    r.Bool("PROVIDER_OUTAGE", false),
 		},
 	}
-	if err := r.Err(); err != nil {
-		return c, err
+	var telErr error
+	cfg.telemetry, telErr = telemetry.ReadConfig("provider", getenv)
+	errs := append([]error{r.Err(), telErr}, cfg.validate()...)
+
+	fs := flag.NewFlagSet("provider", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.addr, "addr", cfg.addr, "listen address (overrides PROVIDER_ADDR)")
+	if len(args) > 0 {
+		errs = append(errs, fs.Parse(args[1:]))
 	}
-	if problems := c.sim.Validate(); len(problems) > 0 {
-		var msgs []string
-		for field, p := range problems {
-			msgs = append(msgs, field+" "+p)
-		}
-		return c, fmt.Errorf("bad provider settings: %s", strings.Join(msgs, "; "))
+	if err := errors.Join(errs...); err != nil {
+		return config{}, fmt.Errorf("config: %w", err)
 	}
-	return c, nil
+	return cfg, nil
 }
 
-func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ io.Writer) error {
+// validate reports every setting out of range, in a stable order.
+func (c config) validate() []error {
+	var errs []error
+	if c.dbMaxConns < 1 {
+		errs = append(errs, errors.New("PROVIDER_DB_MAX_CONNS must be at least 1"))
+	}
+	names := map[string]string{"latency_ms": "PROVIDER_LATENCY_MS", "error_rate": "PROVIDER_ERROR_RATE"}
+	problems := c.sim.Validate()
+	for _, field := range slices.Sorted(maps.Keys(problems)) {
+		errs = append(errs, fmt.Errorf("%s %s", names[field], problems[field]))
+	}
+	return errs
+}
+
+// LogValue is the configuration as the start-up log shows it: the database
+// URL without its password, the API key masked.
+func (c config) LogValue() slog.Value {
+	apiKey := ""
+	if c.apiKey != "" {
+		apiKey = env.Masked
+	}
+	return slog.GroupValue(
+		slog.String("addr", c.addr), slog.String("database_url", env.RedactURL(c.databaseURL)),
+		slog.Int("db_max_conns", c.dbMaxConns), slog.String("api_key", apiKey),
+		slog.Int("latency_ms", c.sim.LatencyMS), slog.Float64("error_rate", c.sim.ErrorRate),
+		slog.Bool("outage", c.sim.Outage),
+		slog.String("log_level", c.logLevel), slog.String("otel_endpoint", c.telemetry.Endpoint))
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	cfg, err := readConfig(getenv)
+	cfg, err := readConfig(args, getenv, stderr)
 	if err != nil {
-		return fmt.Errorf("config: %w", err)
+		return err
 	}
 	log := telemetry.NewLogger(stdout, "provider", cfg.logLevel)
-	log.InfoContext(ctx, "starting", "addr", cfg.addr, "database_url", postgres.Redact(cfg.databaseURL),
-		"db_max_conns", cfg.maxConns, "api_key_set", cfg.apiKey != "",
-		"latency_ms", cfg.sim.LatencyMS, "error_rate", cfg.sim.ErrorRate, "outage", cfg.sim.Outage)
-	tel, err := telemetry.New(ctx, "provider", getenv)
+	log.InfoContext(ctx, "starting", "config", cfg)
+	tel, err := telemetry.Setup(ctx, cfg.telemetry)
 	if err != nil {
 		return err
 	}
 	defer tel.Close(ctx, log)
-
-	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.maxConns, postgres.WithTracer(tel.PgxTracer("provider")))
+	pool, err := openDB(ctx, tel, cfg.databaseURL, cfg.dbMaxConns)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	if err := tel.ObservePool(pool, "provider"); err != nil {
-		return err
-	}
-	fsys, err := migrations.For("provider")
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	if err := postgres.Migrate(ctx, pool, fsys); err != nil {
-		return err
-	}
+	store := provider.NewStore(pool)
+	sim := provider.NewSimulator(cfg.sim, store)
+	handler := provider.NewHandler(log, sim, map[string]web.Check{"postgres": store.Ping}, cfg.apiKey)
 
-	sim := provider.NewSimulator(cfg.sim, provider.NewStore(pool))
-	srv := web.NewServer(cfg.addr, tel.Handler(provider.NewHandler(log, sim, cfg.apiKey)), log)
-	// A simulated latency can reach 60 s; the write timeout must not cut it.
+	// Not web.ListenAndServe: this is the one server that must hold an
+	// answer for a simulated latency of up to a minute, longer than the
+	// write timeout every service has, and whose requests must end with
+	// ctx, so a shutdown cuts a simulated latency short (charging nothing)
+	// instead of waiting out the grace period. Nobody balances to it, so
+	// it does not drain.
+	srv := web.NewServer(cfg.addr, tel.Handler(handler), log)
 	srv.WriteTimeout = time.Duration(provider.MaxLatencyMS)*time.Millisecond + 10*time.Second
-	// Request contexts end with ctx, so a shutdown cuts simulated latency
-	// short (charging nothing) instead of waiting out the grace period.
 	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	return web.Serve(ctx, srv, log, 10*time.Second)
+}
+
+// openDB opens the provider's ledger database's pool, instrumented, and
+// migrates it.
+func openDB(ctx context.Context, tel *telemetry.Telemetry, url string, maxConns int) (*pgxpool.Pool, error) {
+	fsys, err := migrations.For("provider")
+	if err != nil {
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	pool, err := postgres.Open(ctx, url, maxConns, postgres.WithTracer(tel.PgxTracer("provider")))
+	if err != nil {
+		return nil, err
+	}
+	if err := errors.Join(tel.ObservePool(pool, "provider"), postgres.Migrate(ctx, pool, fsys)); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
 }

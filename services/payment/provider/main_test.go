@@ -3,58 +3,23 @@ package main
 import (
 	"context"
 	"io"
-	"net"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/orderflow/orderflow/pkg/dbtest"
+	"github.com/orderflow/orderflow/pkg/servicetest"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
-func waitHealthy(t *testing.T, base string, errc <-chan error) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-errc:
-			t.Fatalf("run returned early: %v", err)
-		default:
-		}
-		resp, err := http.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatal("provider never became healthy")
-}
-
 func TestRun(t *testing.T) {
-	addr := freeAddr(t)
 	// An empty database: run must migrate it itself.
-	env := map[string]string{"PROVIDER_ADDR": addr, "PROVIDER_API_KEY": "secret", "LOG_LEVEL": "warn",
+	env := map[string]string{"PROVIDER_ADDR": "127.0.0.1:0", "PROVIDER_API_KEY": "secret", "LOG_LEVEL": "info",
 		"PROVIDER_DATABASE_URL": dbtest.NewURL(t, nil), "PROVIDER_DB_MAX_CONNS": "2"}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- run(ctx, nil, func(k string) string { return env[k] }, io.Discard, io.Discard) }()
-	base := "http://" + addr
-	waitHealthy(t, base, errc)
+	srv := servicetest.Start(t, func(ctx context.Context, stdout io.Writer) error {
+		return run(ctx, []string{"provider"}, func(k string) string { return env[k] }, stdout, io.Discard)
+	})
+	base := srv.URL
 
 	req, _ := http.NewRequest("POST", base+"/v1/charges",
 		strings.NewReader(`{"amount_cents":500,"currency":"USD","method":"pm_card_ok"}`))
@@ -87,36 +52,61 @@ func TestRun(t *testing.T) {
 		resp.Body.Close()
 	}
 
-	cancel()
-	select {
-	case err := <-errc:
-		if err != nil {
-			t.Errorf("run = %v; want nil", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("run did not return after cancel")
+	if err := srv.Stop(t); err != nil {
+		t.Errorf("run = %v; want nil", err)
 	}
 }
 
 func TestReadConfig(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		env     map[string]string
-		wantErr bool
+		args    []string
+		wantErr []string
 	}{
-		{"defaults", nil, false},
-		{"valid", map[string]string{"PROVIDER_LATENCY_MS": "100", "PROVIDER_ERROR_RATE": "0.5", "PROVIDER_OUTAGE": "true"}, false},
-		{"latency too high", map[string]string{"PROVIDER_LATENCY_MS": "60001"}, true},
-		{"error rate too high", map[string]string{"PROVIDER_ERROR_RATE": "2"}, true},
-		{"not a bool", map[string]string{"PROVIDER_OUTAGE": "maybe"}, true},
-		{"bad conns", map[string]string{"PROVIDER_DB_MAX_CONNS": "many"}, true},
+		{name: "defaults"},
+		{name: "valid", env: map[string]string{"PROVIDER_LATENCY_MS": "100", "PROVIDER_ERROR_RATE": "0.5", "PROVIDER_OUTAGE": "true"}},
+		{name: "latency too high", env: map[string]string{"PROVIDER_LATENCY_MS": "60001"}, wantErr: []string{"PROVIDER_LATENCY_MS must be between"}},
+		{name: "error rate too high", env: map[string]string{"PROVIDER_ERROR_RATE": "2"}, wantErr: []string{"PROVIDER_ERROR_RATE must be between"}},
+		{name: "not a bool", env: map[string]string{"PROVIDER_OUTAGE": "maybe"}, wantErr: []string{"PROVIDER_OUTAGE"}},
+		{name: "bad conns", env: map[string]string{"PROVIDER_DB_MAX_CONNS": "many"}, wantErr: []string{"PROVIDER_DB_MAX_CONNS"}},
+		// Every bad setting is reported at once.
+		{name: "all errors", env: map[string]string{"PROVIDER_LATENCY_MS": "-1", "PROVIDER_ERROR_RATE": "2", "PROVIDER_DB_MAX_CONNS": "0"},
+			wantErr: []string{"PROVIDER_LATENCY_MS", "PROVIDER_ERROR_RATE", "PROVIDER_DB_MAX_CONNS must be at least 1"}},
+		{name: "unknown flag", args: []string{"provider", "-nope"}, wantErr: []string{"nope"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := readConfig(func(k string) string { return tt.env[k] })
-			if (err != nil) != tt.wantErr {
-				t.Errorf("readConfig() error = %v; want error %v", err, tt.wantErr)
+			c, err := readConfig(tt.args, func(k string) string { return tt.env[k] }, io.Discard)
+			for _, want := range tt.wantErr {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("readConfig() = %v; want an error containing %q", err, want)
+				}
+			}
+			if len(tt.wantErr) == 0 && err != nil {
+				t.Fatalf("readConfig() = %v; want nil", err)
+			}
+			if tt.name == "defaults" && c.addr != ":8090" {
+				t.Errorf("default addr = %q; want :8090", c.addr)
 			}
 		})
+	}
+}
+
+// TestConfig_LogValue: the start-up log shows no secret.
+func TestConfig_LogValue(t *testing.T) {
+	t.Parallel()
+	vars := map[string]string{"PROVIDER_DATABASE_URL": "postgres://u:dbsecret@db/provider", "PROVIDER_API_KEY": "apisecret"}
+	c, err := readConfig(nil, func(k string) string { return vars[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	slog.New(slog.NewJSONHandler(&b, nil)).Info("starting", "config", c)
+	for _, secret := range []string{"dbsecret", "apisecret"} {
+		if strings.Contains(b.String(), secret) {
+			t.Errorf("start-up log %s shows the secret %q", b.String(), secret)
+		}
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/failsafe-go/failsafe-go/timeout"
 
@@ -38,34 +37,21 @@ import (
 type ProviderClient struct {
 	base   string
 	apiKey string
-	guard  *resilience.Downstream
-	hc     *http.Client // through guard
+	hc     *http.Client // through the guard
 	admin  *http.Client // plain, with its own timeout
 }
 
 // NewProviderClient returns a client for the provider at baseURL
-// ("http://127.0.0.1:8090") with the default policies around attempts
-// bounded by timeout.
-func NewProviderClient(baseURL, apiKey string, timeout time.Duration) *ProviderClient {
-	return NewGuardedProviderClient(baseURL, apiKey, resilience.New("provider", resilience.DefaultPolicy(timeout), nil, nil))
-}
-
-// NewGuardedProviderClient returns a client for the provider at baseURL
-// whose charges and refunds go through guard, built once in run and shared.
-func NewGuardedProviderClient(baseURL, apiKey string, guard *resilience.Downstream) *ProviderClient {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConns = 4
+// ("http://127.0.0.1:8090") whose charges, refunds and look-ups go through
+// guard, built once in run and shared.
+func NewProviderClient(baseURL, apiKey string, guard *resilience.Downstream) *ProviderClient {
 	return &ProviderClient{
 		base:   strings.TrimRight(baseURL, "/"),
 		apiKey: apiKey,
-		guard:  guard,
 		hc:     guard.Client(),
-		admin:  &http.Client{Timeout: guard.Policy().Timeout, Transport: tr},
+		admin:  &http.Client{Timeout: guard.Policy().Timeout, Transport: resilience.NewTransport()},
 	}
 }
-
-// Guard returns the policies around the provider, for their metrics.
-func (c *ProviderClient) Guard() *resilience.Downstream { return c.guard }
 
 // ChargeRequest is what a capture sends to the provider; IdempotencyKey,
 // sent as the provider's Idempotency-Key header, makes a retried capture
@@ -178,7 +164,7 @@ func (c *ProviderClient) Charge(ctx context.Context, req ChargeRequest) (string,
 		if p.Code == "" {
 			p.Code = "card_declined"
 		}
-		return "", &DeclineError{Code: p.Code}
+		return "", &DeclinedError{DeclineCode: p.Code}
 	case status >= 500 || status == http.StatusTooManyRequests:
 		return "", fmt.Errorf("%w: charge answered %d", ErrProviderUnavailable, status)
 	default:
@@ -232,9 +218,26 @@ func (c *ProviderClient) Refund(ctx context.Context, chargeID string) error {
 	}
 }
 
-// Admin sends an admin call (GET or PUT /admin/config) and returns the
-// provider's answer. Only transport failures and 5xx answers are errors.
-func (c *ProviderClient) Admin(ctx context.Context, method string, body []byte) (ProviderReply, error) {
+// providerSettingsBody is a change of the provider's settings as its
+// PUT /admin/config takes it: a field left out keeps its value.
+type providerSettingsBody struct {
+	LatencyMS *int     `json:"latency_ms,omitempty"`
+	ErrorRate *float64 `json:"error_rate,omitempty"`
+	Outage    *bool    `json:"outage,omitempty"`
+}
+
+// Admin reads (change nil: GET /admin/config) or changes (PUT) the
+// provider's settings and returns the provider's answer. Only transport
+// failures and 5xx answers are errors.
+func (c *ProviderClient) Admin(ctx context.Context, change *ProviderSettings) (ProviderReply, error) {
+	method, body := http.MethodGet, []byte(nil)
+	if change != nil {
+		b, err := json.Marshal(providerSettingsBody(*change))
+		if err != nil {
+			return ProviderReply{}, fmt.Errorf("encode provider settings: %w", err)
+		}
+		method, body = http.MethodPut, b
+	}
 	status, reply, err := c.do(ctx, c.admin, method, "/admin/config", nil, body)
 	if err != nil {
 		return ProviderReply{}, err

@@ -1,8 +1,6 @@
 package payment
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -11,6 +9,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
+	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/resilience"
 	"github.com/orderflow/orderflow/pkg/web"
@@ -62,31 +61,22 @@ func toPaymentResponse(p Payment) paymentResponse {
 	}
 }
 
-// declineProblem is the 402 body stored with the key and replayed.
-func declineProblem(code string) *web.Problem {
-	return web.NewProblem(http.StatusPaymentRequired, "payment_declined", "the card was declined: "+code).
-		With("decline_code", code)
+// payment is the payment r shows: what a replay of a captured payment's key
+// renders again.
+func (r paymentResponse) payment() Payment {
+	return Payment{
+		ID: r.ID, OrderID: r.OrderID, Status: r.Status, AmountCents: r.AmountCents,
+		Currency: r.Currency, Method: r.Method, ProviderChargeID: r.ProviderChargeID,
+		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+	}
 }
 
-// replayBody re-encodes a stored response exactly as it was first written:
-// jsonb keeps the data but not the key order or spacing, and a replay must be
-// byte for byte the first answer.
-func replayBody(status int, stored []byte) ([]byte, error) {
-	if status == http.StatusCreated {
-		var p paymentResponse
-		if err := json.Unmarshal(stored, &p); err != nil {
-			return nil, err
-		}
-		return json.Marshal(p)
-	}
-	// Problems are written from a map, whose keys encoding/json sorts.
-	dec := json.NewDecoder(bytes.NewReader(stored))
-	dec.UseNumber()
-	var m map[string]any
-	if err := dec.Decode(&m); err != nil {
-		return nil, err
-	}
-	return json.Marshal(m)
+// providerSettingsRequest is the body of PUT /admin/provider: a field left
+// out keeps its value.
+type providerSettingsRequest struct {
+	LatencyMS *int     `json:"latency_ms"`
+	ErrorRate *float64 `json:"error_rate"`
+	Outage    *bool    `json:"outage"`
 }
 
 func handlePaymentCreate(log *slog.Logger, svc *Service) http.Handler {
@@ -108,21 +98,20 @@ func handlePaymentCreate(log *slog.Logger, svc *Service) http.Handler {
 			writeError(w, r, log, err)
 			return
 		}
-		resp, err := svc.Create(r.Context(), key, req)
+		caller, _ := auth.FromContext(r.Context())
+		out, replayed, err := svc.Create(r.Context(), caller, key, req)
+		if err == nil {
+			err = out.Err()
+		}
+		// The outcome renders the same for the first answer and a replay.
+		if replayed {
+			w.Header().Set("Idempotent-Replayed", "true")
+		}
 		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
-		ct := "application/json"
-		if resp.Status >= 400 {
-			ct = "application/problem+json"
-		}
-		w.Header().Set("Content-Type", ct)
-		if resp.Replayed {
-			w.Header().Set("Idempotent-Replayed", "true")
-		}
-		w.WriteHeader(resp.Status)
-		_, _ = w.Write(append(resp.Body, '\n'))
+		web.WriteJSON(w, http.StatusCreated, toPaymentResponse(out.Payment))
 	})
 }
 
@@ -187,11 +176,12 @@ func handleProviderConfig(log *slog.Logger, svc *Service) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var change *ProviderSettings
 		if r.Method == http.MethodPut {
-			change = &ProviderSettings{}
-			if err := web.Decode(r, web.MaxBodyBytes, change); err != nil {
+			var in providerSettingsRequest
+			if err := web.Decode(r, web.MaxBodyBytes, &in); err != nil {
 				writeError(w, r, log, err)
 				return
 			}
+			change = (*ProviderSettings)(&in)
 			if err := web.ValidationProblem(change.Validate()); err != nil {
 				writeError(w, r, log, err)
 				return
@@ -222,14 +212,18 @@ func parseID(s string) (string, bool) {
 	return id.String(), true
 }
 
-// writeError maps an error to its problem response; only 5xx are logged.
+// writeError maps an error to its problem response. Only 5xx are logged: a
+// warning, under a message of its own, for a dependency that is down or
+// slow (an answer the contract foresees), an error for anything else.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	var p *web.Problem
-	var decline *DeclineError
+	var declined *DeclinedError
+	warning := ""
 	switch {
 	case errors.As(err, &p):
-	case errors.As(err, &decline):
-		p = declineProblem(decline.Code)
+	case errors.As(err, &declined):
+		p = web.NewProblem(http.StatusPaymentRequired, "payment_declined", "the card was declined: "+declined.DeclineCode).
+			With("decline_code", declined.DeclineCode)
 	case errors.Is(err, ErrNotFound):
 		p = web.NewProblem(http.StatusNotFound, "not_found", "no such payment")
 	case errors.Is(err, ErrKeyReused):
@@ -241,27 +235,33 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 			"a request with this Idempotency-Key is still in progress; retry later")
 	case errors.Is(err, ErrUnsettled):
 		// The order service's compensation retries the list later.
-		log.WarnContext(r.Context(), "payment intent not settled", "err", err, "path", r.URL.Path)
+		warning = "payment intent not settled"
 		w.Header().Set("Retry-After", resilience.RetryAfterHeader(err))
 		p = web.NewProblem(http.StatusServiceUnavailable, "payment_unsettled",
 			"a payment of this order has an outcome not yet confirmed by the provider; retry shortly")
 	case errors.Is(err, ErrProviderTimeout):
-		log.WarnContext(r.Context(), "payment provider timed out", "err", err, "path", r.URL.Path)
+		warning = "payment provider timed out"
 		w.Header().Set("Retry-After", "1")
 		p = web.NewProblem(http.StatusGatewayTimeout, "provider_timeout",
 			"the payment provider did not answer in time; retry with the same Idempotency-Key")
 	case errors.Is(err, ErrProviderUnavailable):
-		log.WarnContext(r.Context(), "payment provider unavailable", "err", err, "path", r.URL.Path)
+		warning = "payment provider unavailable"
 		// An open breaker says how long it stays open.
 		w.Header().Set("Retry-After", resilience.RetryAfterHeader(err))
 		p = web.NewProblem(http.StatusServiceUnavailable, "provider_unavailable",
 			"the payment provider is unavailable; retry with the same Idempotency-Key")
 	case postgres.IsUnavailable(err):
-		log.WarnContext(r.Context(), "database unavailable", "method", r.Method, "path", r.URL.Path, "error", err)
+		warning = "database unavailable"
 		p = web.Unavailable(w, "database_unavailable", "the database is unavailable; retry shortly", 1)
 	default:
-		log.ErrorContext(r.Context(), "request failed", "err", err, "method", r.Method, "path", r.URL.Path)
 		p = web.NewProblem(http.StatusInternalServerError, "internal", "internal error")
+	}
+	switch {
+	case warning != "":
+		log.WarnContext(r.Context(), warning, "method", r.Method, "path", r.URL.Path, "error", err)
+	case p.Status >= 500:
+		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path,
+			"status", p.Status, "error", err)
 	}
 	web.WriteProblem(w, p)
 }

@@ -23,20 +23,25 @@ import (
 	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/authtest"
 	"github.com/orderflow/orderflow/pkg/dbtest"
+	"github.com/orderflow/orderflow/pkg/resilience"
+	"github.com/orderflow/orderflow/pkg/web"
 	"github.com/orderflow/orderflow/services/payment/internal/provider"
 )
 
 // testToken is the provider's API key and, as a bearer token, an
 // operator's (scope orderflow.admin); orderToken is the order service's
-// (scope payments), sent by default.
+// (scope payments), sent by default; otherToken is another client's with
+// scope payments.
 const (
 	testToken  = "secret"
 	orderToken = "order"
+	otherToken = "other"
 )
 
 var testAuthn = authtest.Tokens(map[string]auth.Principal{
 	testToken:  {Subject: "orderflow-admin", Scopes: []string{auth.ScopeAdmin}},
 	orderToken: {Subject: "orderflow-order", Scopes: []string{auth.ScopePayments, auth.ScopeReservations}},
+	otherToken: {Subject: "orderflow-other", Scopes: []string{auth.ScopePayments}},
 	"customer": {Subject: "cus_1", Scopes: []string{auth.ScopeOrders}},
 })
 
@@ -50,25 +55,37 @@ type testEnv struct {
 	url      string
 }
 
+// newTestEnv is newEnv with the default policies around provider attempts
+// bounded by providerTimeout.
 func newTestEnv(t *testing.T, providerTimeout time.Duration) *testEnv {
 	t.Helper()
-	log := slog.New(slog.DiscardHandler)
-	sim := newSimulator(t)
-	prov := httptest.NewServer(provider.NewHandler(log, sim, testToken))
-	t.Cleanup(prov.Close)
-	e := &testEnv{sim: sim, provider: prov}
-	e.svc, e.pool, e.url = newPaymentServer(t, NewProviderClient(prov.URL, testToken, providerTimeout), Options{})
-	return e
+	return newEnv(t, newGuard(providerTimeout), Config{}, nil)
 }
 
-// newSimulator is the provider's simulator over its own fresh database.
-func newSimulator(t *testing.T) *provider.Simulator {
+// newEnv is payment with cfg, its provider client behind guard, in front of
+// the real provider handler, wrapped by wrap when it is not nil.
+func newEnv(t *testing.T, guard *resilience.Downstream, cfg Config, wrap func(http.Handler) http.Handler) *testEnv {
 	t.Helper()
 	fsys, err := migrations.For("provider")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return provider.NewSimulator(provider.Config{}, provider.NewStore(dbtest.NewPool(t, fsys)))
+	store := provider.NewStore(dbtest.NewPool(t, fsys))
+	e := &testEnv{sim: provider.NewSimulator(provider.Config{}, store)}
+	h := provider.NewHandler(slog.New(slog.DiscardHandler), e.sim, map[string]web.Check{"postgres": store.Ping}, testToken)
+	if wrap != nil {
+		h = wrap(h)
+	}
+	e.provider = httptest.NewServer(h)
+	t.Cleanup(e.provider.Close)
+	e.svc, e.pool, e.url = newPaymentServer(t, NewProviderClient(e.provider.URL, testToken, guard), cfg)
+	return e
+}
+
+// newGuard is the default policies around provider attempts bounded by
+// timeout.
+func newGuard(timeout time.Duration) *resilience.Downstream {
+	return resilience.New("provider", resilience.DefaultPolicy(timeout), nil, nil)
 }
 
 // charges is the number of charges the provider ever made.
@@ -81,7 +98,8 @@ func charges(t *testing.T, sim *provider.Simulator) int64 {
 	return tot.Charges
 }
 
-func newPaymentServer(t *testing.T, p Provider, opts Options) (*Service, *pgxpool.Pool, string) {
+// newPaymentServer is payment with cfg over p on a fresh database.
+func newPaymentServer(t *testing.T, p Provider, cfg Config) (*Service, *pgxpool.Pool, string) {
 	t.Helper()
 	fsys, err := migrations.For("payment")
 	if err != nil {
@@ -89,8 +107,9 @@ func newPaymentServer(t *testing.T, p Provider, opts Options) (*Service, *pgxpoo
 	}
 	pool := dbtest.NewPool(t, fsys)
 	log := slog.New(slog.DiscardHandler)
-	svc := NewService(log, NewStore(pool), p, opts)
-	srv := httptest.NewServer(NewHandler(log, svc, testAuthn))
+	store := NewStore(pool)
+	svc := NewService(store, p, cfg, log)
+	srv := httptest.NewServer(NewHandler(log, svc, map[string]web.Check{"postgres": store.Ping}, testAuthn))
 	t.Cleanup(srv.Close)
 	return svc, pool, srv.URL
 }
@@ -165,6 +184,18 @@ func countPayments(t *testing.T, pool *pgxpool.Pool) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// wantCounts checks that the provider made charged charges and payment
+// recorded as many payments, ever.
+func wantCounts(t *testing.T, e *testEnv, charged int64, recorded int) {
+	t.Helper()
+	if got := charges(t, e.sim); got != charged {
+		t.Errorf("provider charges = %d; want %d", got, charged)
+	}
+	if got := countPayments(t, e.pool); got != recorded {
+		t.Errorf("payments = %d; want %d", got, recorded)
+	}
 }
 
 func countKeys(t *testing.T, pool *pgxpool.Pool, k string) int {
@@ -260,12 +291,7 @@ func TestCreate_Replay(t *testing.T) {
 			}
 		})
 	}
-	if got := charges(t, e.sim); got != 1 {
-		t.Errorf("provider charges = %d; want 1", got)
-	}
-	if got := countPayments(t, e.pool); got != 1 {
-		t.Errorf("payments = %d; want 1", got)
-	}
+	wantCounts(t, e, 1, 1)
 }
 
 func TestCreate_KeyReused(t *testing.T) {
@@ -282,6 +308,37 @@ func TestCreate_KeyReused(t *testing.T) {
 	if got := countPayments(t, e.pool); got != 1 {
 		t.Errorf("payments = %d; want 1", got)
 	}
+}
+
+// TestCreate_KeysScopedByCaller: Idempotency-Keys are the caller's own
+// (issue 15). Two callers that happen to send the same key with different
+// bodies get independent payments, not each other's answer or a 422, and
+// each one's retry replays its own payment.
+func TestCreate_KeysScopedByCaller(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, 2*time.Second)
+	callers := []string{orderToken, otherToken}
+	bodies := []string{payBody(newOrderID(), 500, "pm_card_ok"), payBody(newOrderID(), 700, "pm_card_ok")}
+	header := func(token string) map[string]string {
+		return map[string]string{"Idempotency-Key": "shared", "Authorization": "Bearer " + token}
+	}
+	first := make([]result, len(callers))
+	for i, token := range callers {
+		first[i] = do(t, "POST", e.url+"/v1/payments", header(token), bodies[i])
+		if first[i].status != 201 || first[i].header.Get("Idempotent-Replayed") != "" {
+			t.Fatalf("POST by %s with the shared key = %d %s; want a fresh 201", token, first[i].status, first[i].raw)
+		}
+	}
+	if first[0].body["id"] == first[1].body["id"] {
+		t.Errorf("both callers got payment %v; want two payments", first[0].body["id"])
+	}
+	for i, token := range callers {
+		again := do(t, "POST", e.url+"/v1/payments", header(token), bodies[i])
+		if again.status != 201 || again.raw != first[i].raw || again.header.Get("Idempotent-Replayed") != "true" {
+			t.Errorf("retry by %s = %d %s; want its own replayed 201 %s", token, again.status, again.raw, first[i].raw)
+		}
+	}
+	wantCounts(t, e, 2, 2)
 }
 
 func TestCreate_ConcurrentDuplicates(t *testing.T) {
@@ -314,12 +371,7 @@ func TestCreate_ConcurrentDuplicates(t *testing.T) {
 	if replayed != n-1 {
 		t.Errorf("replayed responses = %d; want %d", replayed, n-1)
 	}
-	if got := countPayments(t, e.pool); got != 1 {
-		t.Errorf("payments = %d; want 1", got)
-	}
-	if got := charges(t, e.sim); got != 1 {
-		t.Errorf("provider charges = %d; want 1", got)
-	}
+	wantCounts(t, e, 1, 1)
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -366,7 +418,7 @@ func TestCreate_ProviderUnavailable(t *testing.T) {
 		t.Parallel()
 		dead := httptest.NewServer(http.NotFoundHandler())
 		dead.Close()
-		_, pool, url := newPaymentServer(t, NewProviderClient(dead.URL, testToken, time.Second), Options{})
+		_, pool, url := newPaymentServer(t, NewProviderClient(dead.URL, testToken, newGuard(time.Second)), Config{})
 		r := do(t, "POST", url+"/v1/payments", key("refused"), payBody(newOrderID(), 300, "pm_card_ok"))
 		if r.status != 503 || r.body["code"] != "provider_unavailable" {
 			t.Errorf("POST with the provider gone = %d %s; want 503 provider_unavailable", r.status, r.raw)
@@ -441,14 +493,14 @@ func (p *blockingProvider) ChargeByKey(context.Context, string) (ProviderCharge,
 
 func (p *blockingProvider) Refund(context.Context, string) error { return nil }
 
-func (p *blockingProvider) Admin(context.Context, string, []byte) (ProviderReply, error) {
+func (p *blockingProvider) Admin(context.Context, *ProviderSettings) (ProviderReply, error) {
 	return ProviderReply{}, ErrProviderUnavailable
 }
 
 func TestCreate_InProgress(t *testing.T) {
 	t.Parallel()
 	fake := &blockingProvider{started: make(chan struct{}, 1), release: make(chan struct{})}
-	_, pool, url := newPaymentServer(t, fake, Options{MaxWait: 100 * time.Millisecond})
+	_, pool, url := newPaymentServer(t, fake, Config{MaxWait: 100 * time.Millisecond})
 	body := payBody(newOrderID(), 300, "pm_card_ok")
 	firstc := make(chan result, 1)
 	go func() {
@@ -474,7 +526,8 @@ func TestCreate_InProgress(t *testing.T) {
 	if first.status != 201 || first.body["status"] != "captured" {
 		t.Fatalf("first = %d %s; want 201", first.status, first.raw)
 	}
-	if diff := cmp.Diff([]string{"busy"}, fake.keys); diff != "" {
+	// The provider is sent the caller's key scoped, the same for both attempts.
+	if diff := cmp.Diff([]string{Key{Caller: "orderflow-order", Value: "busy"}.ProviderKey()}, fake.keys); diff != "" {
 		t.Errorf("provider idempotency keys (-want +got):\n%s", diff)
 	}
 	again := do(t, "POST", url+"/v1/payments", key("busy"), body)
@@ -601,12 +654,7 @@ func TestValidation(t *testing.T) {
 			}
 		})
 	}
-	if got := countPayments(t, e.pool); got != 0 {
-		t.Errorf("payments after bad requests = %d; want 0", got)
-	}
-	if got := charges(t, e.sim); got != 0 {
-		t.Errorf("provider charges after bad requests = %d; want 0", got)
-	}
+	wantCounts(t, e, 0, 0)
 }
 
 func TestAdminProvider(t *testing.T) {

@@ -2,7 +2,6 @@ package payment
 
 import (
 	"context"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -67,35 +66,27 @@ func afterCharge(inner http.Handler, hook func(w http.ResponseWriter, r *http.Re
 	})
 }
 
-// intentEnv is payment in front of the real provider, with a hook after
+// newIntentEnv is payment in front of the real provider, with a hook after
 // the first charge.
-type intentEnv struct {
-	sim  *provider.Simulator
-	svc  *Service
-	pool *pgxpool.Pool
-	url  string
-}
-
-func newIntentEnv(t *testing.T, timeout time.Duration, opts Options, hook func(*intentEnv, http.ResponseWriter, *http.Request) bool) *intentEnv {
+func newIntentEnv(t *testing.T, timeout time.Duration, cfg Config, hook func(*testEnv, http.ResponseWriter, *http.Request) bool) *testEnv {
 	t.Helper()
-	e := &intentEnv{sim: newSimulator(t)}
-	inner := provider.NewHandler(slog.New(slog.DiscardHandler), e.sim, testToken)
-	prov := httptest.NewServer(afterCharge(inner, func(w http.ResponseWriter, r *http.Request) bool { return hook(e, w, r) }))
-	t.Cleanup(prov.Close)
-	e.svc, e.pool, e.url = newPaymentServer(t, NewProviderClient(prov.URL, testToken, timeout), opts)
+	var e *testEnv
+	e = newEnv(t, newGuard(timeout), cfg, func(h http.Handler) http.Handler {
+		return afterCharge(h, func(w http.ResponseWriter, r *http.Request) bool { return hook(e, w, r) })
+	})
 	return e
 }
 
 // cutStoreAfterCharge: Postgres goes away between the charge and the insert.
-func cutStoreAfterCharge(t *testing.T) func(*intentEnv, http.ResponseWriter, *http.Request) bool {
-	return func(e *intentEnv, _ http.ResponseWriter, _ *http.Request) bool {
+func cutStoreAfterCharge(t *testing.T) func(*testEnv, http.ResponseWriter, *http.Request) bool {
+	return func(e *testEnv, _ http.ResponseWriter, _ *http.Request) bool {
 		setConnections(t, e.pool, false)
 		return true
 	}
 }
 
 // loseAnswer: the charge is made and its answer never arrives.
-func loseAnswer(_ *intentEnv, _ http.ResponseWriter, r *http.Request) bool {
+func loseAnswer(_ *testEnv, _ http.ResponseWriter, r *http.Request) bool {
 	<-r.Context().Done()
 	return false
 }
@@ -111,6 +102,22 @@ func pollList(t *testing.T, url, orderID string) result {
 			return r
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// wantUnknownOutcome checks the answer r to a capture with key k that the
+// provider charged but payment could not record: the problem wantCode, one
+// charge at the provider, and the intent kept pending (never released).
+func wantUnknownOutcome(t *testing.T, e *testEnv, r result, k string, wantStatus int, wantCode string) {
+	t.Helper()
+	if r.status != wantStatus || r.body["code"] != wantCode {
+		t.Fatalf("POST = %d %s; want %d %s", r.status, r.raw, wantStatus, wantCode)
+	}
+	if got := charges(t, e.sim); got != 1 {
+		t.Fatalf("provider charges = %d; want 1", got)
+	}
+	if got := intentState(t, e.pool, k); got != IntentPending {
+		t.Fatalf("intent of %s = %q; want %q", k, got, IntentPending)
 	}
 }
 
@@ -132,7 +139,7 @@ func wantOneCaptured(t *testing.T, sim *provider.Simulator, l result) string {
 
 // refundAndCheckConserved refunds the payment and checks the provider's
 // ledger: one charge, refunded in full.
-func refundAndCheckConserved(t *testing.T, e *intentEnv, paymentID string, amount int64) {
+func refundAndCheckConserved(t *testing.T, e *testEnv, paymentID string, amount int64) {
 	t.Helper()
 	if r := do(t, "POST", e.url+"/v1/payments/"+paymentID+"/refund", nil, ""); r.status != 200 || r.body["status"] != StatusRefunded {
 		t.Fatalf("refund = %d %s; want 200 refunded", r.status, r.raw)
@@ -154,19 +161,11 @@ func TestCreate_StoreFailsAfterCharge(t *testing.T) {
 	for _, settle := range []string{"list", "reconciler"} {
 		t.Run(settle, func(t *testing.T) {
 			t.Parallel()
-			e := newIntentEnv(t, 2*time.Second, Options{SettleAfter: time.Nanosecond}, cutStoreAfterCharge(t))
+			e := newIntentEnv(t, 2*time.Second, Config{SettleAfter: time.Nanosecond}, cutStoreAfterCharge(t))
 			orderID := newOrderID()
 			r := do(t, "POST", e.url+"/v1/payments", key("cut"), payBody(orderID, 700, "pm_card_ok"))
 			setConnections(t, e.pool, true)
-			if r.status != 503 || r.body["code"] != "database_unavailable" {
-				t.Fatalf("POST with the store cut after the charge = %d %s; want 503 database_unavailable", r.status, r.raw)
-			}
-			if got := charges(t, e.sim); got != 1 {
-				t.Fatalf("provider charges = %d; want 1", got)
-			}
-			if got := intentState(t, e.pool, "cut"); got != IntentPending {
-				t.Fatalf("intent after the failed insert = %q; want %q (never released)", got, IntentPending)
-			}
+			wantUnknownOutcome(t, e, r, "cut", 503, "database_unavailable")
 			if settle == "reconciler" {
 				deadline := time.Now().Add(30 * time.Second)
 				for intentState(t, e.pool, "cut") == IntentPending && time.Now().Before(deadline) {
@@ -214,19 +213,10 @@ func TestCreate_ProviderTimeoutAfterCharge(t *testing.T) {
 	for _, settle := range []string{"list", "reconciler", "retry"} {
 		t.Run(settle, func(t *testing.T) {
 			t.Parallel()
-			e := newIntentEnv(t, 300*time.Millisecond, Options{SettleAfter: time.Nanosecond}, loseAnswer)
+			e := newIntentEnv(t, 300*time.Millisecond, Config{SettleAfter: time.Nanosecond}, loseAnswer)
 			orderID := newOrderID()
 			body := payBody(orderID, 900, "pm_card_ok")
-			r := do(t, "POST", e.url+"/v1/payments", key("lost"), body)
-			if r.status != 504 || r.body["code"] != "provider_timeout" {
-				t.Fatalf("POST = %d %s; want 504 provider_timeout", r.status, r.raw)
-			}
-			if got := charges(t, e.sim); got != 1 {
-				t.Fatalf("provider charges = %d; want 1", got)
-			}
-			if got := intentState(t, e.pool, "lost"); got != IntentPending {
-				t.Fatalf("intent after the timeout = %q; want %q", got, IntentPending)
-			}
+			wantUnknownOutcome(t, e, do(t, "POST", e.url+"/v1/payments", key("lost"), body), "lost", 504, "provider_timeout")
 			var id string
 			switch settle {
 			case "reconciler":
@@ -261,12 +251,8 @@ func TestCreate_ProviderTimeoutAfterCharge(t *testing.T) {
 // abandoned after it: nothing to refund, and the key may be used again.
 func TestSettle_NoCharge(t *testing.T) {
 	t.Parallel()
-	log := slog.New(slog.DiscardHandler)
-	sim := newSimulator(t)
-	prov := httptest.NewServer(provider.NewHandler(log, sim, testToken))
-	t.Cleanup(prov.Close)
-	svc, pool, url := newPaymentServer(t, NewProviderClient(prov.URL, testToken, 100*time.Millisecond),
-		Options{SettleAfter: time.Hour})
+	e := newEnv(t, newGuard(100*time.Millisecond), Config{SettleAfter: time.Hour}, nil)
+	sim, svc, pool, url := e.sim, e.svc, e.pool, e.url
 	sim.Update(provider.Patch{LatencyMS: ptr(60000)})
 	orderID := newOrderID()
 	body := payBody(orderID, 300, "pm_card_ok")
@@ -311,7 +297,7 @@ func TestSettle_NoCharge(t *testing.T) {
 // intents stay pending, are counted, and are settled on a later round.
 func TestReconcile_ProviderDown(t *testing.T) {
 	t.Parallel()
-	e := newIntentEnv(t, 300*time.Millisecond, Options{SettleAfter: time.Nanosecond}, loseAnswer)
+	e := newIntentEnv(t, 300*time.Millisecond, Config{SettleAfter: time.Nanosecond}, loseAnswer)
 	orderID := newOrderID()
 	if r := do(t, "POST", e.url+"/v1/payments", key("k"), payBody(orderID, 400, "pm_card_ok")); r.status != 504 {
 		t.Fatalf("POST = %d %s; want 504", r.status, r.raw)
@@ -339,7 +325,7 @@ func TestReconcile_ProviderDown(t *testing.T) {
 // TestRunReconciler settles in the background and stops with its context.
 func TestRunReconciler(t *testing.T) {
 	t.Parallel()
-	e := newIntentEnv(t, 300*time.Millisecond, Options{SettleAfter: time.Nanosecond}, loseAnswer)
+	e := newIntentEnv(t, 300*time.Millisecond, Config{SettleAfter: time.Nanosecond}, loseAnswer)
 	if r := do(t, "POST", e.url+"/v1/payments", key("bg"), payBody(newOrderID(), 400, "pm_card_ok")); r.status != 504 {
 		t.Fatalf("POST = %d %s; want 504", r.status, r.raw)
 	}

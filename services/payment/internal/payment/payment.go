@@ -10,8 +10,10 @@ package payment
 
 import (
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"time"
 
@@ -79,11 +81,32 @@ var (
 	errUnripe = errors.New("no charge yet for an intent within its grace period")
 )
 
-// DeclineError is a capture the card issuer refused; Code is the provider's
-// decline code ("card_declined", "insufficient_funds").
-type DeclineError struct{ Code string }
+// DeclinedError is a capture the card issuer refused; DeclineCode is the
+// provider's decline code ("card_declined", "insufficient_funds").
+type DeclinedError struct {
+	DeclineCode string
+}
 
-func (e *DeclineError) Error() string { return "payment declined: " + e.Code }
+// Error describes the decline.
+func (e *DeclinedError) Error() string { return "payment declined: " + e.DeclineCode }
+
+// Outcome is how a capture ended, kept with its Idempotency-Key in the
+// statement that settles the intent: the captured Payment, or the
+// DeclineCode of a card the provider declined (no payment then). The
+// handler renders the first answer and every replay from it alike.
+type Outcome struct {
+	Payment     Payment
+	DeclineCode string
+}
+
+// Err is nil for a captured payment, else the *DeclinedError the client is
+// answered with.
+func (o Outcome) Err() error {
+	if o.DeclineCode != "" {
+		return &DeclinedError{DeclineCode: o.DeclineCode}
+	}
+	return nil
+}
 
 // Payment is a captured card payment.
 type Payment struct {
@@ -98,12 +121,34 @@ type Payment struct {
 	UpdatedAt        time.Time
 }
 
+// Key is an Idempotency-Key as the service keeps it: scoped by the caller
+// that sent it (the access token's subject; a service's client id), so two
+// callers that happen to pick the same key get independent payments, never
+// each other's answer or a 422.
+type Key struct {
+	Caller string
+	Value  string
+}
+
+// ProviderKey is the idempotency key the provider is sent for k: the
+// SHA-256 of the length-prefixed caller and key, in hex. It differs for
+// every (caller, key) pair, so two callers' captures never meet at the
+// provider either (no choice of subject and key makes two pairs spell the
+// same input, as a separator could), and it is the same for every attempt
+// and every intent of k, so the provider holds at most one charge for it.
+// Fixed-length hex is safe in a header, in a log line and under the
+// provider's 255-byte limit whatever the caller sent.
+func (k Key) ProviderKey() string {
+	sum := sha256.Sum256([]byte(strconv.Itoa(len(k.Caller)) + ":" + k.Caller + k.Value))
+	return hex.EncodeToString(sum[:])
+}
+
 // Intent is a capture written, with its Idempotency-Key, before the provider
-// is called. ProviderKey is the idempotency key the provider sees: the same
-// for every attempt and every intent of one Idempotency-Key, so the
-// provider holds at most one charge for it. ID becomes the payment's id.
+// is called. ProviderKey is the idempotency key the provider sees,
+// Key.ProviderKey for intents written since keys are scoped by the caller
+// (the caller's key itself for older ones). ID becomes the payment's id.
 type Intent struct {
-	Key         string
+	Key         Key
 	ID          string
 	OrderID     string
 	AmountCents int64
@@ -191,19 +236,11 @@ func (r CreateRequest) Hash() []byte {
 // sent on to the provider).
 func ValidKey(k string) bool { return len(k) >= 1 && len(k) <= MaxKeyLen && web.PlainText(k) }
 
-// Response is an HTTP outcome stored with an Idempotency-Key and replayed
-// byte for byte to later requests with the same key.
-type Response struct {
-	Status   int
-	Body     []byte
-	Replayed bool
-}
-
 // ProviderSettings changes the simulated provider; a nil field is unchanged.
 type ProviderSettings struct {
-	LatencyMS *int     `json:"latency_ms,omitempty"`
-	ErrorRate *float64 `json:"error_rate,omitempty"`
-	Outage    *bool    `json:"outage,omitempty"`
+	LatencyMS *int
+	ErrorRate *float64
+	Outage    *bool
 }
 
 // Validate returns a field→problem map, empty when s is acceptable.

@@ -63,6 +63,31 @@ func TestCreateRequest_Hash(t *testing.T) {
 	}
 }
 
+// TestKey_ProviderKey: the provider key is one per (caller, key) pair, the
+// same every time, and fit for a header whatever the caller sent.
+func TestKey_ProviderKey(t *testing.T) {
+	t.Parallel()
+	keys := []Key{
+		{"orderflow-order", "k"}, {"orderflow-other", "k"}, {"orderflow-order", "k2"},
+		// Pairs that one separator-joined string could not tell apart.
+		{"a", "bc"}, {"ab", "c"}, {"a:", "b"}, {"a", ":b"}, {"", "1:ab"}, {"1:a", "b"},
+	}
+	seen := map[string]Key{}
+	for _, k := range keys {
+		pk := k.ProviderKey()
+		if other, dup := seen[pk]; dup {
+			t.Errorf("%+v and %+v share the provider key %s", k, other, pk)
+		}
+		seen[pk] = k
+		if pk != k.ProviderKey() {
+			t.Errorf("%+v.ProviderKey() changes between calls", k)
+		}
+		if len(pk) != 64 || strings.Trim(pk, "0123456789abcdef") != "" {
+			t.Errorf("%+v.ProviderKey() = %q; want 64 hex digits", k, pk)
+		}
+	}
+}
+
 // FuzzDecodeCreate drives the body decode and validation path with arbitrary
 // bytes: it must never panic, must answer every bad body with a 4xx problem,
 // and must only accept requests that satisfy the contract.

@@ -10,11 +10,6 @@ import (
 const (
 	// reconcileBatch is the most unknown intents one round settles.
 	reconcileBatch = 100
-	// retentionBatch is the most keys one DELETE removes; a round runs at
-	// most retentionBatches of them, so a backlog drains over several
-	// rounds without long locks.
-	retentionBatch   = 500
-	retentionBatches = 20
 	// roundTimeout bounds one round, provider look-ups included.
 	roundTimeout = time.Minute
 )
@@ -23,10 +18,9 @@ const (
 // outcome is unknown and whose latest attempt began more than SettleAfter
 // ago, by asking the provider for the charge made with each one's key
 // (found: recorded as captured; none: abandoned, nothing to refund;
-// provider unreachable: left for the next round), then deletes answered
-// Idempotency-Keys older than KeyRetention, in batches.
+// provider unreachable: left for the next round).
 func (s *Service) Reconcile(ctx context.Context) error {
-	pending, err := s.store.Pending(ctx, s.opts.SettleAfter, reconcileBatch)
+	pending, err := s.store.Pending(ctx, s.cfg.SettleAfter, reconcileBatch)
 	if err != nil {
 		return err
 	}
@@ -38,22 +32,6 @@ func (s *Service) Reconcile(ctx context.Context) error {
 		if err := s.settle(ctx, in); err != nil {
 			errs = append(errs, err)
 		}
-	}
-	var deleted int64
-	for range retentionBatches {
-		n, err := s.store.DeleteAnswered(ctx, s.opts.KeyRetention, retentionBatch)
-		deleted += n
-		if err != nil {
-			errs = append(errs, err)
-			break
-		}
-		if n < retentionBatch {
-			break
-		}
-	}
-	if deleted > 0 {
-		s.log.InfoContext(ctx, "deleted old idempotency keys", "keys", deleted,
-			"retention", s.opts.KeyRetention.String())
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("reconcile: %w", err)

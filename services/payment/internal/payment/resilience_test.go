@@ -2,7 +2,6 @@ package payment
 
 import (
 	"log/slog"
-	"net/http/httptest"
 	"strconv"
 	"testing"
 	"time"
@@ -17,13 +16,9 @@ import (
 // breaker with a short delay, in front of the real provider handler.
 func guardedEnv(t *testing.T, p resilience.Policy) (*provider.Simulator, *resilience.Downstream, string) {
 	t.Helper()
-	log := slog.New(slog.DiscardHandler)
-	sim := newSimulator(t)
-	prov := httptest.NewServer(provider.NewHandler(log, sim, testToken))
-	t.Cleanup(prov.Close)
-	guard := resilience.New("provider", p, nil, log)
-	_, _, url := newPaymentServer(t, NewGuardedProviderClient(prov.URL, testToken, guard), Options{})
-	return sim, guard, url
+	guard := resilience.New("provider", p, nil, slog.New(slog.DiscardHandler))
+	e := newEnv(t, guard, Config{}, nil)
+	return e.sim, guard, e.url
 }
 
 func guardedPolicy() resilience.Policy {

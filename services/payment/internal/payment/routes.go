@@ -9,9 +9,10 @@ import (
 	"github.com/orderflow/orderflow/pkg/web"
 )
 
-// NewHandler returns the payment service's HTTP API. authn verifies the
+// NewHandler returns the payment service's HTTP API: every route is here.
+// ready holds the readiness checks behind /readyz; authn verifies the
 // caller's access token (nil: none is read, so only the probes answer).
-func NewHandler(log *slog.Logger, svc *Service, authn func(http.Handler) http.Handler) http.Handler {
+func NewHandler(log *slog.Logger, svc *Service, ready map[string]web.Check, authn func(http.Handler) http.Handler) http.Handler {
 	r := web.NewRouter(log)
 	r.Use(web.Deadline(RequestTimeout))
 	if authn != nil {
@@ -19,7 +20,10 @@ func NewHandler(log *slog.Logger, svc *Service, authn func(http.Handler) http.Ha
 	}
 	// Anonymous: the probes.
 	r.Method(http.MethodGet, "/healthz", web.Healthz())
-	r.Method(http.MethodGet, "/readyz", web.Readyz(map[string]web.Check{"postgres": svc.Ready}))
+	// The provider is deliberately not among ready's checks: during a
+	// provider outage payment stays in rotation and answers 503 fast
+	// instead of disappearing from the load balancer.
+	r.Method(http.MethodGet, "/readyz", web.Readyz(ready))
 
 	// The order service (scope payments): charges and refunds.
 	charge := r.With(auth.Require(auth.ScopePayments))

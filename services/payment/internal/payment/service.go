@@ -1,31 +1,34 @@
 package payment
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/orderflow/orderflow/pkg/auth"
 )
 
 // Provider is the external card processor as the service uses it. It is
 // declared here, at the consumer, so tests can swap in a hand-written fake;
-// *ProviderClient is the real one.
+// *ProviderClient is the real one. Charge returns a *DeclinedError for a
+// declined card; Admin reads (change nil) or changes the simulated
+// provider's settings and returns its answer as it is.
 type Provider interface {
 	Charge(ctx context.Context, req ChargeRequest) (chargeID string, err error)
 	ChargeByKey(ctx context.Context, key string) (ch ProviderCharge, found bool, err error)
 	Refund(ctx context.Context, chargeID string) error
-	Admin(ctx context.Context, method string, body []byte) (ProviderReply, error)
+	Admin(ctx context.Context, change *ProviderSettings) (ProviderReply, error)
 }
 
-// Options tunes how duplicates of an in-flight request behave and when
+// Config tunes how duplicates of an in-flight request behave and when
 // unknown outcomes are settled.
-type Options struct {
+type Config struct {
 	// PollInterval is how often a duplicate checks whether the first request
 	// has finished (25ms when zero).
 	PollInterval time.Duration
@@ -43,160 +46,152 @@ type Options struct {
 	// still be on its way (2m when zero). A charge the provider does hold
 	// settles the intent at any age.
 	SettleAfter time.Duration
-	// KeyRetention is how long answered Idempotency-Keys (and their settled
-	// intents) are kept for replays (24h when zero).
-	KeyRetention time.Duration
 }
+
+// KeyRetention is how long an answered Idempotency-Key (and its settled
+// intent) is kept for replays: a retry within a day gets the first answer;
+// later, the key is a new request. A key whose outcome is unknown is never
+// deleted.
+const KeyRetention = 24 * time.Hour
+
+// recordTimeout bounds the writes that record what the provider answered,
+// which run without the request's cancellation.
+const recordTimeout = 10 * time.Second
 
 // Service holds the payment use cases.
 type Service struct {
-	log      *slog.Logger
 	store    *Store
 	provider Provider
-	opts     Options
+	cfg      Config
+	log      *slog.Logger
 
 	settled struct{ captured, abandoned, unreachable atomic.Uint64 }
 }
 
 // NewService returns a service over store and provider.
-func NewService(log *slog.Logger, store *Store, provider Provider, opts Options) *Service {
-	if opts.PollInterval <= 0 {
-		opts.PollInterval = 25 * time.Millisecond
+func NewService(store *Store, provider Provider, cfg Config, log *slog.Logger) *Service {
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 25 * time.Millisecond
 	}
-	if opts.MaxWait <= 0 {
-		opts.MaxWait = 5 * time.Second
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = 5 * time.Second
 	}
-	if opts.StaleAfter <= 0 {
-		opts.StaleAfter = time.Minute
+	if cfg.StaleAfter <= 0 {
+		cfg.StaleAfter = time.Minute
 	}
-	if opts.SettleAfter <= 0 {
-		opts.SettleAfter = 2 * time.Minute
+	if cfg.SettleAfter <= 0 {
+		cfg.SettleAfter = 2 * time.Minute
 	}
-	if opts.KeyRetention <= 0 {
-		opts.KeyRetention = 24 * time.Hour
-	}
-	return &Service{log: log, store: store, provider: provider, opts: opts}
+	return &Service{store: store, provider: provider, cfg: cfg, log: log}
 }
 
-// Ready reports whether the database answers. The provider is deliberately
-// not checked: during a provider outage payment stays in rotation and
-// answers 503 fast instead of disappearing from the load balancer.
-func (s *Service) Ready(ctx context.Context) error { return s.store.Ping(ctx) }
-
-// Create captures a payment under an Idempotency-Key. The first request with
-// a key claims it and writes its payment intent, charges the card with the
-// intent's provider key and stores the outcome (201 or 402) with the key;
-// later requests with the same key and body get that outcome replayed, and
-// duplicates that arrive while it runs wait for it. When the outcome is
-// unknown (the provider timed out or failed, or storing its answer failed)
-// the key and the intent stay: a retry takes the claim over and sends the
-// same provider key again, so the provider returns the first charge if
-// there was one, and the reconciler settles intents nobody retries. Only a
-// charge that certainly did not happen releases the key. req must be
-// normalized.
-func (s *Service) Create(ctx context.Context, key string, req CreateRequest) (Response, error) {
+// Create captures a payment under caller's Idempotency-Key key: keys are
+// scoped by the caller's token subject, so another caller's same key is
+// another payment. The first request with a key claims it and writes its payment intent, charges the card with the
+// intent's provider key and stores the outcome (captured or declined) with
+// the key; later requests with the same key and body get that outcome back
+// with replayed true, and duplicates that arrive while it runs wait for it.
+// When the outcome is unknown (the provider timed out or failed, or storing
+// its answer failed) the key and the intent stay: a retry takes the claim
+// over and sends the same provider key again, so the provider returns the
+// first charge if there was one, and the reconciler settles intents nobody
+// retries. Only a charge that certainly did not happen releases the key.
+// Errors: ErrKeyReused, ErrInProgress, the provider's and the store's.
+// req must be normalized.
+func (s *Service) Create(ctx context.Context, caller auth.Principal, key string, req CreateRequest) (out Outcome, replayed bool, err error) {
+	k := Key{Caller: caller.Subject, Value: key}
 	hash := req.Hash()
 	id, err := uuid.NewV7()
 	if err != nil {
-		return Response{}, fmt.Errorf("new payment id: %w", err)
+		return Outcome{}, false, fmt.Errorf("new payment id: %w", err)
 	}
 	in := Intent{ID: id.String(), OrderID: req.OrderID, AmountCents: req.AmountCents, Currency: req.Currency,
-		Method: req.Method, ProviderKey: key}
-	waitCtx, cancel := context.WithTimeout(ctx, s.opts.MaxWait)
+		Method: req.Method, ProviderKey: k.ProviderKey()}
+	waitCtx, cancel := context.WithTimeout(ctx, s.cfg.MaxWait)
 	defer cancel()
 	for {
-		c, err := s.store.Claim(ctx, key, hash, in, s.opts.StaleAfter)
+		c, err := s.store.Claim(ctx, k, hash, in, s.cfg.StaleAfter)
 		if err != nil {
-			return Response{}, err
+			return Outcome{}, false, err
 		}
 		switch {
 		case c.Owned:
-			resp, err := s.capture(ctx, key, c, req)
+			out, err := s.capture(ctx, c)
 			if errors.Is(err, errClaimLost) {
 				continue // someone else answered the key: replay theirs
 			}
-			return resp, err
+			return out, false, err
 		case c.Gone:
 			continue
-		case string(c.Hash) != string(hash):
-			return Response{}, ErrKeyReused
-		case c.Status != nil:
-			body, err := replayBody(*c.Status, c.Body)
-			if err != nil {
-				return Response{}, fmt.Errorf("replay idempotency key: %w", err)
-			}
-			return Response{Status: *c.Status, Body: body, Replayed: true}, nil
+		case !bytes.Equal(c.Hash, hash):
+			return Outcome{}, false, ErrKeyReused
+		case c.Answered:
+			return c.Outcome, true, nil
 		}
-		t := time.NewTimer(s.opts.PollInterval)
+		t := time.NewTimer(s.cfg.PollInterval)
 		select {
 		case <-waitCtx.Done():
 			t.Stop()
-			return Response{}, ErrInProgress
+			return Outcome{}, false, ErrInProgress
 		case <-t.C:
 		}
 	}
 }
 
-// capture does the work of a claimed key.
-func (s *Service) capture(ctx context.Context, key string, c claim, req CreateRequest) (Response, error) {
+// capture does the work of a claimed key: it charges the claim's intent
+// and records what the provider answered.
+func (s *Service) capture(ctx context.Context, c claim) (Outcome, error) {
+	in := c.Intent
 	chargeID, err := s.provider.Charge(ctx, ChargeRequest{
-		AmountCents:    req.AmountCents,
-		Currency:       req.Currency,
-		Method:         req.Method,
-		IdempotencyKey: c.Intent.ProviderKey,
+		AmountCents:    in.AmountCents,
+		Currency:       in.Currency,
+		Method:         in.Method,
+		IdempotencyKey: in.ProviderKey,
 	})
 	// Once the provider has answered, the outcome must be recorded even if
 	// the client hung up meanwhile, so the rest runs without its cancellation.
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
 
-	var decline *DeclineError
+	var declined *DeclinedError
 	switch {
-	case errors.As(err, &decline):
-		body, err := json.Marshal(declineProblem(decline.Code))
-		if err != nil {
-			return Response{}, s.park(dctx, key, c.Token, err)
-		}
-		if err := s.store.Decline(dctx, key, c.Token, body); err != nil {
+	case errors.As(err, &declined):
+		if err := s.store.Decline(dctx, in.Key, c.Token, declined.DeclineCode); err != nil {
 			// Nothing was charged: the reconciler finds no charge for
 			// the intent and abandons it.
-			return Response{}, s.park(dctx, key, c.Token, err)
+			return Outcome{}, s.park(dctx, in.Key, c.Token, err)
 		}
-		return Response{Status: http.StatusPaymentRequired, Body: body}, nil
+		return Outcome{DeclineCode: declined.DeclineCode}, nil
 	case errors.Is(err, ErrNotCharged) && c.Fresh:
-		if _, rerr := s.store.Release(dctx, key, c.Token); rerr != nil {
-			s.log.ErrorContext(ctx, "release idempotency key", "err", rerr)
+		if _, rerr := s.store.Release(dctx, in.Key, c.Token); rerr != nil {
+			s.log.ErrorContext(ctx, "release idempotency key", "error", rerr)
 		}
-		return Response{}, err
+		return Outcome{}, err
 	case err != nil:
 		// Also a taken-over intent that this attempt did not charge: an
 		// earlier attempt may have.
-		return Response{}, s.park(dctx, key, c.Token, err)
+		return Outcome{}, s.park(dctx, in.Key, c.Token, err)
 	}
 
-	p := c.Intent.payment(chargeID, time.Now().UTC().Truncate(time.Microsecond))
-	body, err := json.Marshal(toPaymentResponse(p))
-	if err != nil {
-		return Response{}, s.park(dctx, key, c.Token, err)
-	}
-	if err := s.store.Capture(dctx, key, &c.Token, p, body); err != nil {
+	p := in.payment(chargeID, time.Now().UTC().Truncate(time.Microsecond))
+	if err := s.store.Capture(dctx, in.Key, &c.Token, p); err != nil {
 		// The charge exists at the provider but is not recorded here. The
 		// intent stays pending with its key: a retry gets the same charge
 		// from the provider, and the reconciler or a list of the order's
 		// payments records it by asking the provider by key.
-		return Response{}, s.park(dctx, key, c.Token, fmt.Errorf("record charge %s: %w", chargeID, err))
+		return Outcome{}, s.park(dctx, in.Key, c.Token, fmt.Errorf("record charge %s: %w", chargeID, err))
 	}
-	return Response{Status: http.StatusCreated, Body: body}, nil
+	return Outcome{Payment: p}, nil
 }
 
 // park marks the claim as ended with the outcome unknown, best effort (the
 // database may be what failed), and returns cause.
-func (s *Service) park(ctx context.Context, key string, token time.Time, cause error) error {
+func (s *Service) park(ctx context.Context, key Key, token time.Time, cause error) error {
 	if errors.Is(cause, errClaimLost) {
 		return cause
 	}
 	if err := s.store.Park(ctx, key, token); err != nil {
-		s.log.WarnContext(ctx, "park idempotency key; a retry waits for the claim to go stale", "err", err)
+		s.log.WarnContext(ctx, "park idempotency key; a retry waits for the claim to go stale", "error", err)
 	}
 	return cause
 }
@@ -218,11 +213,7 @@ func (s *Service) settle(ctx context.Context, in Intent) error {
 				ch.ID, in.ID, ch.AmountCents, ch.Currency, in.AmountCents, in.Currency)
 		}
 		p := in.payment(ch.ID, time.Now().UTC().Truncate(time.Microsecond))
-		body, err := json.Marshal(toPaymentResponse(p))
-		if err != nil {
-			return err
-		}
-		switch err := s.store.Capture(ctx, in.Key, nil, p, body); {
+		switch err := s.store.Capture(ctx, in.Key, nil, p); {
 		case errors.Is(err, errClaimLost):
 			return nil // answered meanwhile, by its request or another replica
 		case err != nil:
@@ -271,7 +262,7 @@ func (s *Service) Get(ctx context.Context, id string) (Payment, error) {
 // be asked, or holds no charge for an intent still in its grace period)
 // the answer is ErrUnsettled, and the caller retries later.
 func (s *Service) ListByOrder(ctx context.Context, orderID string) ([]Payment, error) {
-	pending, err := s.store.PendingForOrder(ctx, orderID, s.opts.SettleAfter)
+	pending, err := s.store.PendingForOrder(ctx, orderID, s.cfg.SettleAfter)
 	if err != nil {
 		return nil, err
 	}
@@ -307,12 +298,5 @@ func (s *Service) Refund(ctx context.Context, id string) (Payment, error) {
 // ProviderConfig forwards an admin read (change nil) or change of the
 // simulated provider's behaviour; the route has checked the operator.
 func (s *Service) ProviderConfig(ctx context.Context, change *ProviderSettings) (ProviderReply, error) {
-	if change == nil {
-		return s.provider.Admin(ctx, http.MethodGet, nil)
-	}
-	body, err := json.Marshal(change)
-	if err != nil {
-		return ProviderReply{}, fmt.Errorf("encode provider settings: %w", err)
-	}
-	return s.provider.Admin(ctx, http.MethodPut, body)
+	return s.provider.Admin(ctx, change)
 }

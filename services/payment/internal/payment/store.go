@@ -2,6 +2,7 @@ package payment
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -36,34 +37,34 @@ type claim struct {
 	// Gone is true when the key vanished between the insert and the read
 	// (its intent was found never charged): try to claim again.
 	Gone bool
-	// Hash, Status and Body describe a key held by someone else; a nil
-	// Status means still in progress.
-	Hash   []byte
-	Status *int
-	Body   []byte
+	// Hash, Answered and Outcome describe a key held by someone else:
+	// Outcome is its stored answer when Answered, else it is in progress.
+	Hash     []byte
+	Answered bool
+	Outcome  Outcome
 }
 
-// Claim takes the key for a new request with hash, writing in as its
-// payment intent in the same statement, or reports who holds it. A claim
-// whose request ended with the outcome unknown (parked), or one older than
-// staleAfter that never completed (its process died), is taken over with
-// the intent it already has: safe, because every attempt sends the
-// provider the intent's same ProviderKey and the provider deduplicates on
-// it.
-func (s *Store) Claim(ctx context.Context, key string, hash []byte, in Intent, staleAfter time.Duration) (claim, error) {
+// Claim takes the caller's key for a new request with hash, writing in as
+// its payment intent in the same statement, or reports who holds it. A
+// claim whose request ended with the outcome unknown (parked), or one
+// older than staleAfter that never completed (its process died), is taken
+// over with the intent it already has: safe, because every attempt sends
+// the provider the intent's same ProviderKey and the provider deduplicates
+// on it.
+func (s *Store) Claim(ctx context.Context, key Key, hash []byte, in Intent, staleAfter time.Duration) (claim, error) {
 	const insert = `
 		WITH k AS (
-			INSERT INTO idempotency_keys (key, request_hash, created_at)
-			VALUES ($1, $2, clock_timestamp())
-			ON CONFLICT (key) DO NOTHING
-			RETURNING key, created_at),
+			INSERT INTO idempotency_keys (caller, key, request_hash, created_at)
+			VALUES ($1, $2, $3, clock_timestamp())
+			ON CONFLICT (caller, key) DO NOTHING
+			RETURNING caller, key, created_at),
 		i AS (
-			INSERT INTO payment_intents (key, id, order_id, amount_cents, currency, method, provider_key, state, created_at, updated_at)
-			SELECT key, $3, $4, $5, $6, $7, $8, 'pending', created_at, created_at FROM k)
+			INSERT INTO payment_intents (caller, key, id, order_id, amount_cents, currency, method, provider_key, state, created_at, updated_at)
+			SELECT caller, key, $4, $5, $6, $7, $8, $9, 'pending', created_at, created_at FROM k)
 		SELECT created_at FROM k`
 	var c claim
-	err := s.pool.QueryRow(ctx, insert, key, hash, in.ID, in.OrderID, in.AmountCents, in.Currency, in.Method,
-		in.ProviderKey).Scan(&c.Token)
+	err := s.pool.QueryRow(ctx, insert, key.Caller, key.Value, hash, in.ID, in.OrderID, in.AmountCents, in.Currency,
+		in.Method, in.ProviderKey).Scan(&c.Token)
 	if err == nil {
 		c.Owned, c.Fresh, c.Intent = true, true, in
 		c.Intent.Key, c.Intent.Token = key, c.Token
@@ -75,10 +76,10 @@ func (s *Store) Claim(ctx context.Context, key string, hash []byte, in Intent, s
 
 	const takeOver = `
 		UPDATE idempotency_keys SET created_at = clock_timestamp(), parked = false
-		WHERE key = $1 AND request_hash = $2 AND status_code IS NULL
-		  AND (parked OR created_at < clock_timestamp() - $3::bigint * interval '1 microsecond')
+		WHERE caller = $1 AND key = $2 AND request_hash = $3 AND status_code IS NULL
+		  AND (parked OR created_at < clock_timestamp() - $4::bigint * interval '1 microsecond')
 		RETURNING created_at`
-	err = s.pool.QueryRow(ctx, takeOver, key, hash, staleAfter.Microseconds()).Scan(&c.Token)
+	err = s.pool.QueryRow(ctx, takeOver, key.Caller, key.Value, hash, staleAfter.Microseconds()).Scan(&c.Token)
 	if err == nil {
 		c.Owned = true
 		c.Intent, err = s.intentOf(ctx, key, in)
@@ -89,11 +90,10 @@ func (s *Store) Claim(ctx context.Context, key string, hash []byte, in Intent, s
 		return c, fmt.Errorf("take over idempotency key: %w", err)
 	}
 
-	const read = `
-		SELECT request_hash, status_code, response::text
-		FROM idempotency_keys WHERE key = $1`
-	var body *string
-	err = s.pool.QueryRow(ctx, read, key).Scan(&c.Hash, &c.Status, &body)
+	const read = `SELECT request_hash, status_code, response FROM idempotency_keys WHERE caller = $1 AND key = $2`
+	var status *int
+	var record []byte
+	err = s.pool.QueryRow(ctx, read, key.Caller, key.Value).Scan(&c.Hash, &status, &record)
 	if errors.Is(err, pgx.ErrNoRows) {
 		c.Gone = true
 		return c, nil
@@ -101,43 +101,93 @@ func (s *Store) Claim(ctx context.Context, key string, hash []byte, in Intent, s
 	if err != nil {
 		return c, fmt.Errorf("read idempotency key: %w", err)
 	}
-	if body != nil {
-		c.Body = []byte(*body)
+	if status != nil {
+		c.Answered = true
+		c.Outcome, err = decodeOutcome(*status, record)
 	}
-	return c, nil
+	return c, err
+}
+
+// The status_code column of an answered key: the HTTP status the outcome is
+// answered with. The retention index reads it (NULL: not answered).
+const (
+	keyCaptured = 201
+	keyDeclined = 402
+)
+
+// declineRecord is a declined capture's outcome in the response column. Its
+// member is named as the 402 problem names it, so keys answered before the
+// outcome was kept structured, which hold that problem, read the same.
+type declineRecord struct {
+	DeclineCode string `json:"decline_code"`
+}
+
+// encodeOutcome is the status_code and response columns of out. A captured
+// payment is kept as the API shows it (paymentResponse), as it was at the
+// capture: a replay answers that, whatever happened to the payment since.
+func encodeOutcome(out Outcome) (int, []byte, error) {
+	status, v := keyCaptured, any(toPaymentResponse(out.Payment))
+	if out.DeclineCode != "" {
+		status, v = keyDeclined, declineRecord{DeclineCode: out.DeclineCode}
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return 0, nil, fmt.Errorf("encode outcome: %w", err)
+	}
+	return status, b, nil
+}
+
+// decodeOutcome is the outcome encodeOutcome stored.
+func decodeOutcome(status int, record []byte) (Outcome, error) {
+	if status == keyDeclined {
+		var d declineRecord
+		if err := json.Unmarshal(record, &d); err != nil || d.DeclineCode == "" {
+			return Outcome{}, fmt.Errorf("decode declined outcome %q: %w", record, err)
+		}
+		return Outcome{DeclineCode: d.DeclineCode}, nil
+	}
+	var p paymentResponse
+	if err := json.Unmarshal(record, &p); err != nil {
+		return Outcome{}, fmt.Errorf("decode captured outcome: %w", err)
+	}
+	return Outcome{Payment: p.payment()}, nil
 }
 
 // intentOf returns the intent of a claimed key, writing in when it has none
 // (a claim left by a version without intents).
-func (s *Store) intentOf(ctx context.Context, key string, in Intent) (Intent, error) {
+func (s *Store) intentOf(ctx context.Context, key Key, in Intent) (Intent, error) {
 	const q = `
-		INSERT INTO payment_intents (key, id, order_id, amount_cents, currency, method, provider_key, state)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')
-		ON CONFLICT (key) DO UPDATE SET updated_at = now()
-		RETURNING key, id::text, order_id::text, amount_cents, currency, method, provider_key`
-	var got Intent
-	err := s.pool.QueryRow(ctx, q, key, in.ID, in.OrderID, in.AmountCents, in.Currency, in.Method, in.ProviderKey).
-		Scan(&got.Key, &got.ID, &got.OrderID, &got.AmountCents, &got.Currency, &got.Method, &got.ProviderKey)
+		INSERT INTO payment_intents (caller, key, id, order_id, amount_cents, currency, method, provider_key, state)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending')
+		ON CONFLICT (caller, key) DO UPDATE SET updated_at = now()
+		RETURNING id::text, order_id::text, amount_cents, currency, method, provider_key`
+	got := Intent{Key: key}
+	err := s.pool.QueryRow(ctx, q, key.Caller, key.Value, in.ID, in.OrderID, in.AmountCents, in.Currency, in.Method,
+		in.ProviderKey).Scan(&got.ID, &got.OrderID, &got.AmountCents, &got.Currency, &got.Method, &got.ProviderKey)
 	if err != nil {
 		return Intent{}, fmt.Errorf("read payment intent: %w", err)
 	}
 	return got, nil
 }
 
-// Decline stores a claimed key's 402 answer and marks its intent declined,
-// in one statement.
-func (s *Store) Decline(ctx context.Context, key string, token time.Time, body []byte) error {
+// Decline stores a claimed key's declined outcome and marks its intent
+// declined, in one statement.
+func (s *Store) Decline(ctx context.Context, key Key, token time.Time, declineCode string) error {
 	const q = `
 		WITH k AS (
-			UPDATE idempotency_keys SET status_code = 402, response = $3, parked = false
-			WHERE key = $1 AND created_at = $2 AND status_code IS NULL
-			RETURNING key),
+			UPDATE idempotency_keys SET status_code = $4, response = $5, parked = false
+			WHERE caller = $1 AND key = $2 AND created_at = $3 AND status_code IS NULL
+			RETURNING caller, key),
 		i AS (
 			UPDATE payment_intents SET state = 'declined', updated_at = now()
-			WHERE key IN (SELECT key FROM k))
+			WHERE (caller, key) IN (SELECT caller, key FROM k))
 		SELECT count(*) FROM k`
+	status, record, err := encodeOutcome(Outcome{DeclineCode: declineCode})
+	if err != nil {
+		return err
+	}
 	var n int
-	if err := s.pool.QueryRow(ctx, q, key, token, string(body)).Scan(&n); err != nil {
+	if err := s.pool.QueryRow(ctx, q, key.Caller, key.Value, token, status, record).Scan(&n); err != nil {
 		return fmt.Errorf("record decline: %w", err)
 	}
 	if n == 0 {
@@ -146,28 +196,32 @@ func (s *Store) Decline(ctx context.Context, key string, token time.Time, body [
 	return nil
 }
 
-// Capture records the captured payment p of a key's intent: the key's 201
-// answer body, the intent captured and the payment row, in one statement
-// (so one transaction), so that none exists without the others. With a
-// token only that claim may do it (the request that charged); with nil
-// (the reconciler, which found the charge at the provider) whoever holds
-// the claim, since the provider's charge is the outcome whoever asked. It
-// is errClaimLost when the key was answered meanwhile.
-func (s *Store) Capture(ctx context.Context, key string, token *time.Time, p Payment, body []byte) error {
+// Capture records the captured payment p of a key's intent: the key's
+// outcome, the intent captured and the payment row, in one statement (so
+// one transaction), so that none exists without the others. With a token
+// only that claim may do it (the request that charged); with nil (the
+// reconciler, which found the charge at the provider) whoever holds the
+// claim, since the provider's charge is the outcome whoever asked. It is
+// errClaimLost when the key was answered meanwhile.
+func (s *Store) Capture(ctx context.Context, key Key, token *time.Time, p Payment) error {
 	const q = `
 		WITH k AS (
-			UPDATE idempotency_keys SET status_code = 201, response = $3, parked = false
-			WHERE key = $1 AND status_code IS NULL AND ($2::timestamptz IS NULL OR created_at = $2)
-			RETURNING key),
+			UPDATE idempotency_keys SET status_code = $4, response = $5, parked = false
+			WHERE caller = $1 AND key = $2 AND status_code IS NULL AND ($3::timestamptz IS NULL OR created_at = $3)
+			RETURNING caller, key),
 		i AS (
-			UPDATE payment_intents SET state = 'captured', provider_charge_id = $6, updated_at = $12
-			WHERE key IN (SELECT key FROM k)),
+			UPDATE payment_intents SET state = 'captured', provider_charge_id = $8, updated_at = $14
+			WHERE (caller, key) IN (SELECT caller, key FROM k)),
 		p AS (
 			INSERT INTO payments (id, order_id, provider_charge_id, amount_cents, currency, method, status, created_at, updated_at)
-			SELECT $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM k)
+			SELECT $6, $7, $8, $9, $10, $11, $12, $13, $14 FROM k)
 		SELECT count(*) FROM k`
+	status, record, err := encodeOutcome(Outcome{Payment: p})
+	if err != nil {
+		return err
+	}
 	var n int
-	if err := s.pool.QueryRow(ctx, q, key, token, string(body),
+	if err := s.pool.QueryRow(ctx, q, key.Caller, key.Value, token, status, record,
 		p.ID, p.OrderID, p.ProviderChargeID, p.AmountCents, p.Currency, p.Method, p.Status,
 		p.CreatedAt, p.UpdatedAt).Scan(&n); err != nil {
 		return fmt.Errorf("record captured payment: %w", err)
@@ -180,9 +234,11 @@ func (s *Store) Capture(ctx context.Context, key string, token *time.Time, p Pay
 
 // Park marks a claim whose request ended without knowing the outcome: the
 // key and its pending intent stay, and a retry takes the claim over at once.
-func (s *Store) Park(ctx context.Context, key string, token time.Time) error {
-	const q = `UPDATE idempotency_keys SET parked = true WHERE key = $1 AND created_at = $2 AND status_code IS NULL`
-	if _, err := s.pool.Exec(ctx, q, key, token); err != nil {
+func (s *Store) Park(ctx context.Context, key Key, token time.Time) error {
+	const q = `
+		UPDATE idempotency_keys SET parked = true
+		WHERE caller = $1 AND key = $2 AND created_at = $3 AND status_code IS NULL`
+	if _, err := s.pool.Exec(ctx, q, key.Caller, key.Value, token); err != nil {
 		return fmt.Errorf("park idempotency key: %w", err)
 	}
 	return nil
@@ -191,9 +247,9 @@ func (s *Store) Park(ctx context.Context, key string, token time.Time) error {
 // Release deletes an unanswered claim and, by cascade, its intent, so the
 // key may be used again. Only for a charge that certainly did not happen.
 // It reports whether the claim was still there under token.
-func (s *Store) Release(ctx context.Context, key string, token time.Time) (bool, error) {
-	const q = `DELETE FROM idempotency_keys WHERE key = $1 AND created_at = $2 AND status_code IS NULL`
-	tag, err := s.pool.Exec(ctx, q, key, token)
+func (s *Store) Release(ctx context.Context, key Key, token time.Time) (bool, error) {
+	const q = `DELETE FROM idempotency_keys WHERE caller = $1 AND key = $2 AND created_at = $3 AND status_code IS NULL`
+	tag, err := s.pool.Exec(ctx, q, key.Caller, key.Value, token)
 	if err != nil {
 		return false, fmt.Errorf("release idempotency key: %w", err)
 	}
@@ -202,73 +258,68 @@ func (s *Store) Release(ctx context.Context, key string, token time.Time) (bool,
 
 // intentColumns are read with the claim's token and whether its latest
 // attempt is older than the grace period ($1, in microseconds).
-const intentColumns = `i.key, i.id::text, i.order_id::text, i.amount_cents, i.currency, i.method, i.provider_key,
-	k.created_at, k.created_at < clock_timestamp() - $1::bigint * interval '1 microsecond'`
-
-func scanIntents(rows pgx.Rows) ([]Intent, error) {
-	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (Intent, error) {
-		var in Intent
-		err := row.Scan(&in.Key, &in.ID, &in.OrderID, &in.AmountCents, &in.Currency, &in.Method,
-			&in.ProviderKey, &in.Token, &in.Ripe)
-		return in, err
-	})
-}
+const intentColumns = `i.caller, i.key, i.id::text, i.order_id::text, i.amount_cents, i.currency, i.method,
+	i.provider_key, k.created_at, k.created_at < clock_timestamp() - $1::bigint * interval '1 microsecond'`
 
 // PendingForOrder returns the order's intents whose outcome is unknown,
 // each with whether it is older than grace.
 func (s *Store) PendingForOrder(ctx context.Context, orderID string, grace time.Duration) ([]Intent, error) {
 	const q = `SELECT ` + intentColumns + `
-		FROM payment_intents i JOIN idempotency_keys k ON k.key = i.key
+		FROM payment_intents i JOIN idempotency_keys k ON (k.caller, k.key) = (i.caller, i.key)
 		WHERE i.order_id = $2 AND i.state = 'pending' AND k.status_code IS NULL
 		LIMIT 100`
-	rows, err := s.pool.Query(ctx, q, grace.Microseconds(), orderID)
-	if err != nil {
-		return nil, fmt.Errorf("list pending intents of order: %w", err)
-	}
-	ins, err := scanIntents(rows)
-	if err != nil {
-		return nil, fmt.Errorf("list pending intents of order: %w", err)
-	}
-	return ins, nil
+	return s.queryIntents(ctx, "list pending intents of order", q, grace.Microseconds(), orderID)
 }
 
 // Pending returns up to limit intents whose outcome is unknown and whose
 // latest attempt began longer than grace ago, oldest first.
 func (s *Store) Pending(ctx context.Context, grace time.Duration, limit int) ([]Intent, error) {
 	const q = `SELECT ` + intentColumns + `
-		FROM payment_intents i JOIN idempotency_keys k ON k.key = i.key
+		FROM payment_intents i JOIN idempotency_keys k ON (k.caller, k.key) = (i.caller, i.key)
 		WHERE i.state = 'pending' AND k.status_code IS NULL
 		  AND k.created_at < clock_timestamp() - $1::bigint * interval '1 microsecond'
 		ORDER BY k.created_at
 		LIMIT $2`
-	rows, err := s.pool.Query(ctx, q, grace.Microseconds(), limit)
+	return s.queryIntents(ctx, "list pending intents", q, grace.Microseconds(), limit)
+}
+
+// queryIntents runs q, which selects intentColumns, and reads its rows;
+// what names the read in an error.
+func (s *Store) queryIntents(ctx context.Context, what, q string, args ...any) ([]Intent, error) {
+	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("list pending intents: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	ins, err := scanIntents(rows)
+	ins, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Intent, error) {
+		var in Intent
+		err := row.Scan(&in.Key.Caller, &in.Key.Value, &in.ID, &in.OrderID, &in.AmountCents, &in.Currency,
+			&in.Method, &in.ProviderKey, &in.Token, &in.Ripe)
+		return in, err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("list pending intents: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return ins, nil
 }
 
-// DeleteAnswered deletes up to limit answered keys claimed longer than
-// retention ago, with their settled intents, and returns how many went. A
+// PurgeKeys deletes at most limit answered keys claimed before before,
+// oldest first, with their settled intents, and returns how many went. A
 // key without an answer (an intent whose outcome is unknown) is never
-// deleted; payments are kept for good. One short statement per batch, and
-// SKIP LOCKED, so it never waits on a request holding a key.
-func (s *Store) DeleteAnswered(ctx context.Context, retention time.Duration, limit int) (int64, error) {
+// deleted; payments are kept for good. SKIP LOCKED, so it never waits on a
+// request holding a key. The rows are matched by ctid, which the batch's
+// row locks keep stable until the statement ends: matched by (caller, key)
+// the planner hashes the batch and scans the whole table for it.
+func (s *Store) PurgeKeys(ctx context.Context, before time.Time, limit int) (int64, error) {
 	const q = `
-		DELETE FROM idempotency_keys WHERE key IN (
-			SELECT key FROM idempotency_keys
-			WHERE status_code IS NOT NULL
-			  AND created_at < clock_timestamp() - $1::bigint * interval '1 microsecond'
+		DELETE FROM idempotency_keys WHERE ctid IN (
+			SELECT ctid FROM idempotency_keys
+			WHERE status_code IS NOT NULL AND created_at < $1
 			ORDER BY created_at
 			LIMIT $2
 			FOR UPDATE SKIP LOCKED)`
-	tag, err := s.pool.Exec(ctx, q, retention.Microseconds(), limit)
+	tag, err := s.pool.Exec(ctx, q, before, limit)
 	if err != nil {
-		return 0, fmt.Errorf("delete old idempotency keys: %w", err)
+		return 0, fmt.Errorf("purge idempotency keys: %w", err)
 	}
 	return tag.RowsAffected(), nil
 }

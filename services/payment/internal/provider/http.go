@@ -212,11 +212,11 @@ func handleConfigPut(log *slog.Logger, sim *Simulator) http.Handler {
 
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	var p *web.Problem
-	var decline *DeclineError
+	var declined *DeclinedError
 	switch {
 	case errors.As(err, &p):
-	case errors.As(err, &decline):
-		p = web.NewProblem(http.StatusPaymentRequired, decline.Code, "the card was declined")
+	case errors.As(err, &declined):
+		p = web.NewProblem(http.StatusPaymentRequired, declined.DeclineCode, "the card was declined")
 	case errors.Is(err, ErrNotFound):
 		p = web.NewProblem(http.StatusNotFound, "not_found", "no such charge")
 	case errors.Is(err, ErrKeyReused):
@@ -235,7 +235,7 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		log.WarnContext(r.Context(), "database unavailable", "method", r.Method, "path", r.URL.Path, "error", err)
 		p = web.Unavailable(w, "database_unavailable", "the provider's database is unavailable; retry shortly", 1)
 	default:
-		log.ErrorContext(r.Context(), "request failed", "err", err, "path", r.URL.Path)
+		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 		p = web.NewProblem(http.StatusInternalServerError, "internal", "internal error")
 	}
 	web.WriteProblem(w, p)

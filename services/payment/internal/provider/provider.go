@@ -57,10 +57,14 @@ var (
 	ErrKeyReused = errors.New("idempotency key reused with different parameters")
 )
 
-// DeclineError is a charge the card issuer refused. Nothing is charged.
-type DeclineError struct{ Code string }
+// DeclinedError is a charge the card issuer refused, with the issuer's
+// DeclineCode. Nothing is charged.
+type DeclinedError struct {
+	DeclineCode string
+}
 
-func (e *DeclineError) Error() string { return "charge declined: " + e.Code }
+// Error describes the decline.
+func (e *DeclinedError) Error() string { return "charge declined: " + e.DeclineCode }
 
 // Config is the simulated behaviour. The zero value is a perfect provider.
 type Config struct {
@@ -148,9 +152,6 @@ func NewSimulator(cfg Config, store *Store) *Simulator {
 	return &Simulator{store: store, cfg: cfg, draw: mrand.Float64}
 }
 
-// Ready reports whether the ledger's database answers.
-func (s *Simulator) Ready(ctx context.Context) error { return s.store.Ping(ctx) }
-
 // Config returns the current configuration.
 func (s *Simulator) Config() Config {
 	s.mu.Lock()
@@ -216,9 +217,9 @@ func (s *Simulator) LookupFault() error {
 func (s *Simulator) Charge(ctx context.Context, req ChargeRequest) (c Charge, replayed bool, err error) {
 	switch req.Method {
 	case MethodDeclined:
-		return Charge{}, false, &DeclineError{Code: CodeCardDeclined}
+		return Charge{}, false, &DeclinedError{DeclineCode: CodeCardDeclined}
 	case MethodInsufficientFunds:
-		return Charge{}, false, &DeclineError{Code: CodeInsufficientFunds}
+		return Charge{}, false, &DeclinedError{DeclineCode: CodeInsufficientFunds}
 	}
 	return s.store.Insert(ctx, "ch_"+strings.ToLower(rand.Text()), req)
 }

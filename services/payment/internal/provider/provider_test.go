@@ -17,6 +17,7 @@ import (
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/pkg/dbtest"
 	"github.com/orderflow/orderflow/pkg/postgres"
+	"github.com/orderflow/orderflow/pkg/web"
 )
 
 const testToken = "secret"
@@ -42,10 +43,19 @@ func newStore(t *testing.T, dbURL string) *Store {
 	return NewStore(pool)
 }
 
+// newSim is a simulator with cfg over a store on dbURL, and its handler
+// wanting apiKey, ready when that store answers.
+func newSim(t *testing.T, cfg Config, dbURL, apiKey string) (*Simulator, http.Handler) {
+	t.Helper()
+	store := newStore(t, dbURL)
+	sim := NewSimulator(cfg, store)
+	return sim, NewHandler(slog.New(slog.DiscardHandler), sim, map[string]web.Check{"postgres": store.Ping}, apiKey)
+}
+
 func newTestServer(t *testing.T, cfg Config) (*Simulator, *httptest.Server) {
 	t.Helper()
-	sim := NewSimulator(cfg, newStore(t, newDB(t)))
-	srv := httptest.NewServer(NewHandler(slog.New(slog.DiscardHandler), sim, testToken))
+	sim, h := newSim(t, cfg, newDB(t), testToken)
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return sim, srv
 }
@@ -189,11 +199,10 @@ func TestCharge_SameKeyTwiceChargesOnce(t *testing.T) {
 func TestRestart_LosesNothing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	log := slog.New(slog.DiscardHandler)
 	dbURL := newDB(t)
 
-	first := NewSimulator(Config{}, newStore(t, dbURL))
-	srv1 := httptest.NewServer(NewHandler(log, first, testToken))
+	_, h1 := newSim(t, Config{}, dbURL, testToken)
+	srv1 := httptest.NewServer(h1)
 	kept := callKey(t, ctx, "POST", srv1.URL+"/v1/charges", testToken, "r1", charge("pm_card_ok")).body["id"].(string)
 	refunded := callKey(t, ctx, "POST", srv1.URL+"/v1/charges", testToken, "r2", charge("pm_card_ok")).body["id"].(string)
 	if r := call(t, ctx, "POST", srv1.URL+"/v1/charges/"+refunded+"/refund", testToken, ""); r.status != 200 {
@@ -201,8 +210,8 @@ func TestRestart_LosesNothing(t *testing.T) {
 	}
 	srv1.Close()
 
-	second := NewSimulator(Config{}, newStore(t, dbURL))
-	srv2 := httptest.NewServer(NewHandler(log, second, testToken))
+	second, h2 := newSim(t, Config{}, dbURL, testToken)
+	srv2 := httptest.NewServer(h2)
 	defer srv2.Close()
 	if r := call(t, ctx, "GET", srv2.URL+"/v1/charges/"+kept, testToken, ""); r.status != 200 || r.body["status"] != "succeeded" {
 		t.Fatalf("GET /v1/charges/%s after a restart = %d %v; want 200 succeeded", kept, r.status, r.body)
@@ -341,8 +350,7 @@ func TestCharge_Outcomes(t *testing.T) {
 
 func TestCharge_LatencyCancelledChargesNothing(t *testing.T) {
 	t.Parallel()
-	sim := NewSimulator(Config{LatencyMS: 60000}, newStore(t, newDB(t)))
-	h := NewHandler(slog.New(slog.DiscardHandler), sim, testToken)
+	sim, h := newSim(t, Config{LatencyMS: 60000}, newDB(t), testToken)
 	ctx, cancel := context.WithCancel(context.Background())
 	req := httptest.NewRequestWithContext(ctx, "POST", "/v1/charges", strings.NewReader(charge("pm_card_ok")))
 	req.Header.Set("Authorization", "Bearer "+testToken)
@@ -435,8 +443,8 @@ func TestAdminConfig(t *testing.T) {
 
 func TestAdminConfig_NoTokenConfigured(t *testing.T) {
 	t.Parallel()
-	sim := NewSimulator(Config{}, newStore(t, newDB(t)))
-	srv := httptest.NewServer(NewHandler(slog.New(slog.DiscardHandler), sim, ""))
+	_, h := newSim(t, Config{}, newDB(t), "")
+	srv := httptest.NewServer(h)
 	defer srv.Close()
 	if r := call(t, context.Background(), "PUT", srv.URL+"/admin/config", "", `{"outage":true}`); r.status != 401 {
 		t.Errorf("PUT without a configured token = %d; want 401", r.status)

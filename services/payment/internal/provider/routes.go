@@ -8,14 +8,15 @@ import (
 	"github.com/orderflow/orderflow/pkg/web"
 )
 
-// NewHandler returns the provider's HTTP API. Like a real card processor's,
+// NewHandler returns the provider's HTTP API: every route is here. ready
+// holds the readiness checks behind /readyz. Like a real card processor's,
 // every call but the probes needs the merchant's secret key:
 // "Authorization: Bearer <apiKey>" (an empty apiKey locks them).
-func NewHandler(log *slog.Logger, sim *Simulator, apiKey string) http.Handler {
+func NewHandler(log *slog.Logger, sim *Simulator, ready map[string]web.Check, apiKey string) http.Handler {
 	r := web.NewRouter(log)
 	// Anonymous: the probes.
 	r.Method(http.MethodGet, "/healthz", web.Healthz())
-	r.Method(http.MethodGet, "/readyz", web.Readyz(map[string]web.Check{"postgres": sim.Ready}))
+	r.Method(http.MethodGet, "/readyz", web.Readyz(ready))
 
 	// The merchant (the payment service), with its API key.
 	merchant := r.With(requireKey(apiKey))

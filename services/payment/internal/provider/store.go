@@ -24,15 +24,6 @@ func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 const chargeColumns = `c.id, coalesce(c.idempotency_key, ''), c.amount_cents, c.currency, c.method,
 	CASE WHEN r.charge_id IS NULL THEN 'succeeded' ELSE 'refunded' END`
 
-func scanCharge(row pgx.Row) (Charge, error) {
-	var c Charge
-	err := row.Scan(&c.ID, &c.IdempotencyKey, &c.AmountCents, &c.Currency, &c.Method, &c.Status)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return c, ErrNotFound
-	}
-	return c, err
-}
-
 // Insert records a new charge with id, or, when req carries an
 // idempotency key that already has one, returns that charge and replayed
 // true. A key that comes back with other parameters is ErrKeyReused.
@@ -73,11 +64,7 @@ func (s *Store) Get(ctx context.Context, id string) (Charge, error) {
 	const q = `SELECT ` + chargeColumns + `
 		FROM charges c LEFT JOIN refunds r ON r.charge_id = c.id
 		WHERE c.id = $1`
-	c, err := scanCharge(s.pool.QueryRow(ctx, q, id))
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return c, fmt.Errorf("get charge: %w", err)
-	}
-	return c, err
+	return s.queryCharge(ctx, "get charge", q, id)
 }
 
 // ByKey returns the charge made with an idempotency key, or ErrNotFound.
@@ -85,11 +72,21 @@ func (s *Store) ByKey(ctx context.Context, key string) (Charge, error) {
 	const q = `SELECT ` + chargeColumns + `
 		FROM charges c LEFT JOIN refunds r ON r.charge_id = c.id
 		WHERE c.idempotency_key = $1`
-	c, err := scanCharge(s.pool.QueryRow(ctx, q, key))
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return c, fmt.Errorf("get charge by key: %w", err)
+	return s.queryCharge(ctx, "get charge by key", q, key)
+}
+
+// queryCharge runs q, which selects chargeColumns of at most one charge;
+// what names the read in an error.
+func (s *Store) queryCharge(ctx context.Context, what, q string, arg any) (Charge, error) {
+	var c Charge
+	err := s.pool.QueryRow(ctx, q, arg).Scan(&c.ID, &c.IdempotencyKey, &c.AmountCents, &c.Currency, &c.Method, &c.Status)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return Charge{}, ErrNotFound
+	case err != nil:
+		return Charge{}, fmt.Errorf("%s: %w", what, err)
 	}
-	return c, err
+	return c, nil
 }
 
 // Refund records a full refund of the charge, with refundID unless it was
