@@ -135,7 +135,6 @@ func TestGateway(t *testing.T) {
 		{"PUT", "/v1/products/SKU-00012/stock"},
 		{"PUT", "/admin/provider"},
 		{"GET", "/metrics"},
-		{"POST", "/internal/notify"},
 		{"GET", "/v1/orders/../metrics"},
 	}
 	for _, c := range internal {

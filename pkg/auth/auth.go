@@ -42,7 +42,6 @@ const (
 	ScopeOrders       = "orders"                 // a customer's own orders, invoices and e-mails
 	ScopeReservations = "inventory.reservations" // inventory's reservation routes
 	ScopePayments     = "payments"               // every payment route
-	ScopeNotify       = "notifications.notify"   // notification's inline route (benchmark only)
 	ScopeAdmin        = "orderflow.admin"        // admin routes; reads anything
 )
 

@@ -1,5 +1,6 @@
 // Package queue connects to SQS (AWS, LocalStack or fauxqs) and creates the
-// queues Orderflow uses, each with its dead-letter queue.
+// queues Orderflow uses, each with its dead-letter queue; it carries the
+// trace context in messages and exports the queues' depth (WatchDepth).
 package queue
 
 import (

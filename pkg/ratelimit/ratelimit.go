@@ -2,10 +2,11 @@
 // (go-redis/redis_rate), so every replica of a service draws from the same
 // allowance: a client cannot multiply its limit by the number of replicas.
 //
-// Usage, in a service's routes:
+// Usage, in a service's main and routes:
 //
-//	limit := ratelimit.New(rdb, "order", ratelimit.PerSecond(100, 200), log, onFailOpen)
-//	r.With(limit).Get("/v1/things", ...)
+//	limit := ratelimit.NewLimiter(rdb, "order", ratelimit.PerSecond(100, 200), log)
+//	err := limit.Instrument(meter) // orderflow_ratelimit_fail_open_total
+//	r.With(limit.Handler).Get("/v1/things", ...)
 //
 // A client is the subject of its verified access token (auth.Authenticate
 // runs first), else its IP address (r.RemoteAddr, which web.ClientAddr has
@@ -14,8 +15,8 @@
 // RateLimit-Remaining and RateLimit-Reset; a refused one is a 429 problem
 // with code "rate_limited" and Retry-After. When Redis fails the request is
 // let through (fail open): losing the limiter for a while is better than
-// losing the API. onFailOpen is called for each such request (a metric), and
-// the start and end of an outage are logged once each.
+// losing the API. Each such request is counted (FailOpens, and the metric
+// of Instrument), and the start and end of an outage are logged once each.
 package ratelimit
 
 import (
@@ -32,6 +33,7 @@ import (
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/web"
@@ -47,37 +49,57 @@ func PerSecond(rate, burst int) redis_rate.Limit {
 	return redis_rate.Limit{Rate: rate, Burst: max(burst, rate), Period: time.Second}
 }
 
-// New returns middleware that allows each client limit (a zero Limit turns
-// it into a no-op). scope names the service ("order", "inventory"): each
-// service has its own allowance per client, shared by its replicas.
-// onFailOpen may be nil.
-func New(rdb *redis.Client, scope string, limit redis_rate.Limit, log *slog.Logger, onFailOpen func()) func(http.Handler) http.Handler {
-	if limit.IsZero() {
-		return func(next http.Handler) http.Handler { return next }
-	}
-	if onFailOpen == nil {
-		onFailOpen = func() {}
-	}
-	l := &limiter{rl: redis_rate.NewLimiter(rdb), prefix: scope + ":", limit: limit, log: log, onFailOpen: onFailOpen}
-	return l.middleware
+// Limiter allows each client a limit. Build one per service in run and
+// share it: its counters are the whole process's.
+type Limiter struct {
+	rl        *redis_rate.Limiter
+	prefix    string
+	limit     redis_rate.Limit
+	log       *slog.Logger
+	failOpens atomic.Uint64
+	down      atomic.Bool
+	skipUntil atomic.Int64 // unix nanos; while down, Redis is probed at most this often
 }
 
-type limiter struct {
-	rl         *redis_rate.Limiter
-	prefix     string
-	limit      redis_rate.Limit
-	log        *slog.Logger
-	onFailOpen func()
-	down       atomic.Bool
-	skipUntil  atomic.Int64 // unix nanos; while down, Redis is probed at most this often
+// NewLimiter returns a Limiter that allows each client limit (a zero Limit
+// turns Handler into a no-op). scope names the service ("order",
+// "inventory"): each service has its own allowance per client, shared by
+// its replicas.
+func NewLimiter(rdb *redis.Client, scope string, limit redis_rate.Limit, log *slog.Logger) *Limiter {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Limiter{rl: redis_rate.NewLimiter(rdb), prefix: scope + ":", limit: limit, log: log}
 }
+
+// Instrument exports on m the requests let through unlimited because Redis
+// failed, orderflow_ratelimit_fail_open_total, read when scraped.
+func (l *Limiter) Instrument(m metric.Meter) error {
+	_, err := m.Int64ObservableCounter("orderflow.ratelimit.fail_open",
+		metric.WithDescription("Requests let through unlimited because Redis failed."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(int64(l.failOpens.Load()))
+			return nil
+		}))
+	if err != nil {
+		return fmt.Errorf("rate limit fail-open metric: %w", err)
+	}
+	return nil
+}
+
+// FailOpens counts the requests let through unlimited because Redis failed.
+func (l *Limiter) FailOpens() uint64 { return l.failOpens.Load() }
 
 // downBackoff is how long requests skip Redis after it failed: during an
 // outage one request per interval probes it, the rest pass at once instead
 // of each waiting for a dial timeout.
 const downBackoff = time.Second
 
-func (l *limiter) middleware(next http.Handler) http.Handler {
+// Handler is the middleware that limits the requests to next.
+func (l *Limiter) Handler(next http.Handler) http.Handler {
+	if l.limit.IsZero() {
+		return next
+	}
 	limitHeader := strconv.Itoa(l.limit.Burst)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
@@ -117,12 +139,12 @@ func (l *limiter) middleware(next http.Handler) http.Handler {
 // errSkipped stands for the Redis error of a request that did not even try.
 var errSkipped = errors.New("redis skipped after a recent failure")
 
-func (l *limiter) skipping() bool {
+func (l *Limiter) skipping() bool {
 	return l.down.Load() && time.Now().UnixNano() < l.skipUntil.Load()
 }
 
-func (l *limiter) failOpen(ctx context.Context, err error) {
-	l.onFailOpen()
+func (l *Limiter) failOpen(ctx context.Context, err error) {
+	l.failOpens.Add(1)
 	if err != errSkipped {
 		l.skipUntil.Store(time.Now().Add(downBackoff).UnixNano())
 	}

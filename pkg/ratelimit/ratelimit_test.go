@@ -19,6 +19,8 @@ import (
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/tcpproxy"
@@ -83,10 +85,10 @@ func perMinute(burst int) redis_rate.Limit {
 	return redis_rate.Limit{Rate: 1, Burst: burst, Period: time.Minute}
 }
 
-func TestNew_LimitsAndHeaders(t *testing.T) {
+func TestLimiter_LimitsAndHeaders(t *testing.T) {
 	t.Parallel()
 	rdb, scope := newTestRedis(t)
-	h := New(rdb, scope, perMinute(3), discard(), nil)(okHandler)
+	h := NewLimiter(rdb, scope, perMinute(3), discard()).Handler(okHandler)
 	key := "cus_k1"
 
 	for i := range 3 {
@@ -179,9 +181,9 @@ func TestClientKey(t *testing.T) {
 	}
 }
 
-func TestNew_ZeroLimitDisables(t *testing.T) {
+func TestLimiter_ZeroLimitDisables(t *testing.T) {
 	t.Parallel()
-	h := New(nil, "x", PerSecond(0, 200), discard(), nil)(okHandler)
+	h := NewLimiter(nil, "x", PerSecond(0, 200), discard()).Handler(okHandler)
 	for range 3 {
 		if rec := send(h, "", ""); rec.Code != http.StatusNoContent || rec.Header().Get("RateLimit-Limit") != "" {
 			t.Fatalf("disabled limiter = %d %v; want 204 without headers", rec.Code, rec.Header())
@@ -192,17 +194,17 @@ func TestNew_ZeroLimitDisables(t *testing.T) {
 	}
 }
 
-// TestNew_SharedAcrossReplicas sends concurrent requests of one client to
+// TestLimiter_SharedAcrossReplicas sends concurrent requests of one client to
 // two limiters (two replicas) on the same Redis: together they allow
 // exactly the burst.
-func TestNew_SharedAcrossReplicas(t *testing.T) {
+func TestLimiter_SharedAcrossReplicas(t *testing.T) {
 	t.Parallel()
 	rdb, scope := newTestRedis(t)
 	other := newClient(redisAddr)
 	t.Cleanup(func() { _ = other.Close() })
 	replicas := []http.Handler{
-		New(rdb, scope, perMinute(10), discard(), nil)(okHandler),
-		New(other, scope, perMinute(10), discard(), nil)(okHandler),
+		NewLimiter(rdb, scope, perMinute(10), discard()).Handler(okHandler),
+		NewLimiter(other, scope, perMinute(10), discard()).Handler(okHandler),
 	}
 	var allowed, refused atomic.Int32
 	var wg sync.WaitGroup
@@ -239,9 +241,33 @@ func (l *lockedBuffer) count(s string) int {
 	return strings.Count(l.b.String(), s)
 }
 
-// TestNew_FailOpen cuts Redis away: requests pass, each is counted, the
-// outage and the recovery are logged once each, and limiting resumes.
-func TestNew_FailOpen(t *testing.T) {
+// failOpenMetric reads orderflow.ratelimit.fail_open from reader.
+func failOpenMetric(t *testing.T, reader *sdkmetric.ManualReader) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(t.Context(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != "orderflow.ratelimit.fail_open" {
+				continue
+			}
+			sum, ok := m.Data.(metricdata.Sum[int64])
+			if !ok || !sum.IsMonotonic || len(sum.DataPoints) != 1 || sum.DataPoints[0].Attributes.Len() != 0 {
+				t.Fatalf("orderflow.ratelimit.fail_open = %#v; want one unlabelled counter", m.Data)
+			}
+			return sum.DataPoints[0].Value
+		}
+	}
+	t.Fatal("no orderflow.ratelimit.fail_open metric")
+	return 0
+}
+
+// TestLimiter_FailOpen cuts Redis away: requests pass, each is counted
+// (FailOpens and the metric), the outage and the recovery are logged once
+// each, and limiting resumes.
+func TestLimiter_FailOpen(t *testing.T) {
 	t.Parallel()
 	_, scope := newTestRedis(t)
 	proxy, err := tcpproxy.Start(redisAddr)
@@ -252,8 +278,12 @@ func TestNew_FailOpen(t *testing.T) {
 	rdb := newClient(proxy.Addr())
 	t.Cleanup(func() { _ = rdb.Close() })
 	logs := &lockedBuffer{}
-	var failOpens atomic.Int32
-	h := New(rdb, scope, perMinute(2), slog.New(slog.NewJSONHandler(logs, nil)), func() { failOpens.Add(1) })(okHandler)
+	limiter := NewLimiter(rdb, scope, perMinute(2), slog.New(slog.NewJSONHandler(logs, nil)))
+	reader := sdkmetric.NewManualReader()
+	if err := limiter.Instrument(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test")); err != nil {
+		t.Fatal(err)
+	}
+	h := limiter.Handler(okHandler)
 	key := "cus_fo"
 
 	if rec := send(h, key, ""); rec.Code != http.StatusNoContent {
@@ -266,8 +296,11 @@ func TestNew_FailOpen(t *testing.T) {
 			t.Fatalf("request %d during outage = %d %v; want 204 with headers", i+1, rec.Code, rec.Header())
 		}
 	}
-	if n := failOpens.Load(); n != 10 {
-		t.Errorf("fail-opens = %d; want 10", n)
+	if n := limiter.FailOpens(); n != 10 {
+		t.Errorf("FailOpens = %d; want 10", n)
+	}
+	if n := failOpenMetric(t, reader); n != 10 {
+		t.Errorf("orderflow.ratelimit.fail_open = %d; want 10", n)
 	}
 	if n := logs.count("redis unavailable"); n != 1 {
 		t.Errorf("outage logged %d times; want once", n)

@@ -7,7 +7,7 @@
 // A Downstream is built once in run and shared by every caller of that
 // dependency: a circuit breaker only works when it sees all the traffic to
 // the resource it protects. Its counters (breaker state, retries,
-// rejections) are read by the metrics exporter.
+// rejections) are exported by Instrument.
 package resilience
 
 import (

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -95,6 +96,28 @@ func (s *Service) Exited() (bool, error) {
 	default:
 		return false, nil
 	}
+}
+
+// Scrape returns what the service's GET /metrics answers, the Prometheus
+// text format, and fails t unless it answers 200.
+func (s *Service) Scrape(t testing.TB) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics = %d, %v; want 200:\n%s", resp.StatusCode, err, body)
+	}
+	return string(body)
 }
 
 // addrLog is the service's stdout: JSON log lines, of which it reads the

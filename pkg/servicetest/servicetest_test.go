@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"testing"
 	"time"
 
@@ -38,6 +39,43 @@ func TestStart_FindsTheAddressServeLogs(t *testing.T) {
 		t.Errorf("%s still accepts connections after Stop", srv.Addr)
 	}
 }
+
+// TestService_Scrape: the body of a 200, and a failure for anything else.
+func TestService_Scrape(t *testing.T) {
+	t.Parallel()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "up 1\n") })
+	srv := Start(t, func(ctx context.Context, stdout io.Writer) error {
+		return web.ListenAndServe(ctx, "127.0.0.1:0", 0, mux, slog.New(slog.NewJSONHandler(stdout, nil)))
+	})
+	if got := srv.Scrape(t); got != "up 1\n" {
+		t.Errorf("Scrape = %q; want %q", got, "up 1\n")
+	}
+
+	missing := Start(t, func(ctx context.Context, stdout io.Writer) error {
+		return web.ListenAndServe(ctx, "127.0.0.1:0", 0, http.NotFoundHandler(), slog.New(slog.NewJSONHandler(stdout, nil)))
+	})
+	ft := &fatalT{TB: t}
+	done := make(chan struct{})
+	go func() { // Fatal ends the goroutine it is called on
+		defer close(done)
+		missing.Scrape(ft)
+	}()
+	<-done
+	if !ft.failed {
+		t.Error("Scrape of a 404 did not fail the test")
+	}
+}
+
+// fatalT records a Fatal instead of ending the test.
+type fatalT struct {
+	testing.TB
+	failed bool
+}
+
+func (f *fatalT) Helper()               {}
+func (f *fatalT) Fatal(args ...any)     { f.failed = true; runtime.Goexit() }
+func (f *fatalT) Fatalf(string, ...any) { f.failed = true; runtime.Goexit() }
 
 // TestAddrLog_SplitWrites: a line may arrive in pieces.
 func TestAddrLog_SplitWrites(t *testing.T) {

@@ -1,6 +1,8 @@
 // Package telemetry sets up what every Orderflow service emits: JSON logs
 // carrying trace ids, OpenTelemetry traces exported over OTLP, and metrics
-// served in the Prometheus text format.
+// served for Prometheus (text format, or OpenMetrics with trace-id
+// exemplars). It instruments HTTP (servers and clients), pgx and go-redis;
+// every other package creates its own instruments on a meter from MeterFor.
 package telemetry
 
 import (

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/orderflow/orderflow/pkg/dbtest"
 	"github.com/orderflow/orderflow/pkg/postgres"
@@ -22,10 +24,11 @@ import (
 	"github.com/orderflow/orderflow/pkg/telemetry"
 )
 
-// servedMetrics is what GET /metrics answers for a Telemetry wired the way
-// the services wire theirs: a traced pgx pool with its statistics, an
-// instrumented Redis client, a downstream's policies, an atomic counter and
-// the HTTP middleware, each used once so every instrument has a sample.
+// servedMetrics is what GET /metrics answers, in the text format, for a
+// Telemetry wired the way the services wire theirs: a traced pgx pool with
+// its statistics, an instrumented Redis client, a downstream's policies,
+// an observable counter and the HTTP middleware, each used once so every
+// instrument has a sample.
 // It also returns how long the work took, an upper bound for any time a
 // metric adds up here.
 func servedMetrics(t *testing.T) ([]byte, time.Duration) {
@@ -69,15 +72,24 @@ func servedMetrics(t *testing.T) ([]byte, time.Duration) {
 	}
 
 	d := resilience.New("downstream", resilience.DefaultPolicy(time.Second), http.DefaultTransport, slog.New(slog.DiscardHandler))
-	if err := tel.ObserveDownstreams(d); err != nil {
+	if err := d.Instrument(tel.MeterFor("orderflow/resilience")); err != nil {
 		t.Fatal(err)
 	}
-	if err := tel.ObserveCounts("orderflow.test.requests", "Test reads by result.", "result",
-		func() map[string]uint64 { return map[string]uint64{"hit": 1} }); err != nil {
+	if _, err := tel.MeterFor("orderflow/test").Int64ObservableCounter("orderflow.test.requests",
+		metric.WithDescription("Test reads by result."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(1, metric.WithAttributes(attribute.String("result", "hit")))
+			return nil
+		})); err != nil {
 		t.Fatal(err)
 	}
-	h := tel.Handler(http.NotFoundHandler())
-	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/nothing", nil))
+	mux := http.NewServeMux()
+	mux.Handle("GET "+telemetry.MetricsPath, tel.MetricsHandler())
+	h := tel.Middleware(mux)
+	// A sampled request: its exemplar must not reach the text format.
+	req := httptest.NewRequest(http.MethodGet, "/nothing", nil)
+	req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	h.ServeHTTP(httptest.NewRecorder(), req)
 	took := time.Since(start)
 
 	rec := httptest.NewRecorder()

@@ -32,6 +32,9 @@ type Telemetry struct {
 	Meter      *sdkmetric.MeterProvider
 	Propagator propagation.TextMapPropagator
 	registry   *prometheus.Registry
+	// httpMetrics is HTTPMetrics on the provider's meter, built once in
+	// Setup, where an instrument error can be returned.
+	httpMetrics func(http.Handler) http.Handler
 	// tracing is false with OTEL_SDK_DISABLED: then the HTTP and Redis
 	// instrumentation is not installed at all, instead of making
 	// non-recording spans on every request and command.
@@ -97,13 +100,23 @@ func Setup(ctx context.Context, c Config) (*Telemetry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prometheus exporter: %w", err)
 	}
+	// The SDK's default exemplar filter is trace-based: a measurement made
+	// with the context of a sampled span keeps that span's trace id as an
+	// exemplar of its histogram bucket; OTEL_METRICS_EXEMPLAR_FILTER
+	// (always_on, always_off, trace_based) is read by the SDK itself.
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(promExp),
+		sdkmetric.WithView(nonBaseUnitViews()...))
+	httpMetrics, err := HTTPMetrics(mp.Meter("orderflow/http"))
+	if err != nil {
+		return nil, err
+	}
 	return &Telemetry{
-		Tracer: sdktrace.NewTracerProvider(opts...),
-		Meter: sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(promExp),
-			sdkmetric.WithView(nonBaseUnitViews()...)),
-		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
-		registry:   reg,
-		tracing:    !c.Disabled,
+		Tracer:      sdktrace.NewTracerProvider(opts...),
+		Meter:       mp,
+		Propagator:  propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
+		registry:    reg,
+		httpMetrics: httpMetrics,
+		tracing:     !c.Disabled,
 	}, nil
 }
 
@@ -133,12 +146,18 @@ func nonBaseUnitViews() []sdkmetric.View {
 	}
 }
 
-// MetricsHandler serves the Prometheus text format for GET /metrics.
+// MetricsHandler serves the registry for GET /metrics (MetricsPath): the
+// Prometheus text format by default, and OpenMetrics to a scraper that asks
+// for it (Accept: application/openmetrics-text), the only text format that
+// carries exemplars. The text format stays what `promtool check metrics`
+// lints; no _created samples are added to either.
 func (t *Telemetry) MetricsHandler() http.Handler {
-	return promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{})
+	return promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{EnableOpenMetrics: true})
 }
 
-// Meter returns a named meter for a package's own instruments.
+// MeterFor returns a named meter for a package's own instruments: each
+// package that owns a behaviour creates its instruments on the meter it is
+// given (resilience.Downstream.Instrument, queue.WatchDepth, …).
 func (t *Telemetry) MeterFor(name string) metric.Meter { return t.Meter.Meter(name) }
 
 // Shutdown flushes and stops both providers.

@@ -69,9 +69,13 @@ func Recoverer(log *slog.Logger) func(http.Handler) http.Handler {
 	}
 }
 
+// scrapePath is where Prometheus scrapes every service, every few seconds.
+const scrapePath = "/metrics"
+
 // RequestLogger logs one line per request, after it is served: at info
-// level, or at warn for a 5xx. A line below the logger's level is not even
-// built.
+// level, or at warn for a 5xx. A successful scrape of /metrics is logged at
+// debug: one every few seconds would bury the lines a person is looking
+// for. A line below the logger's level is not even built.
 func RequestLogger(log *slog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -83,8 +87,11 @@ func RequestLogger(log *slog.Logger) func(http.Handler) http.Handler {
 				route = rc.RoutePattern()
 			}
 			level := slog.LevelInfo
-			if ww.Status() >= 500 {
+			switch {
+			case ww.Status() >= 500:
 				level = slog.LevelWarn
+			case route == scrapePath && ww.Status() < 400:
+				level = slog.LevelDebug
 			}
 			if !log.Enabled(r.Context(), level) {
 				return

@@ -186,3 +186,31 @@ func TestDeadline(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestLogger_ScrapesAtDebug: a scrape every few seconds must not
+// bury the request lines at info level, yet stays visible at debug; a
+// failed scrape is logged like any request.
+func TestRequestLogger_ScrapesAtDebug(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		level   slog.Level
+		status  int
+		path    string
+		logged  bool
+		comment string
+	}{
+		{slog.LevelInfo, http.StatusOK, "/metrics", false, "scrape at info"},
+		{slog.LevelDebug, http.StatusOK, "/metrics", true, "scrape at debug"},
+		{slog.LevelInfo, http.StatusInternalServerError, "/metrics", true, "failed scrape"},
+		{slog.LevelInfo, http.StatusOK, "/healthz", true, "probe"},
+	} {
+		var buf strings.Builder
+		h := web.NewRouter(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: tc.level})))
+		status := tc.status
+		h.Get(tc.path, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(status) })
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, tc.path, nil))
+		if got := strings.Contains(buf.String(), "msg=request"); got != tc.logged {
+			t.Errorf("%s: request line logged = %v; want %v (log: %q)", tc.comment, got, tc.logged, buf.String())
+		}
+	}
+}

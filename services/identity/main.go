@@ -165,7 +165,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	// One guard for Hydra's admin API, shared by every request, so its
 	// breaker sees all the traffic to Hydra.
-	hydraDown := resilience.New("hydra", cfg.hydra, tel.Transport(nil), log)
+	hydraDown := resilience.New("hydra", cfg.hydra, tel.Transport(resilience.NewTransport()), log)
 	csrf, err := identity.NewCSRF(cfg.csrfKey)
 	if err != nil {
 		return err
@@ -176,22 +176,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		identity.NewLoginLimiter(rdb, "identity:login:", cfg.loginRate, log))
 	if err := errors.Join(
 		tel.InstrumentRedis(rdb),
-		tel.ObserveDownstreams(hydraDown),
-		tel.ObserveCounts("orderflow.identity.logins", "Login attempts by result: succeeded, refused (wrong e-mail or password), rate_limited.",
-			"result", func() map[string]uint64 {
-				st := svc.Stats()
-				return map[string]uint64{"succeeded": st.Succeeded, "refused": st.Refused, "rate_limited": st.Limited}
-			}),
-		tel.ObserveCounts("orderflow.ratelimit.fail_open", "Requests let through unlimited because Redis failed.",
-			"", func() map[string]uint64 { return map[string]uint64{"": svc.Stats().FailOpen} }),
+		hydraDown.Instrument(tel.MeterFor("orderflow/resilience")),
+		svc.Instrument(tel.MeterFor("orderflow/identity")),
 	); err != nil {
 		return err
 	}
-	handler, err := identity.NewHandler(log, svc, csrf)
+	handler, err := identity.NewHandler(log, svc, csrf, tel.MetricsHandler())
 	if err != nil {
 		return err
 	}
-	return web.ListenAndServe(ctx, cfg.addr, cfg.shutdownDrain, tel.Handler(web.ClientAddr(cfg.trustedProxies)(handler)), log)
+	return web.ListenAndServe(ctx, cfg.addr, cfg.shutdownDrain, tel.Middleware(web.ClientAddr(cfg.trustedProxies)(handler)), log)
 }
 
 // openDB opens the identity database's pool, instrumented, and migrates it.

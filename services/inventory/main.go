@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -188,13 +187,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer rdb.Close()
 	cache := inventory.NewCache(rdb, inventory.CacheConfig{Enabled: cfg.cacheEnabled, Prefix: cfg.cachePrefix, TTL: cfg.cacheTTL}, log)
 	svc := inventory.NewService(store, cache, cfg.reservationTTL)
-	handler, stopped, err := newHandler(ctx, cfg, tel, svc, rdb, log)
+	handler, stopped, err := newHandler(ctx, cfg, tel, svc, cache, rdb, log)
 	if err != nil {
 		return err
 	}
 	defer stopped()
 
-	return web.ListenAndServe(ctx, cfg.addr, cfg.shutdownDrain, tel.Handler(web.ClientAddr(cfg.trustedProxies)(handler)), log,
+	return web.ListenAndServe(ctx, cfg.addr, cfg.shutdownDrain, tel.Middleware(web.ClientAddr(cfg.trustedProxies)(handler)), log,
 		func(ctx context.Context) { svc.RunSweeper(ctx, cfg.sweepInterval, log) },
 		func(ctx context.Context) { cache.Retry(ctx, 500*time.Millisecond) },
 		func(ctx context.Context) {
@@ -221,21 +220,15 @@ func openDB(ctx context.Context, tel *telemetry.Telemetry, url string, maxConns 
 }
 
 // newHandler is the HTTP API behind token verification and the per-caller
-// rate limit (Redis, shared by the replicas), with its cache and rate-limit
-// counters exported; stopped logs them, when the process stops.
-func newHandler(ctx context.Context, cfg config, tel *telemetry.Telemetry, svc *inventory.Service, rdb *redis.Client, log *slog.Logger) (_ http.Handler, stopped func(), _ error) {
-	var failOpens atomic.Uint64
-	limit := ratelimit.New(rdb, "inventory", ratelimit.PerSecond(cfg.rateLimit, cfg.rateBurst), log,
-		func() { failOpens.Add(1) })
+// rate limit (Redis, shared by the replicas), with /metrics among its
+// routes; the cache and the limiter export their own counters, and stopped
+// logs them when the process stops.
+func newHandler(ctx context.Context, cfg config, tel *telemetry.Telemetry, svc *inventory.Service, cache *inventory.Cache, rdb *redis.Client, log *slog.Logger) (_ http.Handler, stopped func(), _ error) {
+	limit := ratelimit.NewLimiter(rdb, "inventory", ratelimit.PerSecond(cfg.rateLimit, cfg.rateBurst), log)
 	if err := errors.Join(
 		tel.InstrumentRedis(rdb),
-		tel.ObserveCounts("orderflow.cache.requests", "Product reads by cache result: hit (Redis), miss (Postgres, then cached), fallback (Postgres because Redis failed).",
-			"result", func() map[string]uint64 {
-				st := svc.CacheStats()
-				return map[string]uint64{"hit": st.Hits, "miss": st.Misses, "fallback": st.Fallbacks}
-			}),
-		tel.ObserveCounts("orderflow.ratelimit.fail_open", "Requests let through unlimited because Redis failed.",
-			"", func() map[string]uint64 { return map[string]uint64{"": failOpens.Load()} }),
+		cache.Instrument(tel.MeterFor("orderflow/inventory")),
+		limit.Instrument(tel.MeterFor("orderflow/ratelimit")),
 	); err != nil {
 		return nil, nil, err
 	}
@@ -246,7 +239,7 @@ func newHandler(ctx context.Context, cfg config, tel *telemetry.Telemetry, svc *
 	stopped = func() {
 		st := svc.CacheStats()
 		log.InfoContext(context.WithoutCancel(ctx), "stopped", "cache_hits", st.Hits, "cache_misses", st.Misses,
-			"cache_fallbacks", st.Fallbacks, "rate_limit_fail_opens", failOpens.Load())
+			"cache_fallbacks", st.Fallbacks, "rate_limit_fail_opens", limit.FailOpens())
 	}
-	return inventory.NewHandler(log, svc, verifier.Authenticate, limit), stopped, nil
+	return inventory.NewHandler(log, svc, tel.MetricsHandler(), verifier.Authenticate, limit.Handler), stopped, nil
 }

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -59,9 +61,76 @@ func TestRun(t *testing.T) {
 		t.Fatalf("GET /readyz = %v, %v; want 200", resp, err)
 	}
 	resp.Body.Close()
+	checkMetrics(t, client, base)
 
 	if err := srv.Stop(t); err != nil {
 		t.Fatalf("run = %v; want nil after cancel", err)
+	}
+}
+
+// checkMetrics scrapes the running service: the Prometheus text format
+// must pass `promtool check metrics` with nothing to report, and a product
+// read under a sampled trace must show as an exemplar carrying its trace id
+// on the latency histogram in OpenMetrics, the format Prometheus asks for.
+func checkMetrics(t *testing.T, client *http.Client, base string) {
+	t.Helper()
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatal("promtool is missing: sudo apt-get install prometheus (scripts/test.sh installs it)")
+	}
+	get := func(path string, header map[string]string) (string, http.Header) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, base+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s = %d, %v; want 200", path, resp.StatusCode, err)
+		}
+		return string(body), resp.Header
+	}
+
+	text, _ := get("/metrics", nil)
+	for _, name := range []string{"orderflow_http_request_duration_seconds_bucket", "orderflow_cache_requests_total",
+		"orderflow_ratelimit_fail_open_total", "db_client_operation_duration_seconds_bucket"} {
+		if !strings.Contains(text, "\n"+name) {
+			t.Errorf("/metrics has no %s", name)
+		}
+	}
+	if strings.Contains(text, `route="/metrics"`) {
+		t.Errorf("/metrics counts its own scrapes as HTTP requests")
+	}
+	cmd := exec.CommandContext(t.Context(), promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(text)
+	if out, err := cmd.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("promtool check metrics on inventory's /metrics: %v\n%s", err, out)
+	}
+
+	const traceID = "5b8efff798038103d269b633813fc60c"
+	get("/v1/products/SKU-00049", map[string]string{"traceparent": "00-" + traceID + "-eee19b7ec3c1b174-01"})
+	om, hdr := get("/metrics", map[string]string{"Accept": "application/openmetrics-text;version=1.0.0"})
+	if ct := hdr.Get("Content-Type"); !strings.HasPrefix(ct, "application/openmetrics-text") {
+		t.Fatalf("GET /metrics asking for OpenMetrics answered %q", ct)
+	}
+	found := false
+	for _, line := range strings.Split(om, "\n") {
+		series, exemplar, ok := strings.Cut(line, " # {")
+		if ok && strings.HasPrefix(series, "orderflow_http_request_duration_seconds_bucket{") &&
+			strings.Contains(series, `route="/v1/products/{sku}"`) && strings.Contains(exemplar, `trace_id="`+traceID+`"`) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no bucket of orderflow_http_request_duration_seconds{route=\"/v1/products/{sku}\"} has exemplar trace_id %s:\n%s", traceID, om)
 	}
 }
 

@@ -168,7 +168,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	queues := []string{cfg.invoiceQueue, cfg.emailQueue}
-	h := notification.NewHandler(log, svc, verifier.Authenticate, map[string]web.Check{
+	h := notification.NewHandler(log, svc, map[string]web.Check{
 		"postgres": svc.Ready,
 		"sqs": func(ctx context.Context) error {
 			for _, name := range queues {
@@ -178,14 +178,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			}
 			return nil
 		},
-	})
+	}, tel.MetricsHandler(), verifier.Authenticate)
 	consume := func(name, queueName string, handle notification.HandlerFunc) func(context.Context) {
 		return func(ctx context.Context) { runConsumer(ctx, cfg, tel, client, name, queueName, handle, log) }
 	}
-	return web.ListenAndServe(ctx, cfg.addr, cfg.shutdownDrain, tel.Handler(web.ClientAddr(cfg.trustedProxies)(h)), log,
+	return web.ListenAndServe(ctx, cfg.addr, cfg.shutdownDrain, tel.Middleware(web.ClientAddr(cfg.trustedProxies)(h)), log,
 		consume(notification.ConsumerInvoice, cfg.invoiceQueue, svc.HandleInvoice),
 		consume(notification.ConsumerEmail, cfg.emailQueue, svc.HandleEmail),
-		func(ctx context.Context) { _ = tel.WatchQueues(ctx, client, queues, 5*time.Second) },
+		func(ctx context.Context) {
+			_ = queue.WatchDepth(ctx, tel.MeterFor("orderflow/queue"), client, queues, 5*time.Second)
+		},
 		func(ctx context.Context) {
 			retention.Run(ctx, time.Hour, log, retention.Job{Name: "processed_events",
 				Keep: notification.ProcessedRetention, Delete: store.PurgeProcessed})

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -184,6 +185,15 @@ func TestRun(t *testing.T) {
 	}
 	if n := len(smtp.Messages()); n != 1 {
 		t.Errorf("SMTP messages = %d; want 1", n)
+	}
+	// The queues' depth is polled in the background: it shows within a
+	// poll interval of the queues' creation.
+	waitFor(t, 30*time.Second, "orderflow_queue_messages on /metrics", func() bool {
+		return strings.Contains(srv.Scrape(t), "\norderflow_queue_messages{")
+	})
+	if metrics := srv.Scrape(t); !strings.Contains(metrics, "\norderflow_messages_processed_total{") ||
+		!strings.Contains(metrics, "\norderflow_http_requests_total{") {
+		t.Errorf("GET /metrics lacks orderflow_messages_processed_total or orderflow_http_requests_total:\n%s", metrics)
 	}
 
 	if err := srv.Stop(t); err != nil {

@@ -14,7 +14,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -69,11 +68,6 @@ type config struct {
 	redisURL     string
 	rateLimit    int
 	rateBurst    int
-	// notifyInline makes the invoice and e-mail inside the request through
-	// notificationURL instead of leaving them to the queue workers: the
-	// benchmark's "patterns off" configuration, never a production one.
-	notifyInline    bool
-	notificationURL string
 	// shutdownDrain is how long the process keeps serving after SIGTERM
 	// with /readyz failing, so the load balancer stops routing to it first
 	// (SHUTDOWN_DRAIN; 0 by default, make dev REPLICAS>1 sets 3s).
@@ -130,9 +124,6 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		rateLimit:     r.Int("ORDER_RATE_LIMIT", 50),
 		rateBurst:     r.Int("ORDER_RATE_BURST", 100),
 		shutdownDrain: r.Duration("SHUTDOWN_DRAIN", 0),
-		// Benchmark switch ("patterns off"); see config.notifyInline.
-		notifyInline:    r.Bool("ORDER_NOTIFY_INLINE", false),
-		notificationURL: r.String("ORDER_NOTIFICATION_URL", "http://127.0.0.1:8083"),
 		// A refund or release that keeps failing is retried after at most
 		// 1s, 2s, 4s… (drawn at random below that), at most 5 minutes
 		// apart, and parked for an operator after 10 failed attempts.
@@ -224,7 +215,6 @@ func (c config) LogValue() slog.Value {
 		slog.String("auth_cache_ttl", c.auth.CacheTTL.String()),
 		slog.String("trusted_proxies", fmt.Sprint(c.trustedProxies)),
 		slog.String("client_id", c.clientID), slog.String("client_secret", env.Masked),
-		slog.Bool("notify_inline", c.notifyInline), slog.String("notification_url", c.notificationURL),
 		slog.String("shutdown_drain", c.shutdownDrain.String()), slog.String("log_level", c.logLevel),
 		slog.String("otel_endpoint", c.telemetry.Endpoint))
 }
@@ -259,7 +249,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer rdb.Close()
 	store := order.NewStore(pool)
-	svc, err := newService(ctx, cfg, tel, store, log)
+	svc, err := newService(cfg, tel, store, log)
 	if err != nil {
 		return err
 	}
@@ -269,16 +259,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	if err := errors.Join(tel.InstrumentRedis(rdb), observeCompensations(tel.MeterFor("orderflow/order"), svc),
-		outbox.ObserveLag(pool, tel.MeterFor("orderflow/outbox"))); err != nil {
+	if err := errors.Join(tel.InstrumentRedis(rdb), outbox.ObserveLag(pool, tel.MeterFor("orderflow/outbox"))); err != nil {
 		return err
 	}
 
 	return web.ListenAndServe(ctx, cfg.addr, cfg.shutdownDrain,
-		tel.Handler(web.ClientAddr(cfg.trustedProxies)(sagaMetrics(tel.MeterFor("orderflow/order"))(handler))), log,
+		tel.Middleware(web.ClientAddr(cfg.trustedProxies)(handler)), log,
 		func(ctx context.Context) { svc.RunRecovery(ctx, cfg.recoveryInterval) },
 		func(ctx context.Context) { relay.Run(ctx, 200*time.Millisecond) },
-		func(ctx context.Context) { _ = tel.WatchQueues(ctx, sqsClient, queues, 5*time.Second) },
+		func(ctx context.Context) {
+			_ = queue.WatchDepth(ctx, tel.MeterFor("orderflow/queue"), sqsClient, queues, 5*time.Second)
+		},
 		func(ctx context.Context) {
 			retention.Run(ctx, retentionInterval, log,
 				retention.Job{Name: "idempotency_keys", Keep: order.KeyRetention, Delete: store.PurgeKeys},
@@ -305,12 +296,12 @@ func openDB(ctx context.Context, tel *telemetry.Telemetry, url string, maxConns 
 	return pool, nil
 }
 
-// newService builds the order service over its downstream clients. One
-// set of failsafe-go policies per downstream (timeout per attempt, breaker,
-// bulkhead, retries for idempotent calls), built once and shared by the
-// sagas, cancels and the recovery loop: a breaker must see all the traffic
-// to its dependency.
-func newService(ctx context.Context, cfg config, tel *telemetry.Telemetry, store *order.Store, log *slog.Logger) (*order.Service, error) {
+// newService builds the order service, instrumented, over its downstream
+// clients. One set of failsafe-go policies per downstream (timeout per
+// attempt, breaker, bulkhead, retries for idempotent calls), built once and
+// shared by the sagas, cancels and the recovery loop: a breaker must see
+// all the traffic to its dependency.
+func newService(cfg config, tel *telemetry.Telemetry, store *order.Store, log *slog.Logger) (*order.Service, error) {
 	transport := resilience.NewTransport()
 	// Each downstream gets a token with only the scope it needs, from
 	// Hydra's client-credentials grant, cached by x/oauth2 until a minute
@@ -323,7 +314,8 @@ func newService(ctx context.Context, cfg config, tel *telemetry.Telemetry, store
 	}
 	inventoryGuard := resilience.New("inventory", cfg.downstream, withToken(auth.ScopeReservations), log)
 	paymentGuard := resilience.New("payment", cfg.downstream, withToken(auth.ScopePayments), log)
-	if err := tel.ObserveDownstreams(inventoryGuard, paymentGuard); err != nil {
+	resilienceMeter := tel.MeterFor("orderflow/resilience")
+	if err := errors.Join(inventoryGuard.Instrument(resilienceMeter), paymentGuard.Instrument(resilienceMeter)); err != nil {
 		return nil, err
 	}
 	// The policies bound each attempt; CallTimeout is only the backstop of a
@@ -332,30 +324,27 @@ func newService(ctx context.Context, cfg config, tel *telemetry.Telemetry, store
 		ReadTimeout: cfg.readTimeout, RecoveryAfter: cfg.recoveryAfter,
 		CompensationBackoff: cfg.compensationBackoff, CompensationMaxBackoff: cfg.compensationMaxBackoff,
 		CompensationMaxAttempts: cfg.compensationMaxAttempts}
-	if cfg.notifyInline {
-		log.WarnContext(ctx, "ORDER_NOTIFY_INLINE is on: invoices and e-mails are made inside the request")
-		svcCfg.Notify = order.NewNotificationClient(cfg.notificationURL,
-			&http.Client{Transport: withToken(auth.ScopeNotify)})
-	}
-	return order.NewService(store,
+	svc := order.NewService(store,
 		order.NewInventoryClient(cfg.inventoryURL, inventoryGuard),
 		order.NewPaymentClient(cfg.paymentURL, paymentGuard),
-		svcCfg, log), nil
+		svcCfg, log)
+	if err := svc.Instrument(tel.MeterFor("orderflow/order")); err != nil {
+		return nil, err
+	}
+	return svc, nil
 }
 
 // newHandler is the HTTP API behind token verification and the per-caller
-// rate limit (Redis, shared by the replicas).
+// rate limit (Redis, shared by the replicas), with /metrics among its
+// routes; the limiter exports its own fail-open counter.
 func newHandler(cfg config, tel *telemetry.Telemetry, svc *order.Service, rdb *redis.Client, ready map[string]web.Check, log *slog.Logger) (http.Handler, error) {
-	var failOpens atomic.Uint64
-	limit := ratelimit.New(rdb, "order", ratelimit.PerSecond(cfg.rateLimit, cfg.rateBurst), log,
-		func() { failOpens.Add(1) })
-	if err := tel.ObserveCounts("orderflow.ratelimit.fail_open", "Requests let through unlimited because Redis failed.",
-		"", func() map[string]uint64 { return map[string]uint64{"": failOpens.Load()} }); err != nil {
+	limit := ratelimit.NewLimiter(rdb, "order", ratelimit.PerSecond(cfg.rateLimit, cfg.rateBurst), log)
+	if err := limit.Instrument(tel.MeterFor("orderflow/ratelimit")); err != nil {
 		return nil, err
 	}
 	verifier, err := auth.NewVerifier(cfg.auth, &http.Client{Timeout: 5 * time.Second}, log)
 	if err != nil {
 		return nil, err
 	}
-	return order.NewHandler(log, svc, ready, verifier.Authenticate, limit), nil
+	return order.NewHandler(log, svc, ready, tel.MetricsHandler(), verifier.Authenticate, limit.Handler), nil
 }

@@ -21,10 +21,9 @@ import (
 	"github.com/orderflow/orderflow/pkg/servicetest"
 )
 
-// fakeDownstreams serves the inventory and payment contracts well enough
-// for one successful order.
-// fakeDownstreams stands in for inventory and payment; like them, each
-// verifies the caller's token with v and wants its own scope.
+// fakeDownstreams stands in for inventory and payment, well enough for one
+// successful order; like them, each verifies the caller's token with v and
+// wants its own scope.
 func fakeDownstreams(t *testing.T, v *auth.Verifier) (inventoryURL, paymentURL string) {
 	t.Helper()
 	inv := http.NewServeMux()
@@ -119,14 +118,7 @@ func TestRun(t *testing.T) {
 		return run(ctx, []string{"order"}, getenv, stdout, io.Discard)
 	})
 	base := srv.URL
-	waitFor(t, srv, func() bool {
-		resp, err := http.Get(base + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	waitFor(t, srv, answersOK(base+"/healthz"))
 
 	body := `{"customer_id":"cus_1","email":"a@example.com","items":[{"sku":"SKU-00001","quantity":2}],"payment_method":"pm_card_ok"}`
 	req, _ := http.NewRequest(http.MethodPost, base+"/v1/orders", strings.NewReader(body))
@@ -160,24 +152,25 @@ func TestRun(t *testing.T) {
 			`SELECT sent_at IS NOT NULL FROM outbox WHERE order_id = $1`, o.ID).Scan(&sent)
 		return err == nil && sent
 	})
-	waitFor(t, srv, func() bool {
-		resp, err := http.Get(base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	waitFor(t, srv, answersOK(base+"/readyz"))
 
+	// Each package exports its own instruments on the one /metrics route.
+	metrics := srv.Scrape(t)
+	for _, name := range []string{"orderflow_http_requests_total", "orderflow_orders_total",
+		"orderflow_breaker_state", "orderflow_ratelimit_fail_open_total", "orderflow_outbox_lag_seconds"} {
+		if !strings.Contains(metrics, "\n"+name) {
+			t.Errorf("/metrics has no %s", name)
+		}
+	}
 	// The gauge counts the compensations waiting for an operator, from the
 	// database, over all replicas.
-	if got := needsAttention(t, base); got != "0" {
+	if got := needsAttention(t, srv); got != "0" {
 		t.Errorf("orderflow_compensation_needs_attention = %q; want 0", got)
 	}
 	if _, err := pool.Exec(context.Background(), `UPDATE orders SET needs_attention_at = now() WHERE id = $1`, o.ID); err != nil {
 		t.Fatal(err)
 	}
-	if got := needsAttention(t, base); got != "1" {
+	if got := needsAttention(t, srv); got != "1" {
 		t.Errorf("orderflow_compensation_needs_attention = %q after parking one; want 1", got)
 	}
 
@@ -202,20 +195,24 @@ func waitFor(t *testing.T, srv *servicetest.Service, ok func() bool) {
 	}
 }
 
+// answersOK reports whether GET url answers 200.
+func answersOK(url string) func() bool {
+	return func() bool {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+}
+
 // needsAttention returns the value of orderflow_compensation_needs_attention
 // in the service's /metrics, "" when it is absent.
-func needsAttention(t *testing.T, base string) string {
+func needsAttention(t *testing.T, srv *servicetest.Service) string {
 	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(body), "\n") {
+	body := srv.Scrape(t)
+	for _, line := range strings.Split(body, "\n") {
 		if strings.HasPrefix(line, "orderflow_compensation_needs_attention{") || strings.HasPrefix(line, "orderflow_compensation_needs_attention ") {
 			return line[strings.LastIndex(line, " ")+1:]
 		}

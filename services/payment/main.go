@@ -193,9 +193,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	handler := payment.NewHandler(log, svc, map[string]web.Check{"postgres": store.Ping}, verifier.Authenticate)
+	handler := payment.NewHandler(log, svc, map[string]web.Check{"postgres": store.Ping}, tel.MetricsHandler(), verifier.Authenticate)
 
-	return web.ListenAndServe(ctx, cfg.addr, cfg.shutdownDrain, tel.Handler(web.ClientAddr(cfg.trustedProxies)(handler)), log,
+	return web.ListenAndServe(ctx, cfg.addr, cfg.shutdownDrain, tel.Middleware(web.ClientAddr(cfg.trustedProxies)(handler)), log,
 		func(ctx context.Context) { svc.RunReconciler(ctx, cfg.reconcileInterval) },
 		func(ctx context.Context) {
 			retention.Run(ctx, retentionInterval, log,
@@ -224,7 +224,7 @@ func openDB(ctx context.Context, tel *telemetry.Telemetry, url string, maxConns 
 // provider's policies are built once and shared by every request and the
 // reconciler: its breaker must see all the traffic to the provider.
 func newService(cfg config, tel *telemetry.Telemetry, store *payment.Store, log *slog.Logger) (*payment.Service, error) {
-	guard := resilience.New("provider", cfg.provider, tel.Transport(nil), log)
+	guard := resilience.New("provider", cfg.provider, tel.Transport(resilience.NewTransport()), log)
 	svc := payment.NewService(store, payment.NewProviderClient(cfg.providerURL, cfg.providerAPIKey, guard), payment.Config{
 		// A duplicate waits for the first request's provider call, with
 		// its retries, to end.
@@ -233,9 +233,8 @@ func newService(cfg config, tel *telemetry.Telemetry, store *payment.Store, log 
 		StaleAfter:  2*cfg.providerTimeout + 30*time.Second,
 		SettleAfter: cfg.reconcileAfter,
 	}, log)
-	if err := errors.Join(tel.ObserveDownstreams(guard), tel.ObserveCounts("orderflow.payment.intents.settled",
-		"Payment intents whose outcome was unknown, settled with the provider by key, by outcome: captured (the charge was found and recorded), abandoned (no charge: nothing to refund), unreachable (the look-up failed; tried again).",
-		"outcome", svc.SettledCounts)); err != nil {
+	if err := errors.Join(guard.Instrument(tel.MeterFor("orderflow/resilience")),
+		svc.Instrument(tel.MeterFor("orderflow/payment"))); err != nil {
 		return nil, err
 	}
 	return svc, nil

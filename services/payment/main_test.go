@@ -29,7 +29,7 @@ func TestRun(t *testing.T) {
 	provStore := provider.NewStore(dbtest.NewPool(t, provFS))
 	sim := provider.NewSimulator(provider.Config{}, provStore)
 	prov := httptest.NewServer(provider.NewHandler(slog.New(slog.DiscardHandler), sim,
-		map[string]web.Check{"postgres": provStore.Ping}, "secret"))
+		map[string]web.Check{"postgres": provStore.Ping}, nil, "secret"))
 	defer prov.Close()
 
 	hydra := authtest.Start(t, authtest.Options{})
@@ -85,14 +85,13 @@ func TestRun(t *testing.T) {
 	} else {
 		resp.Body.Close()
 	}
-	// The reconciler's outcomes are exported.
-	if resp, err := http.Get(base + "/metrics"); err != nil {
-		t.Errorf("GET /metrics: %v", err)
-	} else {
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if !strings.Contains(string(b), `orderflow_payment_intents_settled_total{outcome="abandoned"`) {
-			t.Errorf("GET /metrics has no orderflow_payment_intents_settled_total{outcome=...}")
+	// The reconciler's outcomes and the provider's policies are exported
+	// beside the HTTP metrics.
+	metrics := srv.Scrape(t)
+	for _, series := range []string{`orderflow_payment_intents_settled_total{outcome="abandoned"`,
+		`orderflow_breaker_state{downstream="provider"`, `orderflow_http_requests_total{`} {
+		if !strings.Contains(metrics, "\n"+series) {
+			t.Errorf("GET /metrics has no %s...}", series)
 		}
 	}
 

@@ -132,7 +132,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer pool.Close()
 	store := provider.NewStore(pool)
 	sim := provider.NewSimulator(cfg.sim, store)
-	handler := provider.NewHandler(log, sim, map[string]web.Check{"postgres": store.Ping}, cfg.apiKey)
+	handler := provider.NewHandler(log, sim, map[string]web.Check{"postgres": store.Ping}, tel.MetricsHandler(), cfg.apiKey)
 
 	// Not web.ListenAndServe: this is the one server that must hold an
 	// answer for a simulated latency of up to a minute, longer than the
@@ -140,7 +140,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// ctx, so a shutdown cuts a simulated latency short (charging nothing)
 	// instead of waiting out the grace period. Nobody balances to it, so
 	// it does not drain.
-	srv := web.NewServer(cfg.addr, tel.Handler(handler), log)
+	srv := web.NewServer(cfg.addr, tel.Middleware(handler), log)
 	srv.WriteTimeout = time.Duration(provider.MaxLatencyMS)*time.Millisecond + 10*time.Second
 	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	return web.Serve(ctx, srv, log, 10*time.Second)

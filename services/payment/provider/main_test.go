@@ -51,6 +51,10 @@ func TestRun(t *testing.T) {
 	} else {
 		resp.Body.Close()
 	}
+	// The scrape needs no API key.
+	if metrics := srv.Scrape(t); !strings.Contains(metrics, `orderflow_http_requests_total{method="POST",route="/v1/charges",status="201"}`) {
+		t.Errorf("GET /metrics has no orderflow_http_requests_total of POST /v1/charges:\n%s", metrics)
+	}
 
 	if err := srv.Stop(t); err != nil {
 		t.Errorf("run = %v; want nil", err)

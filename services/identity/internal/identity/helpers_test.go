@@ -211,7 +211,7 @@ func newFixture(t *testing.T, loginRate int) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := NewHandler(log, svc, csrf)
+	h, err := NewHandler(log, svc, csrf, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,7 @@ func TestHostile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := NewHandler(log, svc, csrf)
+	h, err := NewHandler(log, svc, csrf, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

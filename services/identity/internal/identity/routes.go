@@ -13,18 +13,22 @@ import (
 // anonymous: a customer has no token before signing in. The login and
 // consent steps are authorised by the challenge Hydra issued for the flow,
 // and their forms by a CSRF token bound to that challenge and the browser.
-func NewHandler(log *slog.Logger, svc *Service, csrf *CSRF) (http.Handler, error) {
+// metrics serves GET /metrics (nil: no such route).
+func NewHandler(log *slog.Logger, svc *Service, csrf *CSRF, metrics http.Handler) (http.Handler, error) {
 	pg, err := parsePages()
 	if err != nil {
 		return nil, err
 	}
 	r := web.NewRouter(log)
 	r.Use(web.Deadline(requestTimeout))
-	// Anyone: probes.
+	// Anyone: probes and the scrape.
 	r.Method(http.MethodGet, "/healthz", web.Healthz())
 	r.Method(http.MethodGet, "/readyz", web.Readyz(map[string]web.Check{
 		"postgres": svc.Ready, "hydra": svc.HydraReady,
 	}))
+	if metrics != nil {
+		r.Method(http.MethodGet, "/metrics", metrics)
+	}
 
 	// Anonymous: sign-up.
 	r.Method(http.MethodPost, "/v1/customers", handleCustomerCreate(log, svc))

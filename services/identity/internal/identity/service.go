@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"slices"
 	"sync/atomic"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // Service holds the identity use cases: sign-up, and the login and consent
@@ -218,12 +221,45 @@ type LoginStats struct {
 	FailOpen  uint64 // let through unlimited because Redis failed
 }
 
-// Stats returns the login counters, for the metrics exporter.
+// Stats returns the login counters (exported by Instrument).
 func (s *Service) Stats() LoginStats {
 	return LoginStats{
 		Succeeded: s.succeeded.Load(), Refused: s.refused.Load(),
 		Limited: s.limited.Load(), FailOpen: s.limiter.FailOpens(),
 	}
+}
+
+// Instrument exports the login counters on m, read when scraped:
+// orderflow_identity_logins_total{result="succeeded"|"refused"|"rate_limited"}
+// and orderflow_ratelimit_fail_open_total, the attempts the login limiter
+// let through because Redis failed.
+func (s *Service) Instrument(m metric.Meter) error {
+	logins, err := m.Int64ObservableCounter("orderflow.identity.logins",
+		metric.WithDescription("Login attempts by result: succeeded, refused (wrong e-mail or password), rate_limited."))
+	if err != nil {
+		return fmt.Errorf("logins metric: %w", err)
+	}
+	failOpen, err := m.Int64ObservableCounter("orderflow.ratelimit.fail_open",
+		metric.WithDescription("Requests let through unlimited because Redis failed."))
+	if err != nil {
+		return fmt.Errorf("login limiter fail-open metric: %w", err)
+	}
+	result := func(r string) metric.ObserveOption {
+		return metric.WithAttributeSet(attribute.NewSet(attribute.String("result", r)))
+	}
+	succeeded, refused, limited := result("succeeded"), result("refused"), result("rate_limited")
+	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		st := s.Stats()
+		o.ObserveInt64(logins, int64(st.Succeeded), succeeded)
+		o.ObserveInt64(logins, int64(st.Refused), refused)
+		o.ObserveInt64(logins, int64(st.Limited), limited)
+		o.ObserveInt64(failOpen, int64(st.FailOpen))
+		return nil
+	}, logins, failOpen)
+	if err != nil {
+		return fmt.Errorf("login metrics callback: %w", err)
+	}
+	return nil
 }
 
 func clientName(c HydraClient) string {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -109,7 +111,7 @@ func NewCache(rdb *redis.Client, cfg CacheConfig, log *slog.Logger) *Cache {
 	return &Cache{rdb: rdb, cfg: cfg, log: log, pending: map[string]bool{}}
 }
 
-// Stats returns the counters (read by /metrics later, and by tests).
+// Stats returns the counters (exported by Instrument, logged at stop).
 func (c *Cache) Stats() CacheStats {
 	return CacheStats{
 		Hits:                 c.hits.Load(),
@@ -117,6 +119,33 @@ func (c *Cache) Stats() CacheStats {
 		Fallbacks:            c.fallbacks.Load(),
 		InvalidationFailures: c.invalFailures.Load(),
 	}
+}
+
+// Instrument exports the product reads on m by cache result,
+// orderflow_cache_requests_total{result="hit"|"miss"|"fallback"}, read
+// when scraped: the cache hit ratio of the dashboard and of the
+// CacheHitRatioCollapse alert.
+func (c *Cache) Instrument(m metric.Meter) error {
+	results := []struct {
+		attrs metric.ObserveOption
+		n     *atomic.Uint64
+	}{
+		{metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "hit"))), &c.hits},
+		{metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "miss"))), &c.misses},
+		{metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "fallback"))), &c.fallbacks},
+	}
+	_, err := m.Int64ObservableCounter("orderflow.cache.requests",
+		metric.WithDescription("Product reads by cache result: hit (Redis), miss (Postgres, then cached), fallback (Postgres because Redis failed)."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			for _, r := range results {
+				o.Observe(int64(r.n.Load()), r.attrs)
+			}
+			return nil
+		}))
+	if err != nil {
+		return fmt.Errorf("cache metric: %w", err)
+	}
+	return nil
 }
 
 // Ping reports whether Redis answers, for /readyz callers that want it.

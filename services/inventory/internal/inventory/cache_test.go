@@ -92,7 +92,7 @@ func newCachedEnv(t *testing.T, stock map[string]int) cachedEnv {
 	rdb, prefix := newTestRedis(t)
 	cache := NewCache(rdb, CacheConfig{Enabled: true, Prefix: prefix, TTL: 30 * time.Second}, discardLogger())
 	svc := NewService(NewStore(pool), cache, testTTL)
-	return cachedEnv{pool: pool, rdb: rdb, cache: cache, svc: svc, h: NewHandler(discardLogger(), svc, testAuthn, nil)}
+	return cachedEnv{pool: pool, rdb: rdb, cache: cache, svc: svc, h: NewHandler(discardLogger(), svc, nil, testAuthn, nil)}
 }
 
 // getProduct reads a product through the handler and returns its available
@@ -386,7 +386,7 @@ func TestCache_RedisDown(t *testing.T) {
 	logs := &logCounter{}
 	cache := NewCache(rdb, CacheConfig{Enabled: true, Prefix: prefix}, slog.New(slog.NewJSONHandler(logs, nil)))
 	svc := NewService(NewStore(pool), cache, testTTL)
-	h := NewHandler(discardLogger(), svc, testAuthn, nil)
+	h := NewHandler(discardLogger(), svc, nil, testAuthn, nil)
 
 	getProduct(t, h, "A")
 	if _, xc := getProduct(t, h, "A"); xc != "HIT" {
@@ -450,7 +450,7 @@ func TestCache_Disabled(t *testing.T) {
 	addProducts(t, pool, map[string]int{"A": 3})
 	rdb, prefix := newTestRedis(t)
 	cache := NewCache(rdb, CacheConfig{Enabled: false, Prefix: prefix}, discardLogger())
-	h := NewHandler(discardLogger(), NewService(NewStore(pool), cache, testTTL), testAuthn, nil)
+	h := NewHandler(discardLogger(), NewService(NewStore(pool), cache, testTTL), nil, testAuthn, nil)
 	for range 3 {
 		if n, xc := getProduct(t, h, "A"); n != 3 || xc != "MISS" {
 			t.Errorf("read = %d, %s; want 3, MISS", n, xc)

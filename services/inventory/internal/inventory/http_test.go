@@ -41,7 +41,7 @@ func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Disca
 func newTestHandler(t *testing.T) (http.Handler, *pgxpool.Pool) {
 	t.Helper()
 	pool := newTestPool(t)
-	return NewHandler(discardLogger(), NewService(NewStore(pool), nil, testTTL), testAuthn, nil), pool
+	return NewHandler(discardLogger(), NewService(NewStore(pool), nil, testTTL), nil, testAuthn, nil), pool
 }
 
 type call struct {

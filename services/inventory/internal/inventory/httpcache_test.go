@@ -133,7 +133,7 @@ func TestHandler_ProductListCaching(t *testing.T) {
 	if _, err := NewStore(pool).Seed(t.Context(), 150); err != nil {
 		t.Fatalf("Seed: %v", err)
 	}
-	h := NewHandler(discardLogger(), NewService(NewStore(pool), nil, testTTL), testAuthn, nil)
+	h := NewHandler(discardLogger(), NewService(NewStore(pool), nil, testTTL), nil, testAuthn, nil)
 
 	plain := raw(h, "GET", "/v1/products?limit=100", nil)
 	etag := plain.Header().Get("ETag")
@@ -191,8 +191,9 @@ func TestHandler_RateLimitWiring(t *testing.T) {
 	pool := newTestPool(t)
 	addProducts(t, pool, map[string]int{"A": 100})
 	rdb, prefix := newTestRedis(t)
-	limit := ratelimit.New(rdb, strings.TrimSuffix(prefix, ":"), redis_rate.Limit{Rate: 1, Burst: 2, Period: time.Minute}, discardLogger(), nil)
-	h := NewHandler(discardLogger(), NewService(NewStore(pool), nil, testTTL), testAuthn, limit)
+	limit := ratelimit.NewLimiter(rdb, strings.TrimSuffix(prefix, ":"), redis_rate.Limit{Rate: 1, Burst: 2, Period: time.Minute}, discardLogger())
+	scrape := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "up 1\n") })
+	h := NewHandler(discardLogger(), NewService(NewStore(pool), nil, testTTL), scrape, testAuthn, limit.Handler)
 	t.Cleanup(func() {
 		ctx := context.Background()
 		iter := rdb.Scan(ctx, 0, "rate:"+prefix+"*", 100).Iterator()
@@ -209,6 +210,13 @@ func TestHandler_RateLimitWiring(t *testing.T) {
 	}
 	if rec := raw(h, "GET", "/v1/products", nil); rec.Code != 429 {
 		t.Errorf("list read by the same client = %d; want 429", rec.Code)
+	}
+	// Prometheus scrapes every few seconds from one address: never limited.
+	for range 3 {
+		if rec := raw(h, "GET", "/metrics", nil); rec.Code != 200 || rec.Body.String() != "up 1\n" || rec.Header().Get("RateLimit-Limit") != "" {
+			t.Errorf("GET /metrics = %d %q, RateLimit-Limit %q; want 200 from the metrics handler, unlimited",
+				rec.Code, rec.Body.String(), rec.Header().Get("RateLimit-Limit"))
+		}
 	}
 	for _, c := range []call{
 		{method: "GET", path: "/healthz"},

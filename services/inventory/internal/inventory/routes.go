@@ -9,12 +9,12 @@ import (
 	"github.com/orderflow/orderflow/pkg/web"
 )
 
-// NewHandler returns the whole HTTP API of inventory. authn verifies the
-// caller's access token (nil: none is read, so only anonymous routes
-// answer); rateLimit (nil for none) guards the public catalogue reads;
-// probes, admin calls and the reservation calls of the order saga are not
-// limited.
-func NewHandler(log *slog.Logger, svc *Service, authn, rateLimit func(http.Handler) http.Handler) http.Handler {
+// NewHandler returns the whole HTTP API of inventory. metrics serves
+// GET /metrics (nil: no such route); authn verifies the caller's access
+// token (nil: none is read, so only anonymous routes answer); rateLimit
+// (nil for none) guards the public catalogue reads; probes, scrapes, admin
+// calls and the reservation calls of the order saga are not limited.
+func NewHandler(log *slog.Logger, svc *Service, metrics http.Handler, authn, rateLimit func(http.Handler) http.Handler) http.Handler {
 	r := web.NewRouter(log)
 	r.Use(web.Deadline(requestTimeout))
 	if authn != nil {
@@ -26,9 +26,12 @@ func NewHandler(log *slog.Logger, svc *Service, authn, rateLimit func(http.Handl
 	admin := r.With(auth.Require(auth.ScopeAdmin))
 	saga := r.With(auth.Require(auth.ScopeReservations))
 
-	// Anonymous: probes and the catalogue.
+	// Anonymous: probes, the scrape and the catalogue.
 	r.Method(http.MethodGet, "/healthz", web.Healthz())
 	r.Method(http.MethodGet, "/readyz", web.Readyz(map[string]web.Check{"postgres": svc.Ping}))
+	if metrics != nil {
+		r.Method(http.MethodGet, "/metrics", metrics)
+	}
 	r.With(rateLimit).Method(http.MethodGet, "/v1/products", handleProductList(log, svc))
 	r.With(rateLimit).Method(http.MethodGet, "/v1/products/{sku}", handleProductGet(log, svc))
 

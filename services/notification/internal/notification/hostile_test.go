@@ -1,11 +1,9 @@
 package notification_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"testing"
 
@@ -23,17 +21,7 @@ import (
 // per route.
 func TestHostile(t *testing.T) {
 	t.Parallel()
-	smtp := smtptest.Start(t)
-	svc, _ := newService(t, smtp.Addr())
-	h := notification.NewHandler(testLogger(t), svc, testAuthn, map[string]web.Check{"postgres": svc.Ready})
-	e := newEvent(events.OrderConfirmed, "buyer@example.com")
-	if err := svc.HandleInvoice(context.Background(), e); err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.HandleEmail(context.Background(), e); err != nil {
-		t.Fatal(err)
-	}
-
+	h, _, _, e := newHandlerWithOrder(t)
 	readers := []string{"owner", "other", "admin"}
 	webtest.Run(t, h, webtest.Config{
 		Tokens: []string{"admin", "owner", "other", "order"},
@@ -43,23 +31,20 @@ func TestHostile(t *testing.T) {
 			{Method: "GET", Pattern: "/readyz"},
 			{Method: "GET", Pattern: "/v1/invoices", Tokens: readers, Query: map[string]string{"order_id": e.OrderID}},
 			{Method: "GET", Pattern: "/v1/emails", Tokens: readers, Query: map[string]string{"order_id": e.OrderID}},
-			{Method: "POST", Pattern: "/internal/notify", Tokens: []string{"order"},
-				Body: `{"id":"$uuid","type":"order.confirmed","order_id":"$uuid","customer_id":"cus_1",` +
-					`"email":"buyer@example.com","status":"confirmed",` +
-					`"items":[{"sku":"SKU-00001","quantity":2,"unit_price_cents":1250},{"sku":"SKU-00002","quantity":1,"unit_price_cents":999}],` +
-					`"total_cents":3499,"currency":"USD","failure_reason":"","occurred_at":"2026-01-02T03:04:05Z"}`},
 		},
 	})
 }
 
-// TestHostile_Found pins the inputs TestHostile found answered with a 500
-// (a NUL reached PostgreSQL; uuid.Parse let "(…)" through to a uuid
-// column): each is a 400 now, and nothing is stored.
+// TestHostile_Found pins the events TestHostile once found answered with a
+// 500 (a NUL reached PostgreSQL; uuid.Parse let "(…)" through to a uuid
+// column): each is malformed for both workers, so its message goes to the
+// dead-letter queue instead of failing every retry, and nothing is stored.
+// An order id in parentheses is a 400 on the read routes.
 func TestHostile_Found(t *testing.T) {
 	t.Parallel()
 	smtp := smtptest.Start(t)
 	svc, pool := newService(t, smtp.Addr())
-	h := notification.NewHandler(testLogger(t), svc, testAuthn, map[string]web.Check{"postgres": svc.Ready})
+	h := notification.NewHandler(testLogger(t), svc, map[string]web.Check{"postgres": svc.Ready}, nil, testAuthn)
 	for name, change := range map[string]func(e *events.Order){
 		"NUL in currency":      func(e *events.Order) { e.Currency = "USD\x00" },
 		"NUL in customer_id":   func(e *events.Order) { e.CustomerID = "cus_1\x00" },
@@ -73,20 +58,19 @@ func TestHostile_Found(t *testing.T) {
 	} {
 		e := newEvent(events.OrderConfirmed, "buyer@example.com")
 		change(&e)
-		body, err := json.Marshal(e)
-		if err != nil {
-			t.Fatal(err)
+		if err := svc.HandleEmail(context.Background(), e); !errors.Is(err, notification.ErrMalformed) {
+			t.Errorf("HandleEmail with %s = %v; want ErrMalformed", name, err)
 		}
-		req := withToken(httptest.NewRequest(http.MethodPost, "/internal/notify", bytes.NewReader(body)), "order")
-		req.Header.Set("Content-Type", "application/json")
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		if rec.Code != http.StatusBadRequest {
-			t.Errorf("notify with %s = %d %s; want 400", name, rec.Code, rec.Body)
+		// The invoice worker ignores the events it does not invoice.
+		if err := svc.HandleInvoice(context.Background(), e); e.Type == events.OrderConfirmed && !errors.Is(err, notification.ErrMalformed) {
+			t.Errorf("HandleInvoice with %s = %v; want ErrMalformed", name, err)
 		}
 	}
 	if n := count(t, pool, `SELECT (SELECT count(*) FROM invoices) + (SELECT count(*) FROM emails)`); n != 0 {
 		t.Errorf("%d invoices and e-mails stored; want none", n)
+	}
+	if n := len(smtp.Messages()); n != 0 {
+		t.Errorf("%d e-mails sent; want none", n)
 	}
 	if rec := get(h, "/v1/invoices?order_id=("+newEvent("", "").OrderID+")", "admin"); rec.Code != http.StatusBadRequest {
 		t.Errorf("GET /v1/invoices?order_id=(…) = %d; want 400", rec.Code)

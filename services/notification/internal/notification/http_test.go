@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/authtest"
@@ -26,12 +27,12 @@ var testAuthn = authtest.Tokens(map[string]auth.Principal{
 	"admin": {Subject: "orderflow-admin", Scopes: []string{auth.ScopeAdmin}},
 	"owner": {Subject: "cus_1", Scopes: []string{auth.ScopeOrders}},
 	"other": {Subject: "cus_2", Scopes: []string{auth.ScopeOrders}},
-	"order": {Subject: "orderflow-order", Scopes: []string{auth.ScopeNotify, auth.ScopePayments}},
+	"order": {Subject: "orderflow-order", Scopes: []string{auth.ScopePayments}},
 })
 
-// get sends GET target as the caller with token ("" for none).
-func get(h http.Handler, target, token string) *httptest.ResponseRecorder {
-	req := httptest.NewRequest(http.MethodGet, target, nil)
+// send sends method target as the caller with token ("" for none).
+func send(h http.Handler, method, target, token string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, target, nil)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -40,20 +41,41 @@ func get(h http.Handler, target, token string) *httptest.ResponseRecorder {
 	return rec
 }
 
-func TestHandler_Lists(t *testing.T) {
-	t.Parallel()
+// get sends GET target as the caller with token ("" for none).
+func get(h http.Handler, target, token string) *httptest.ResponseRecorder {
+	return send(h, http.MethodGet, target, token)
+}
+
+// decodeJSON decodes the body of rec into v.
+func decodeJSON(t *testing.T, rec *httptest.ResponseRecorder, v any) {
+	t.Helper()
+	if err := json.Unmarshal(rec.Body.Bytes(), v); err != nil {
+		t.Fatalf("decode %s: %v", rec.Body, err)
+	}
+}
+
+// newHandlerWithOrder returns the handler over a fresh service (and its
+// pool) whose workers have made the invoice and e-mail of one confirmed
+// order of cus_1, that order's event.
+func newHandlerWithOrder(t *testing.T) (http.Handler, *notification.Service, *pgxpool.Pool, events.Order) {
+	t.Helper()
 	smtp := smtptest.Start(t)
 	svc, pool := newService(t, smtp.Addr())
-	h := notification.NewHandler(testLogger(t), svc, testAuthn, map[string]web.Check{"postgres": svc.Ready})
-	ctx := context.Background()
+	h := notification.NewHandler(testLogger(t), svc, map[string]web.Check{"postgres": svc.Ready}, nil, testAuthn)
+	e := newEvent(events.OrderConfirmed, "buyer@example.com")
+	if err := svc.HandleInvoice(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.HandleEmail(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	return h, svc, pool, e
+}
 
-	confirmed := newEvent(events.OrderConfirmed, "buyer@example.com")
-	if err := svc.HandleInvoice(ctx, confirmed); err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.HandleEmail(ctx, confirmed); err != nil {
-		t.Fatal(err)
-	}
+func TestHandler_Lists(t *testing.T) {
+	t.Parallel()
+	h, _, pool, confirmed := newHandlerWithOrder(t)
+	ctx := context.Background()
 	// An e-mail row whose send has not completed must not be listed.
 	unsent := newEvent(events.OrderCancelled, "buyer@example.com")
 	unsent.OrderID = confirmed.OrderID
@@ -81,8 +103,7 @@ func TestHandler_Lists(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, withToken(httptest.NewRequest(http.MethodGet, tt.target, nil), "admin"))
+			rec := get(h, tt.target, "admin")
 			if rec.Code != tt.wantStatus {
 				t.Fatalf("GET %s = %d; want %d (%s)", tt.target, rec.Code, tt.wantStatus, rec.Body)
 			}
@@ -91,9 +112,7 @@ func TestHandler_Lists(t *testing.T) {
 					Code   string            `json:"code"`
 					Errors map[string]string `json:"errors"`
 				}
-				if err := json.Unmarshal(rec.Body.Bytes(), &p); err != nil {
-					t.Fatal(err)
-				}
+				decodeJSON(t, rec, &p)
 				if p.Code != tt.wantCode || p.Errors["order_id"] == "" {
 					t.Errorf("problem = %+v; want code %s with an order_id error", p, tt.wantCode)
 				}
@@ -111,16 +130,13 @@ func TestHandler_Lists(t *testing.T) {
 	}
 
 	t.Run("POST is 405", func(t *testing.T) {
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, withToken(httptest.NewRequest(http.MethodPost, "/v1/invoices?order_id="+other.OrderID, nil), "admin"))
-		if rec.Code != http.StatusMethodNotAllowed {
+		if rec := send(h, http.MethodPost, "/v1/invoices?order_id="+other.OrderID, "admin"); rec.Code != http.StatusMethodNotAllowed {
 			t.Errorf("POST /v1/invoices = %d; want 405", rec.Code)
 		}
 	})
 
 	t.Run("invoices of an order", func(t *testing.T) {
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, withToken(httptest.NewRequest(http.MethodGet, "/v1/invoices?order_id="+confirmed.OrderID, nil), "owner"))
+		rec := get(h, "/v1/invoices?order_id="+confirmed.OrderID, "owner")
 		if rec.Code != http.StatusOK {
 			t.Fatalf("status = %d; want 200 (%s)", rec.Code, rec.Body)
 		}
@@ -140,9 +156,7 @@ func TestHandler_Lists(t *testing.T) {
 		var got struct {
 			Invoices []invoice `json:"invoices"`
 		}
-		if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
-			t.Fatal(err)
-		}
+		decodeJSON(t, rec, &got)
 		want := []invoice{{
 			Number: 1, OrderID: confirmed.OrderID, TotalCents: 3499, Currency: "USD",
 			Lines: []line{{"SKU-00001", 2, 1250}, {"SKU-00002", 1, 999}},
@@ -156,8 +170,7 @@ func TestHandler_Lists(t *testing.T) {
 	})
 
 	t.Run("emails of an order", func(t *testing.T) {
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, withToken(httptest.NewRequest(http.MethodGet, "/v1/emails?order_id="+confirmed.OrderID, nil), "owner"))
+		rec := get(h, "/v1/emails?order_id="+confirmed.OrderID, "owner")
 		if rec.Code != http.StatusOK {
 			t.Fatalf("status = %d; want 200 (%s)", rec.Code, rec.Body)
 		}
@@ -171,9 +184,7 @@ func TestHandler_Lists(t *testing.T) {
 		var got struct {
 			Emails []email `json:"emails"`
 		}
-		if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
-			t.Fatal(err)
-		}
+		decodeJSON(t, rec, &got)
 		want := []email{{
 			To: "buyer@example.com", Subject: "Your order " + confirmed.OrderID + " is confirmed",
 			Kind: "order_confirmed", OrderID: confirmed.OrderID,
@@ -187,72 +198,11 @@ func TestHandler_Lists(t *testing.T) {
 	})
 }
 
-func TestHandler_Notify(t *testing.T) {
-	t.Parallel()
-	smtp := smtptest.Start(t)
-	svc, pool := newService(t, smtp.Addr())
-	h := notification.NewHandler(testLogger(t), svc, testAuthn, map[string]web.Check{"postgres": svc.Ready})
-	confirmed := newEvent(events.OrderConfirmed, "buyer@example.com")
-	body, err := json.Marshal(confirmed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	post := func(body string) *httptest.ResponseRecorder {
-		req := withToken(httptest.NewRequest(http.MethodPost, "/internal/notify", strings.NewReader(body)), "order")
-		req.Header.Set("Content-Type", "application/json")
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		return rec
-	}
-
-	tests := []struct {
-		name       string
-		body       string
-		wantStatus int
-	}{
-		{"an event is handled at once", string(body), http.StatusOK},
-		{"the same event again changes nothing", string(body), http.StatusOK},
-		{"not JSON", "{", http.StatusBadRequest},
-		{"unknown field", `{"nope":1}`, http.StatusBadRequest},
-		{"invalid event", `{"id":"x","type":"order.confirmed"}`, http.StatusBadRequest},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			rec := post(tt.body)
-			if rec.Code != tt.wantStatus {
-				t.Fatalf("POST /internal/notify = %d; want %d (%s)", rec.Code, tt.wantStatus, rec.Body)
-			}
-		})
-	}
-
-	// Both effects happened before the answer, each exactly once.
-	if n := count(t, pool, `SELECT count(*) FROM invoices WHERE order_id = $1`, confirmed.OrderID); n != 1 {
-		t.Errorf("invoices = %d; want 1", n)
-	}
-	if n := len(smtp.Messages()); n != 1 {
-		t.Errorf("e-mails sent = %d; want 1", n)
-	}
-}
-
-func withToken(r *http.Request, token string) *http.Request {
-	r.Header.Set("Authorization", "Bearer "+token)
-	return r
-}
-
 // TestHandler_Access: a customer reads only their own order's invoices and
 // e-mails; another customer's are a 404 that looks like none at all.
 func TestHandler_Access(t *testing.T) {
 	t.Parallel()
-	smtp := smtptest.Start(t)
-	svc, _ := newService(t, smtp.Addr())
-	h := notification.NewHandler(testLogger(t), svc, testAuthn, map[string]web.Check{"postgres": svc.Ready})
-	e := newEvent(events.OrderConfirmed, "buyer@example.com")
-	if err := svc.HandleInvoice(context.Background(), e); err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.HandleEmail(context.Background(), e); err != nil {
-		t.Fatal(err)
-	}
+	h, _, _, e := newHandlerWithOrder(t)
 	none := newEvent(events.OrderConfirmed, "")
 	tests := []struct {
 		name, target, token string
@@ -268,7 +218,6 @@ func TestHandler_Access(t *testing.T) {
 		{"no token", "/v1/invoices?order_id=" + e.OrderID, "", 401, "unauthorized"},
 		{"forged token", "/v1/invoices?order_id=" + e.OrderID, "forged", 401, "unauthorized"},
 		{"the order service's token", "/v1/invoices?order_id=" + e.OrderID, "order", 403, "insufficient_scope"},
-		{"notify with a customer token", "/internal/notify", "owner", 405, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -283,12 +232,5 @@ func TestHandler_Access(t *testing.T) {
 				t.Errorf("404 body %s names the order", rec.Body)
 			}
 		})
-	}
-	req := withToken(httptest.NewRequest(http.MethodPost, "/internal/notify", strings.NewReader("{}")), "owner")
-	req.Header.Set("Content-Type", "application/json")
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	if rec.Code != http.StatusForbidden {
-		t.Errorf("POST /internal/notify with a customer token = %d; want 403", rec.Code)
 	}
 }

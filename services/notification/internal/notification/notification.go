@@ -28,7 +28,8 @@ const (
 )
 
 // ErrMalformed marks an event that passed events.Decode but that no retry
-// can ever process (an id that is not a UUID, an unusable e-mail address).
+// can ever process (an id that is not a canonical UUID, control characters
+// in an identifier, an unusable e-mail address).
 // The consumer treats it like an undecodable body: it goes to the
 // dead-letter queue.
 var ErrMalformed = errors.New("malformed event")

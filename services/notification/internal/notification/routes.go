@@ -9,29 +9,29 @@ import (
 	"github.com/orderflow/orderflow/pkg/web"
 )
 
-// NewHandler returns the service's HTTP API. authn verifies the caller's
-// access token (nil: none is read, so only the probes answer); ready holds
-// the /readyz checks (database, SQS), which main assembles because it owns
-// the SQS client.
-func NewHandler(log *slog.Logger, svc *Service, authn func(http.Handler) http.Handler, ready map[string]web.Check) http.Handler {
+// NewHandler returns the service's HTTP API: every route is here. ready
+// holds the /readyz checks (database, SQS), which main assembles because
+// it owns the SQS client; metrics serves GET /metrics (nil: no such
+// route); authn verifies the caller's access token (nil: none is read, so
+// only the probes and the scrape answer).
+func NewHandler(log *slog.Logger, svc *Service, ready map[string]web.Check, metrics http.Handler, authn func(http.Handler) http.Handler) http.Handler {
 	r := web.NewRouter(log)
 	r.Use(web.Deadline(requestTimeout))
 	if authn != nil {
 		r.Use(authn)
 	}
-	// Anonymous: the probes.
+	// Anonymous: the probes and the scrape.
 	r.Method(http.MethodGet, "/healthz", web.Healthz())
 	r.Method(http.MethodGet, "/readyz", web.Readyz(ready))
+	if metrics != nil {
+		r.Method(http.MethodGet, "/metrics", metrics)
+	}
 
 	// A customer (their own orders' documents only, decided in the use
 	// case) or an operator (any).
 	read := r.With(auth.Require(auth.ScopeOrders, auth.ScopeAdmin))
 	read.Method(http.MethodGet, "/v1/invoices", handleInvoiceList(log, svc))
 	read.Method(http.MethodGet, "/v1/emails", handleEmailList(log, svc))
-
-	// The order service only (scope notifications.notify), and only in the
-	// benchmark's "patterns off" configuration (ORDER_NOTIFY_INLINE).
-	r.With(auth.Require(auth.ScopeNotify)).Method(http.MethodPost, "/internal/notify", handleNotify(log, svc))
 	return r
 }
 

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/mail"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -24,14 +27,27 @@ func NewService(store *Store, mailer *Mailer, log *slog.Logger) *Service {
 	return &Service{store: store, mailer: mailer, log: log}
 }
 
-// checkIDs rejects events whose ids the database cannot store: retrying
-// them would fail the same way every time.
-func checkIDs(e events.Order) error {
-	if _, err := uuid.Parse(e.ID); err != nil {
-		return fmt.Errorf("%w: event id %q is not a UUID", ErrMalformed, e.ID)
+// checkEvent rejects an event the database cannot store or could read as
+// another id: ids not in canonical UUID form (uuid.Parse takes "(…)",
+// which PostgreSQL refuses), control characters in an identifier, a NUL in
+// the failure reason. Retrying it would fail the same way every time.
+func checkEvent(e events.Order) error {
+	for field, v := range map[string]string{"event id": e.ID, "order_id": e.OrderID} {
+		if u, err := uuid.Parse(v); err != nil || u.String() != v {
+			return fmt.Errorf("%w: %s %q is not a UUID in canonical form", ErrMalformed, field, v)
+		}
 	}
-	if _, err := uuid.Parse(e.OrderID); err != nil {
-		return fmt.Errorf("%w: order_id %q is not a UUID", ErrMalformed, e.OrderID)
+	idents := map[string]string{"customer_id": e.CustomerID, "email": e.Email, "status": e.Status, "currency": e.Currency}
+	for i, it := range e.Items {
+		idents[fmt.Sprintf("items[%d].sku", i)] = it.SKU
+	}
+	for field, v := range idents {
+		if !utf8.ValidString(v) || strings.ContainsFunc(v, unicode.IsControl) {
+			return fmt.Errorf("%w: %s %q holds control characters", ErrMalformed, field, v)
+		}
+	}
+	if strings.ContainsRune(e.FailureReason, 0) {
+		return fmt.Errorf("%w: failure_reason holds a NUL", ErrMalformed)
 	}
 	return nil
 }
@@ -44,7 +60,7 @@ func (s *Service) HandleInvoice(ctx context.Context, e events.Order) error {
 	if e.Type != events.OrderConfirmed {
 		return nil
 	}
-	if err := checkIDs(e); err != nil {
+	if err := checkEvent(e); err != nil {
 		return err
 	}
 	inv, created, err := s.store.CreateInvoice(ctx, Invoice{
@@ -76,7 +92,7 @@ func (s *Service) HandleEmail(ctx context.Context, e events.Order) error {
 	if kind == "" {
 		return nil
 	}
-	if err := checkIDs(e); err != nil {
+	if err := checkEvent(e); err != nil {
 		return err
 	}
 	if e.Email == "" {
@@ -116,47 +132,42 @@ func (s *Service) HandleEmail(ctx context.Context, e events.Order) error {
 }
 
 // Invoices returns the invoices of an order for caller; orderID must be a
-// UUID. An operator sees every invoice; a customer only their own, and
-// ErrNotFound when they have none for the order, whether it has none yet
-// or belongs to someone else: the answer never tells another customer's
-// order exists.
+// UUID. An operator sees every invoice, a customer only their own
+// (readOwn).
 func (s *Service) Invoices(ctx context.Context, caller auth.Principal, orderID string) ([]Invoice, error) {
-	customer, err := customerFilter(caller)
-	if err != nil {
-		return nil, err
-	}
-	invs, err := s.store.InvoicesByOrder(ctx, orderID, customer)
-	if err == nil && len(invs) == 0 && customer != "" {
-		return nil, ErrNotFound
-	}
-	return invs, err
+	return readOwn(caller, func(customer string) ([]Invoice, error) {
+		return s.store.InvoicesByOrder(ctx, orderID, customer)
+	})
 }
 
 // SentEmails returns the e-mails sent for an order, for caller as Invoices
 // does; orderID must be a UUID.
 func (s *Service) SentEmails(ctx context.Context, caller auth.Principal, orderID string) ([]Email, error) {
-	customer, err := customerFilter(caller)
-	if err != nil {
-		return nil, err
-	}
-	ems, err := s.store.SentEmailsByOrder(ctx, orderID, customer)
-	if err == nil && len(ems) == 0 && customer != "" {
-		return nil, ErrNotFound
-	}
-	return ems, err
+	return readOwn(caller, func(customer string) ([]Email, error) {
+		return s.store.SentEmailsByOrder(ctx, orderID, customer)
+	})
 }
 
-// customerFilter is the customer whose rows caller may read: "" (all) for
-// an operator, else the token's subject. A caller who is neither reads
-// nothing: ErrNotFound, never the empty filter, which is everyone's.
-func customerFilter(caller auth.Principal) (string, error) {
+// readOwn reads the rows caller may see: read gets the customer to filter
+// by, "" (all) for an operator, else the token's subject. A customer who
+// has none gets ErrNotFound, whether the order has none yet or belongs to
+// someone else: the answer never tells another customer's order exists. A
+// caller who is neither reads nothing (ErrNotFound), never the empty
+// filter, which is everyone's.
+func readOwn[T any](caller auth.Principal, read func(customer string) ([]T, error)) ([]T, error) {
+	var customer string
 	switch {
 	case caller.IsAdmin():
-		return "", nil
 	case caller.Subject == "":
-		return "", ErrNotFound
+		return nil, ErrNotFound
+	default:
+		customer = caller.Subject
 	}
-	return caller.Subject, nil
+	rows, err := read(customer)
+	if err == nil && len(rows) == 0 && customer != "" {
+		return nil, ErrNotFound
+	}
+	return rows, err
 }
 
 // Ready reports whether the database answers.

@@ -13,44 +13,82 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/pkg/events"
+	"github.com/orderflow/orderflow/pkg/queue"
 	"github.com/orderflow/orderflow/pkg/smtptest"
 	"github.com/orderflow/orderflow/services/notification/internal/notification"
 )
 
 const testVisibility = 2 * time.Second
 
+// workers are the invoice and e-mail workers' setting: a service on a fresh
+// database mailing an SMTP listener, and a queue for each worker.
+type workers struct {
+	c           *sqs.Client
+	smtp        *smtptest.Server
+	svc         *notification.Service
+	pool        *pgxpool.Pool
+	invQ, mailQ queue.Queue
+}
+
+func newWorkers(t *testing.T) *workers {
+	t.Helper()
+	w := &workers{c: newSQS(t), smtp: smtptest.Start(t)}
+	w.svc, w.pool = newService(t, w.smtp.Addr())
+	w.invQ = newQueue(t, w.c, testVisibility, 5)
+	w.mailQ = newQueue(t, w.c, testVisibility, 5)
+	return w
+}
+
+// send puts e on both queues.
+func (w *workers) send(t *testing.T, e events.Order) {
+	t.Helper()
+	sendEvent(t, w.c, w.invQ.URL, e)
+	sendEvent(t, w.c, w.mailQ.URL, e)
+}
+
+// drain runs both workers until their queues are empty.
+func (w *workers) drain(t *testing.T) {
+	t.Helper()
+	startConsumer(t, w.c, w.invQ, testVisibility, w.svc.HandleInvoice)
+	startConsumer(t, w.c, w.mailQ, testVisibility, w.svc.HandleEmail)
+	waitFor(t, 30*time.Second, "both queues drained", func() bool {
+		return queueEmpty(t, w.c, w.invQ.URL) && queueEmpty(t, w.c, w.mailQ.URL)
+	})
+}
+
+// wantOnce checks that e made one invoice and one e-mail.
+func (w *workers) wantOnce(t *testing.T, e events.Order) {
+	t.Helper()
+	if n := count(t, w.pool, `SELECT count(*) FROM invoices WHERE event_id = $1`, e.ID); n != 1 {
+		t.Errorf("invoices for the event = %d; want 1", n)
+	}
+	if n := len(w.smtp.Messages()); n != 1 {
+		t.Errorf("SMTP messages received = %d; want 1", n)
+	}
+}
+
 // TestWorkers_DuplicateDeliveries sends the same event three times to each
 // queue and lets the workers handle the copies concurrently.
 func TestWorkers_DuplicateDeliveries(t *testing.T) {
 	t.Parallel()
-	c := newSQS(t)
-	smtp := smtptest.Start(t)
-	svc, pool := newService(t, smtp.Addr())
-	invQ := newQueue(t, c, testVisibility, 5)
-	mailQ := newQueue(t, c, testVisibility, 5)
+	w := newWorkers(t)
 	e := newEvent(events.OrderConfirmed, "buyer@example.com")
 	for range 3 {
-		sendEvent(t, c, invQ.URL, e)
-		sendEvent(t, c, mailQ.URL, e)
+		w.send(t, e)
 	}
-	startConsumer(t, c, invQ, testVisibility, svc.HandleInvoice)
-	startConsumer(t, c, mailQ, testVisibility, svc.HandleEmail)
-
-	waitFor(t, 30*time.Second, "both queues drained", func() bool {
-		return queueEmpty(t, c, invQ.URL) && queueEmpty(t, c, mailQ.URL)
-	})
-	if n := count(t, pool, `SELECT count(*) FROM invoices WHERE event_id = $1`, e.ID); n != 1 {
-		t.Errorf("invoices for the event = %d; want 1", n)
-	}
-	if n := len(smtp.Messages()); n != 1 {
-		t.Errorf("SMTP messages received = %d; want 1", n)
-	}
-	if n := count(t, pool, `SELECT count(*) FROM processed_events WHERE event_id = $1`, e.ID); n != 2 {
+	w.drain(t)
+	w.wantOnce(t, e)
+	if n := count(t, w.pool, `SELECT count(*) FROM processed_events WHERE event_id = $1`, e.ID); n != 2 {
 		t.Errorf("processed_events rows = %d; want 2 (invoice, email)", n)
 	}
-	msg := smtp.Messages()[0]
+	msgs := w.smtp.Messages()
+	if len(msgs) == 0 {
+		t.FailNow()
+	}
+	msg := msgs[0]
 	if got, want := msg.Header().Get("Message-Id"), notification.MessageID(e.ID); got != want {
 		t.Errorf("Message-ID = %q; want %q", got, want)
 	}
@@ -78,22 +116,17 @@ func TestWorkers_Crash(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			c := newSQS(t)
-			smtp := smtptest.Start(t)
-			svc, pool := newService(t, smtp.Addr())
-			invQ := newQueue(t, c, testVisibility, 5)
-			mailQ := newQueue(t, c, testVisibility, 5)
+			w := newWorkers(t)
 			e := newEvent(events.OrderConfirmed, "buyer@example.com")
-			sendEvent(t, c, invQ.URL, e)
-			sendEvent(t, c, mailQ.URL, e)
+			w.send(t, e)
 
-			for _, w := range []struct {
+			for _, worker := range []struct {
 				url    string
 				handle notification.HandlerFunc
-			}{{invQ.URL, svc.HandleInvoice}, {mailQ.URL, svc.HandleEmail}} {
+			}{{w.invQ.URL, w.svc.HandleInvoice}, {w.mailQ.URL, w.svc.HandleEmail}} {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				out, err := c.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
-					QueueUrl: aws.String(w.url), MaxNumberOfMessages: 1, WaitTimeSeconds: 5,
+				out, err := w.c.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
+					QueueUrl: aws.String(worker.url), MaxNumberOfMessages: 1, WaitTimeSeconds: 5,
 				})
 				if err != nil || len(out.Messages) != 1 {
 					cancel()
@@ -104,7 +137,7 @@ func TestWorkers_Crash(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					if err := w.handle(ctx, got); err != nil {
+					if err := worker.handle(ctx, got); err != nil {
 						t.Fatalf("handle = %v; want nil", err)
 					}
 				}
@@ -112,17 +145,9 @@ func TestWorkers_Crash(t *testing.T) {
 				// no delete: the worker "dies" here
 			}
 
-			startConsumer(t, c, invQ, testVisibility, svc.HandleInvoice)
-			startConsumer(t, c, mailQ, testVisibility, svc.HandleEmail)
-			waitFor(t, 30*time.Second, "both queues drained after the redelivery", func() bool {
-				return queueEmpty(t, c, invQ.URL) && queueEmpty(t, c, mailQ.URL)
-			})
-			if n := count(t, pool, `SELECT count(*) FROM invoices WHERE event_id = $1`, e.ID); n != 1 {
-				t.Errorf("invoices = %d; want 1", n)
-			}
-			if n := len(smtp.Messages()); n != 1 {
-				t.Errorf("SMTP messages received = %d; want 1", n)
-			}
+			// The redelivery after the visibility timeout.
+			w.drain(t)
+			w.wantOnce(t, e)
 		})
 	}
 }

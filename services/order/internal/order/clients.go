@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/orderflow/orderflow/pkg/events"
 	"github.com/orderflow/orderflow/pkg/resilience"
 )
 
@@ -258,14 +257,20 @@ func (c *PaymentClient) Refund(ctx context.Context, paymentID string) error {
 	return nil
 }
 
-// ListByOrder returns every payment payment holds for the order.
+// ListByOrder returns every payment payment holds for the order, or
+// ErrPaymentUnsettled while payment cannot tell yet (a charge's outcome is
+// unknown to it).
 func (c *PaymentClient) ListByOrder(ctx context.Context, orderID string) ([]Payment, error) {
 	status, body, err := c.do(ctx, http.MethodGet, "/v1/payments?order_id="+url.QueryEscape(orderID), nil, nil)
 	if err != nil {
 		return nil, fmt.Errorf("list payments: %w", err)
 	}
 	if status != http.StatusOK {
-		return nil, &StatusError{Op: "list payments", Status: status, Code: readProblem(body).Code}
+		code := readProblem(body).Code
+		if status == http.StatusServiceUnavailable && code == "payment_unsettled" {
+			return nil, fmt.Errorf("list payments: %w", ErrPaymentUnsettled)
+		}
+		return nil, &StatusError{Op: "list payments", Status: status, Code: code}
 	}
 	var r struct {
 		Payments []wirePayment `json:"payments"`
@@ -278,43 +283,4 @@ func (c *PaymentClient) ListByOrder(ctx context.Context, orderID string) ([]Paym
 		out[i] = Payment(p)
 	}
 	return out, nil
-}
-
-// NotificationClient calls notification's POST /internal/notify, which makes
-// an event's invoice and e-mail before it answers. It is used only with
-// ORDER_NOTIFY_INLINE=true, the benchmark's "no queue" configuration, so on
-// purpose it has none of the downstream policies: no retry, no breaker,
-// only the caller's deadline.
-type NotificationClient struct {
-	base string
-	http *http.Client
-}
-
-// NewNotificationClient returns a client for the notification service at
-// baseURL that sends its requests through client.
-func NewNotificationClient(baseURL string, client *http.Client) *NotificationClient {
-	return &NotificationClient{base: strings.TrimRight(baseURL, "/"), http: client}
-}
-
-// Notify sends e and waits until notification has handled it.
-func (c *NotificationClient) Notify(ctx context.Context, e events.Order) error {
-	b, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("encode event: %w", err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/internal/notify", bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("notify: %w", err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
-	if resp.StatusCode != http.StatusOK {
-		return &StatusError{Op: "notify", Status: resp.StatusCode, Code: readProblem(body).Code}
-	}
-	return nil
 }

@@ -3,14 +3,18 @@ package order
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
+
+	"github.com/orderflow/orderflow/pkg/resilience"
 )
 
 func TestBackoffCeiling(t *testing.T) {
@@ -85,18 +89,11 @@ func (h *harness) makeDue(t *testing.T, id string) {
 	}
 }
 
-func (h *harness) recover(t *testing.T) {
-	t.Helper()
-	if err := h.svc.Recover(context.Background()); err != nil {
-		t.Fatalf("Recover = %v", err)
-	}
-}
-
 // cancelledWithFailedRefund is a confirmed order whose cancel could not
 // refund: its compensation is left to the recovery loop, due at once.
 func cancelledWithFailedRefund(t *testing.T, h *harness) orderResponse {
 	t.Helper()
-	o := decodeOrder(t, h.post(t, "k1", okBody))
+	o := h.confirmed(t, "k1")
 	h.pay.set(func(f *fakePayments) { f.refundErr = errDown })
 	if c := h.do(t, http.MethodPost, "/v1/orders/"+o.ID+"/cancel"); c.Code != http.StatusOK {
 		t.Fatalf("cancel = %d %s", c.Code, c.Body)
@@ -207,12 +204,13 @@ func TestRecover_NeedsAttentionListedAndRetried(t *testing.T) {
 		t.Fatalf("compensation = %+v; want parked after 3 attempts", got)
 	}
 
-	// Counted: the gauge's count and this process's outcomes.
-	if n, err := h.svc.CountNeedingAttention(ctx); err != nil || n != 1 {
-		t.Errorf("CountNeedingAttention = %d, %v; want 1", n, err)
+	// Counted: the gauge's count and this process's attempts.
+	if got := h.metric(t, "orderflow.compensation.needs_attention", "")[""]; got != 1 {
+		t.Errorf("needs_attention gauge = %d; want 1", got)
 	}
-	if diff := cmp.Diff(map[string]uint64{"done": 0, "retry": 2, "needs_attention": 1}, h.svc.CompensationOutcomes()); diff != "" {
-		t.Errorf("CompensationOutcomes (-want +got):\n%s", diff)
+	want := map[string]int64{attemptRetry: 2, attemptParked: 1}
+	if diff := cmp.Diff(want, h.metric(t, "orderflow.compensation.attempts", "outcome")); diff != "" {
+		t.Errorf("compensation attempts counted (-want +got):\n%s", diff)
 	}
 
 	// Later rounds leave it alone.
@@ -288,11 +286,11 @@ func TestRecover_NeedsAttentionListedAndRetried(t *testing.T) {
 	if ps, _ := h.pay.ListByOrder(ctx, o.ID); len(ps) != 1 || ps[0].Status != "refunded" {
 		t.Errorf("payments = %+v; want refunded", ps)
 	}
-	if n, err := h.svc.CountNeedingAttention(ctx); err != nil || n != 0 {
-		t.Errorf("CountNeedingAttention = %d, %v; want 0", n, err)
+	if got := h.metric(t, "orderflow.compensation.needs_attention", "")[""]; got != 0 {
+		t.Errorf("needs_attention gauge = %d; want 0", got)
 	}
-	if got := h.svc.CompensationOutcomes()["done"]; got != 1 {
-		t.Errorf("done outcomes = %d; want 1", got)
+	if got := h.metric(t, "orderflow.compensation.attempts", "outcome")[attemptDone]; got != 1 {
+		t.Errorf("done attempts = %d; want 1", got)
 	}
 	w = h.do(t, http.MethodGet, "/admin/compensations")
 	if !strings.Contains(w.Body.String(), `"compensations":[]`) {
@@ -321,32 +319,8 @@ func TestCompensationList_Pages(t *testing.T) {
 		want = append(want, id)
 	}
 	var got []string
-	cursor := ""
-	for pages := 0; ; pages++ {
-		if pages > 5 {
-			t.Fatal("more pages than compensations")
-		}
-		w := h.do(t, http.MethodGet, "/admin/compensations?limit=2&cursor="+cursor)
-		if w.Code != http.StatusOK {
-			t.Fatalf("page %d = %d %s", pages, w.Code, w.Body)
-		}
-		var page struct {
-			Compensations []compensationResponse `json:"compensations"`
-			NextCursor    string                 `json:"next_cursor"`
-		}
-		if err := json.Unmarshal(w.Body.Bytes(), &page); err != nil {
-			t.Fatal(err)
-		}
-		if len(page.Compensations) == 0 {
-			t.Fatalf("page %d is empty: a cursor led to an empty page", pages)
-		}
-		for _, c := range page.Compensations {
-			got = append(got, c.OrderID)
-		}
-		if page.NextCursor == "" {
-			break
-		}
-		cursor = page.NextCursor
+	for _, c := range h.pages(t, "/admin/compensations?limit=2", "compensations", 5) {
+		got = append(got, c["order_id"].(string))
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("listed orders, longest parked first (-want +got):\n%s", diff)
@@ -379,16 +353,7 @@ func TestRunRecovery_HangingCompensationDoesNotHoldTheLoop(t *testing.T) {
 	h := newHarness(t, Config{CallTimeout: time.Minute, RecoveryAfter: time.Minute})
 	hanging, hung := hangingRefund(t, h)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		h.svc.RunRecovery(ctx, 20*time.Millisecond)
-	}()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	stop := h.runRecovery(t, 20*time.Millisecond)
 	select {
 	case <-hung:
 	case <-time.After(5 * time.Second):
@@ -398,26 +363,14 @@ func TestRunRecovery_HangingCompensationDoesNotHoldTheLoop(t *testing.T) {
 	// A saga dies now: its order must be failed, and compensated, in the
 	// next rounds, not after the hanging refund's minute.
 	stale := insertOrder(t, h, "stale", time.Now().Add(-time.Hour))
-	deadline := time.Now().Add(3 * time.Second)
-	for {
+	waitFor(t, 3*time.Second, "the dead saga's order failed and compensated while another compensation hangs", func() bool {
 		got := h.order(t, stale)
-		if got.Status == StatusFailed && got.CompensateAfter == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stale order = %+v after 3s while another compensation hangs; want failed and compensated", got)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return got.Status == StatusFailed && got.CompensateAfter == nil
+	})
 
 	// Shutting down ends the hanging call; the cut-short attempt is not
 	// counted, and its lease keeps it for a later retry.
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("RunRecovery did not return after its context ended")
-	}
+	stop()
 	if got := h.compensation(t, hanging.ID); got.Attempts != 0 || got.Due == nil {
 		t.Errorf("hanging compensation after shutdown = %+v; want no attempt counted, still outstanding", got)
 	}
@@ -445,5 +398,187 @@ func TestRecover_HangingCompensationTimesOut(t *testing.T) {
 	if got.Attempts != 1 || got.Due == nil || got.LastError == nil ||
 		!strings.Contains(*got.LastError, context.DeadlineExceeded.Error()) {
 		t.Errorf("hanging compensation = %+v; want 1 failed attempt (deadline exceeded), retried later", got)
+	}
+}
+
+// runRecovery runs the recovery loop every interval until stop is called
+// (or the test ends); stop fails the test when the loop has not returned 5 s
+// after its context ended.
+func (h *harness) runRecovery(t *testing.T, interval time.Duration) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.svc.RunRecovery(ctx, interval)
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Error("RunRecovery did not return within 5s of its context ending")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// dueCompensations stores n orders that failed with their compensation due
+// now, as the recovery loop leaves dead sagas.
+func dueCompensations(t *testing.T, h *harness, n int) []string {
+	t.Helper()
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = insertOrder(t, h, fmt.Sprintf("due-%d", i), time.Now())
+	}
+	const q = `UPDATE orders SET status = 'failed', failure_reason = 'saga_timeout', compensate_after = now()
+		WHERE id = ANY($1::uuid[])`
+	if _, err := h.pool.Exec(context.Background(), q, ids); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// outstanding counts the orders whose compensation is not done.
+func (h *harness) outstanding(t *testing.T) int {
+	t.Helper()
+	return h.count(t, `SELECT count(*) FROM orders WHERE compensate_after IS NOT NULL`)
+}
+
+// TestRunRecovery_FreedSlotTakesTheNextCompensation: a compensation that
+// ends frees its slot for the next due one at once, not a recovery
+// interval later. 48 due compensations through 4 slots against an inventory
+// answering in 5 ms settle within a few intervals, where one batch of 4 per
+// interval would take 12; and never more than 4 run at once.
+func TestRunRecovery_FreedSlotTakesTheNextCompensation(t *testing.T) {
+	t.Parallel()
+	const n, slots, interval, within = 48, 4, time.Second, 6
+	h := newHarness(t, Config{CompensationConcurrency: slots, RecoveryAfter: time.Hour})
+	h.inv.set(func(f *fakeInventory) { f.releaseDelay = 5 * time.Millisecond })
+	dueCompensations(t, h, n)
+
+	h.runRecovery(t, interval)
+	deadline := time.Now().Add(within * interval)
+	for left := n; left > 0; left = h.outstanding(t) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d compensations outstanding after %d intervals; want none: "+
+				"%d slots, each free again within milliseconds", left, n, within, slots)
+		}
+		time.Sleep(interval / 20)
+	}
+	if _, most := h.inv.Releasing(); most > slots {
+		t.Errorf("%d releases ran at once; want at most CompensationConcurrency (%d)", most, slots)
+	}
+	if got := h.metric(t, "orderflow.compensation.attempts", "outcome")[attemptDone]; got != n {
+		t.Errorf("done attempts = %d; want %d", got, n)
+	}
+}
+
+// TestRunRecovery_HangingSlotsDoNotDelayFailStale: with every slot held by
+// a compensation that hangs and more due behind them, the loop still fails
+// each dead saga within a few intervals; stopping it ends the hanging
+// attempts without counting them.
+func TestRunRecovery_HangingSlotsDoNotDelayFailStale(t *testing.T) {
+	t.Parallel()
+	const slots, interval = 2, 50 * time.Millisecond
+	h := newHarness(t, Config{CallTimeout: time.Minute, RecoveryAfter: time.Minute, CompensationConcurrency: slots})
+	h.inv.set(func(f *fakeInventory) { f.releaseDelay = time.Hour })
+	dueCompensations(t, h, 2*slots)
+
+	stop := h.runRecovery(t, interval)
+	waitFor(t, 5*time.Second, "every slot holds a hanging release", func() bool {
+		now, _ := h.inv.Releasing()
+		return now == slots
+	})
+	for i := range 3 {
+		stale := insertOrder(t, h, fmt.Sprintf("stale-%d", i), time.Now().Add(-time.Hour))
+		waitFor(t, 40*interval, "dead saga "+stale+" failed", func() bool {
+			return h.order(t, stale).Status == StatusFailed
+		})
+	}
+	stop()
+	if got, want := h.outstanding(t), 2*slots+3; got != want {
+		t.Errorf("outstanding compensations after the stop = %d; want %d", got, want)
+	}
+	if n := h.count(t, `SELECT count(*) FROM orders WHERE compensation_attempts > 0`); n != 0 {
+		t.Errorf("%d compensations counted a failed attempt; want none (cut short by the stop)", n)
+	}
+}
+
+// waitFor polls cond every 10 ms until it holds, and fails the test if it
+// does not within the bounded wait.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestRecover_UnsettledPaymentIsNoFailedAttempt: payment's 503
+// payment_unsettled to the list of an order's payments (a charge whose
+// outcome the provider has not confirmed yet) means "ask again shortly",
+// through the real client: no attempt is counted towards the cap, the
+// compensation never parks, and it is due again within about
+// CompensationBackoff, not after its lease. Once payment has settled, the
+// next round refunds the charge.
+func TestRecover_UnsettledPaymentIsNoFailedAttempt(t *testing.T) {
+	t.Parallel()
+	var settled atomic.Bool
+	srv := newHTTPDownstream(t, func(d *httpDownstream, mux *http.ServeMux) {
+		mux.Handle("GET /v1/payments", d.serve("list", func(w http.ResponseWriter, r *http.Request) {
+			if !settled.Load() {
+				w.Header().Set("Retry-After", "1")
+				writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": 503, "code": "payment_unsettled"})
+				return
+			}
+			writeJSON(w, http.StatusOK, map[string]any{"payments": []map[string]any{
+				{"id": "pay_1", "order_id": r.URL.Query().Get("order_id"), "status": "captured"}}})
+		}))
+		mux.Handle("POST /v1/payments/{id}/refund", d.serve("refund", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]any{"id": r.PathValue("id"), "status": "refunded"})
+		}))
+	})
+	const maxAttempts, backoff = 3, time.Second
+	h := newHarness(t, Config{})
+	pay := NewPaymentClient(srv.URL, resilience.New("payment", resilience.DefaultPolicy(time.Second), nil, h.log))
+	h.serve(t, h.inv, pay, Config{CompensationMaxAttempts: maxAttempts, CompensationBackoff: backoff})
+	id := dueCompensations(t, h, 1)[0]
+
+	for round := range maxAttempts + 1 {
+		h.makeDue(t, id)
+		before := time.Now()
+		h.recover(t)
+		got := h.compensation(t, id)
+		if got.Attempts != 0 || got.NeedsAttention || got.Due == nil {
+			t.Fatalf("round %d with payment unsettled: compensation = %+v; want no attempt counted, not parked, due again", round+1, got)
+		}
+		if latest := before.Add(2*backoff + time.Second); got.Due.After(latest) {
+			t.Errorf("round %d: next ask at %v; want by %v (about CompensationBackoff), not the lease's end", round+1, got.Due, latest)
+		}
+	}
+	if n := srv.count("refund"); n != 0 {
+		t.Fatalf("refunds = %d while payment could not list the order's payments; want 0", n)
+	}
+
+	settled.Store(true)
+	h.makeDue(t, id)
+	h.recover(t)
+	if got := h.compensation(t, id); got.Due != nil || got.Attempts != 0 {
+		t.Errorf("after payment settled compensation = %+v; want done", got)
+	}
+	if n := srv.count("refund"); n != 1 {
+		t.Errorf("refunds = %d after payment settled; want 1", n)
+	}
+	want := map[string]int64{attemptUnsettled: maxAttempts + 1, attemptDone: 1}
+	if diff := cmp.Diff(want, h.metric(t, "orderflow.compensation.attempts", "outcome")); diff != "" {
+		t.Errorf("compensation attempts counted (-want +got):\n%s", diff)
 	}
 }

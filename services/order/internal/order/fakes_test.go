@@ -13,7 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/pkg/auth"
@@ -29,8 +33,13 @@ type fakeInventory struct {
 	reserveDelay  time.Duration
 	commitErr     error
 	releaseErr    error
-	onCommit      func()
-	calls         []string
+	// releaseDelay is how long a release takes (or hangs, until its context
+	// ends); releasing and maxReleasing count the releases in flight.
+	releaseDelay time.Duration
+	releasing    int
+	maxReleasing int
+	onCommit     func()
+	calls        []string
 }
 
 func (f *fakeInventory) record(call string) {
@@ -59,12 +68,8 @@ func (f *fakeInventory) Reserve(ctx context.Context, orderID string, items []Ite
 	f.mu.Lock()
 	err, status, delay := f.reserveErr, f.reserveStatus, f.reserveDelay
 	f.mu.Unlock()
-	if delay > 0 {
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
-			return Reservation{}, ctx.Err()
-		}
+	if err := pause(ctx, delay); err != nil {
+		return Reservation{}, err
 	}
 	if err != nil {
 		return Reservation{}, err
@@ -93,8 +98,36 @@ func (f *fakeInventory) Commit(ctx context.Context, orderID string) error {
 func (f *fakeInventory) Release(ctx context.Context, orderID string) error {
 	f.record("release")
 	f.mu.Lock()
+	err, delay := f.releaseErr, f.releaseDelay
+	f.releasing++
+	f.maxReleasing = max(f.maxReleasing, f.releasing)
+	f.mu.Unlock()
+	defer f.set(func(f *fakeInventory) { f.releasing-- })
+	if err := pause(ctx, delay); err != nil {
+		return err
+	}
+	return err
+}
+
+// Releasing returns how many releases are in flight now, and the most
+// that ever were at once.
+func (f *fakeInventory) Releasing() (now, most int) {
+	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.releaseErr
+	return f.releasing, f.maxReleasing
+}
+
+// pause waits d, or until ctx ends (its error).
+func pause(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // fakePayments is a hand-written payment service. When settleOnError is
@@ -208,6 +241,9 @@ type harness struct {
 	pay  *fakePayments
 	pool *pgxpool.Pool
 	h    http.Handler
+	log  *slog.Logger
+	// metrics reads what svc recorded.
+	metrics *sdkmetric.ManualReader
 	// caller is who sends the requests (customerCus1 unless a test
 	// changes it; the zero Principal sends none).
 	caller auth.Principal
@@ -226,22 +262,71 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := dbtest.NewPool(t, fsys)
+	h := &harness{inv: &fakeInventory{}, pay: &fakePayments{}, pool: dbtest.NewPool(t, fsys), caller: customerCus1}
+	h.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		h.log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	}
+	h.serve(t, h.inv, h.pay, cfg)
+	return h
+}
+
+// serve makes h a Service over inv and pay with cfg (CallTimeout 2 s and
+// RequestTimeout 10 s when zero), instrumented, behind its handler.
+func (h *harness) serve(t *testing.T, inv Inventory, pay Payments, cfg Config) {
+	t.Helper()
 	if cfg.CallTimeout == 0 {
 		cfg.CallTimeout = 2 * time.Second
 	}
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = 10 * time.Second
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	h.svc = NewService(NewStore(h.pool), inv, pay, cfg, h.log)
+	h.metrics = sdkmetric.NewManualReader()
+	if err := h.svc.Instrument(sdkmetric.NewMeterProvider(sdkmetric.WithReader(h.metrics)).Meter("test")); err != nil {
+		t.Fatal(err)
 	}
-	h := &harness{inv: &fakeInventory{}, pay: &fakePayments{}, pool: pool}
-	h.svc = NewService(NewStore(pool), h.inv, h.pay, cfg, log)
-	h.caller = customerCus1
-	h.h = h.asCaller(NewHandler(log, h.svc, nil, nil, nil))
-	return h
+	h.h = h.asCaller(NewHandler(h.log, h.svc, nil, nil, nil, nil))
+}
+
+// metric returns what svc recorded of the metric name by the value of its
+// attribute key ("" for none): a counter's or gauge's value, a histogram's
+// count.
+func (h *harness) metric(t *testing.T, name, key string) map[string]int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := h.metrics.Collect(context.Background(), &rm); err != nil {
+		t.Fatalf("collect metrics: %v", err)
+	}
+	got := map[string]int64{}
+	add := func(attrs attribute.Set, n int64) {
+		v, _ := attrs.Value(attribute.Key(key))
+		got[v.AsString()] += n
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, p := range d.DataPoints {
+					add(p.Attributes, p.Value)
+				}
+			case metricdata.Gauge[int64]:
+				for _, p := range d.DataPoints {
+					add(p.Attributes, p.Value)
+				}
+			case metricdata.Histogram[float64]:
+				for _, p := range d.DataPoints {
+					add(p.Attributes, int64(p.Count))
+				}
+			default:
+				t.Fatalf("metric %s is a %T", name, m.Data)
+			}
+		}
+	}
+	return got
 }
 
 // asCaller sends every request to routes as h.caller, the way the token
@@ -278,12 +363,46 @@ func (h *harness) post(t *testing.T, key, body string) *httptest.ResponseRecorde
 	return w
 }
 
+// confirmed places an order with okBody under key and returns it
+// confirmed.
+func (h *harness) confirmed(t *testing.T, key string) orderResponse {
+	t.Helper()
+	w := h.post(t, key, okBody)
+	if w.Code != http.StatusCreated {
+		t.Fatalf("POST /v1/orders = %d %s; want 201", w.Code, w.Body)
+	}
+	return decodeOrder(t, w)
+}
+
 func (h *harness) do(t *testing.T, method, path string) *httptest.ResponseRecorder {
 	t.Helper()
 	r := httptest.NewRequest(method, path, nil)
 	w := httptest.NewRecorder()
 	h.h.ServeHTTP(w, r)
 	return w
+}
+
+// recover runs one round of the recovery loop and fails the test on its
+// error.
+func (h *harness) recover(t *testing.T) {
+	t.Helper()
+	if err := h.svc.Recover(context.Background()); err != nil {
+		t.Fatalf("Recover = %v", err)
+	}
+}
+
+// column returns the one text column of the rows q selects.
+func (h *harness) column(t *testing.T, q string, args ...any) []string {
+	t.Helper()
+	rows, err := h.pool.Query(context.Background(), q, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return got
 }
 
 func (h *harness) count(t *testing.T, q string, args ...any) int {

@@ -10,6 +10,17 @@ import (
 	"github.com/orderflow/orderflow/pkg/web"
 )
 
+// parseCreate decodes and validates a create-order body with the rules of
+// the handler, minus the transport checks (Content-Type, size). Every error
+// is a 400 *web.Problem.
+func parseCreate(body []byte) (CreateRequest, error) {
+	var in createRequest
+	if err := web.DecodeBytes(body, &in); err != nil {
+		return CreateRequest{}, err
+	}
+	return in.validated()
+}
+
 // FuzzParseCreate feeds arbitrary bodies to the create-order decode and
 // validation path: it must never panic, must answer every bad body with a
 // 400 problem, and must only accept requests within the contract's limits,

@@ -1,7 +1,6 @@
 package order
 
 import (
-	"net/http"
 	"net/netip"
 	"testing"
 
@@ -18,14 +17,8 @@ import (
 func TestHostile(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, Config{})
-	created := h.post(t, "k-hostile", okBody)
-	if created.Code != http.StatusCreated {
-		t.Fatalf("create = %d %s", created.Code, created.Body)
-	}
-	id := decodeOrder(t, created).ID
-	if w := h.post(t, "k-hostile-2", okBody); w.Code != http.StatusCreated {
-		t.Fatalf("create = %d %s", w.Code, w.Body)
-	}
+	id := h.confirmed(t, "k-hostile").ID
+	h.confirmed(t, "k-hostile-2")
 	page := h.do(t, "GET", "/v1/orders?limit=1")
 	cursor, _ := decodeMap(t, page)["next_cursor"].(string)
 	if cursor == "" {
@@ -38,7 +31,7 @@ func TestHostile(t *testing.T) {
 		"admin":   operator,
 		"service": {Subject: "orderflow-order", ClientID: "orderflow-order", Scopes: []string{auth.ScopePayments, auth.ScopeReservations}},
 	}
-	routes := NewHandler(h.svc.log, h.svc, map[string]web.Check{"postgres": h.svc.store.Ping}, authtest.Tokens(tokens), nil)
+	routes := NewHandler(h.svc.log, h.svc, map[string]web.Check{"postgres": h.svc.store.Ping}, nil, authtest.Tokens(tokens), nil)
 	customers := []string{"cus1", "cus2"}
 	readers := []string{"cus1", "cus2", "admin"}
 	webtest.Run(t, routes, webtest.Config{

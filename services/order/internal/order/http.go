@@ -84,17 +84,6 @@ type createItemRequest struct {
 	Quantity int    `json:"quantity"`
 }
 
-// parseCreate decodes and validates a create-order body with the rules of
-// the handler (minus the transport checks), for the fuzz test. Every error is
-// a 400 *web.Problem.
-func parseCreate(body []byte) (CreateRequest, error) {
-	var in createRequest
-	if err := web.DecodeBytes(body, &in); err != nil {
-		return CreateRequest{}, err
-	}
-	return in.validated()
-}
-
 // validated converts the body to a CreateRequest and validates it.
 func (in createRequest) validated() (CreateRequest, error) {
 	req := CreateRequest{CustomerID: in.CustomerID, Email: in.Email, PaymentMethod: in.PaymentMethod}

@@ -62,6 +62,11 @@ var (
 	// breaker open), so the order failed; the same Idempotency-Key may be
 	// retried.
 	ErrUnavailable = errors.New("a dependency of the order is unavailable")
+	// ErrPaymentUnsettled: payment cannot list an order's payments yet
+	// because a charge's outcome is still unknown to it (its 503
+	// payment_unsettled); it settles the charge with the provider
+	// meanwhile. Ask again shortly: it is no failure.
+	ErrPaymentUnsettled = errors.New("a payment of the order is not settled yet")
 	// ErrKeyReused: the Idempotency-Key was used with another request body.
 	ErrKeyReused = errors.New("idempotency key used with another request")
 	// ErrInProgress: the request that owns the Idempotency-Key still runs.

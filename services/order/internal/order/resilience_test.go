@@ -1,7 +1,6 @@
 package order
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -171,14 +170,10 @@ func newGuarded(t *testing.T, p resilience.Policy) *guarded {
 	log := slog.New(slog.DiscardHandler)
 	g.invGuard = resilience.New("inventory", p, nil, log)
 	g.payGuard = resilience.New("payment", p, nil, log)
-	g.svc = NewService(g.store(), NewInventoryClient(g.invSrv.URL, g.invGuard),
-		NewPaymentClient(g.paySrv.URL, g.payGuard),
-		Config{CallTimeout: p.Budget(), RequestTimeout: 10 * time.Second, RecoveryAfter: time.Hour}, log)
-	g.h = g.asCaller(NewHandler(log, g.svc, nil, nil, nil))
+	g.serve(t, NewInventoryClient(g.invSrv.URL, g.invGuard), NewPaymentClient(g.paySrv.URL, g.payGuard),
+		Config{CallTimeout: p.Budget(), RecoveryAfter: time.Hour})
 	return g
 }
-
-func (h *harness) store() *Store { return NewStore(h.pool) }
 
 // timedPost places an order and returns the answer and how long it took.
 func (g *guarded) timedPost(t *testing.T, key, body string) (*httptest.ResponseRecorder, time.Duration) {
@@ -206,7 +201,7 @@ func TestResilience_BreakerOpensFailsFastAndRecovers(t *testing.T) {
 
 	// The next order fails fast, without a call, with Retry-After.
 	w, elapsed := g.timedPost(t, "k2", okBody)
-	m := wantProblem(t, w, http.StatusServiceUnavailable, "dependency_unavailable")
+	failed := wantUnavailable(t, w)
 	if elapsed > 100*time.Millisecond {
 		t.Errorf("order with the breaker open took %v; want < 100ms", elapsed)
 	}
@@ -216,7 +211,6 @@ func TestResilience_BreakerOpensFailsFastAndRecovers(t *testing.T) {
 	if got := g.invSrv.count("reserve") + g.invSrv.count("release"); got != 3 {
 		t.Errorf("inventory calls = %d; want 3: nothing more once the breaker is open", got)
 	}
-	failed := m["order_id"].(string)
 	got := g.order(t, failed)
 	if got.Status != StatusFailed || *got.FailureReason != ReasonInventoryUnavailable {
 		t.Errorf("order = %+v; want failed/inventory_unavailable", got)
@@ -242,9 +236,7 @@ func TestResilience_BreakerOpensFailsFastAndRecovers(t *testing.T) {
 		t.Errorf("inventory breaker = %v; want closed after good probes", g.invGuard.State())
 	}
 	// The recovery loop now releases the failed order's stock.
-	if err := g.svc.Recover(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	g.recover(t)
 	if got := g.order(t, failed); got.CompensateAfter != nil {
 		t.Errorf("compensate_after = %v after recovery; want done", got.CompensateAfter)
 	}
@@ -339,7 +331,7 @@ func TestResilience_SlowPaymentTimesOutAndCompensates(t *testing.T) {
 	g := newGuarded(t, testPolicy()) // 300ms per attempt
 	g.paySrv.set(func(d *httpDownstream) { d.delay = 5 * time.Second })
 	w, elapsed := g.timedPost(t, "k1", okBody)
-	m := wantProblem(t, w, http.StatusServiceUnavailable, "dependency_unavailable")
+	id := wantUnavailable(t, w)
 	if elapsed > 2*time.Second {
 		t.Errorf("order with a slow payment took %v; want about one attempt timeout (300ms)", elapsed)
 	}
@@ -349,7 +341,7 @@ func TestResilience_SlowPaymentTimesOutAndCompensates(t *testing.T) {
 	if got := g.invSrv.count("release"); got != 1 {
 		t.Errorf("releases = %d; want 1 (the reserved stock is released at once)", got)
 	}
-	got := g.order(t, m["order_id"].(string))
+	got := g.order(t, id)
 	if got.Status != StatusFailed || *got.FailureReason != ReasonPaymentUnavailable || got.CompensateAfter == nil {
 		t.Errorf("order = %+v; want failed/payment_unavailable with the refund check scheduled", got)
 	}

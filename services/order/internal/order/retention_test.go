@@ -35,18 +35,7 @@ INSERT INTO idempotency_keys (key, request_hash, order_id, status_code, response
 	if deleted["keys"] != 2500 {
 		t.Errorf("deleted %d keys; want the 2500 answered ones older than 24h", deleted["keys"])
 	}
-	rows, err := h.pool.Query(ctx, `SELECT key FROM idempotency_keys ORDER BY key`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var left []string
-	for rows.Next() {
-		var k string
-		if err := rows.Scan(&k); err != nil {
-			t.Fatal(err)
-		}
-		left = append(left, k)
-	}
+	left := h.column(t, `SELECT key FROM idempotency_keys ORDER BY key`)
 	if diff := cmp.Diff([]string{"recent", "running"}, left); diff != "" {
 		t.Errorf("keys left (-want +got):\n%s", diff)
 	}

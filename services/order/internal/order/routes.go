@@ -9,17 +9,21 @@ import (
 )
 
 // NewHandler returns the order service's HTTP API: every route is here.
-// ready holds the readiness checks behind /readyz; authn verifies the
-// caller's access token (nil: none is read, so only the probes answer);
+// ready holds the readiness checks behind /readyz; metrics serves
+// GET /metrics (nil: no such route); authn verifies the caller's access
+// token (nil: none is read, so only the probes and the scrape answer);
 // limit is the per-caller rate limiter of the public routes (nil: none).
-func NewHandler(log *slog.Logger, svc *Service, ready map[string]web.Check, authn, limit func(http.Handler) http.Handler) http.Handler {
+func NewHandler(log *slog.Logger, svc *Service, ready map[string]web.Check, metrics http.Handler, authn, limit func(http.Handler) http.Handler) http.Handler {
 	r := web.NewRouter(log)
 	if authn != nil {
 		r.Use(authn) // before the limiter: it keys on the token's subject
 	}
-	// Anonymous: the probes.
+	// Anonymous: the probes and the scrape.
 	r.Method(http.MethodGet, "/healthz", web.Healthz())
 	r.Method(http.MethodGet, "/readyz", web.Readyz(ready))
+	if metrics != nil {
+		r.Method(http.MethodGet, "/metrics", metrics)
+	}
 
 	public := r.With()
 	if limit != nil {

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -43,14 +42,7 @@ type Payments interface {
 	RetryAfter() time.Duration
 }
 
-// Notifier makes an order's invoice and e-mail inside the request
-// (NotificationClient). Orderflow normally leaves that to the queue workers;
-// see Config.Notify.
-type Notifier interface {
-	Notify(ctx context.Context, e events.Order) error
-}
-
-// Config holds the service's time limits and the inline-notification switch.
+// Config holds the service's time limits and how it retries compensations.
 type Config struct {
 	// CallTimeout bounds each call to inventory or payment.
 	CallTimeout time.Duration
@@ -89,17 +81,10 @@ type Config struct {
 	// CompensationMaxAttempts is how many of the recovery loop's attempts
 	// may fail before the compensation is parked as needing attention (10
 	// when zero): no longer retried on its own, logged once at error level,
-	// counted by CountNeedingAttention, listed by GET /admin/compensations until
-	// an operator retries it (RetryCompensation).
+	// counted in orderflow_compensation_needs_attention (Instrument), listed
+	// by GET /admin/compensations until an operator retries it
+	// (RetryCompensation).
 	CompensationMaxAttempts int
-	// Notify, when set, is called with the order.confirmed event after the
-	// confirmation commits and before the 201 is answered: the invoice and
-	// e-mail are made inside the request, the way a shop without a queue
-	// would. It is the benchmark's "patterns off" switch
-	// (ORDER_NOTIFY_INLINE); the outbox still records the event and the
-	// workers deduplicate it by id, so nothing is sent twice. A failure is
-	// logged and the order is still confirmed: the queue delivers it later.
-	Notify Notifier
 }
 
 // Service runs the order use cases.
@@ -111,8 +96,8 @@ type Service struct {
 	log   *slog.Logger
 	// jitter draws the wait before a compensation's retry from [0, d].
 	jitter func(d time.Duration) time.Duration
-	// outcomes counts the recovery loop's compensation attempts.
-	outcomes struct{ done, retry, parked atomic.Uint64 }
+	// metrics record nothing until Instrument.
+	metrics metrics
 }
 
 // NewService returns a Service. inv and pay are the downstream clients.
@@ -142,7 +127,7 @@ func NewService(store *Store, inv Inventory, pay Payments, cfg Config, log *slog
 	if cfg.CompensationMaxAttempts <= 0 {
 		cfg.CompensationMaxAttempts = 10
 	}
-	return &Service{store: store, inv: inv, pay: pay, cfg: cfg, log: log, jitter: fullJitter}
+	return &Service{store: store, inv: inv, pay: pay, cfg: cfg, log: log, jitter: fullJitter, metrics: noMetrics()}
 }
 
 // RetryAfter is how long the client of a failed order should wait before
@@ -364,50 +349,35 @@ func (s *Service) fail(ctx context.Context, key string, o Order, f failure) (Out
 			t.compensate = true
 		}
 	}
-	out, _, err := s.finish(ctx, t)
-	return out, err
+	return s.finish(ctx, t)
 }
 
 // confirm confirms the order with its outbox event and outcome. When the
 // recovery loop failed the order first, the payment and the commit are
 // undone, as the loop would.
 func (s *Service) confirm(ctx context.Context, key string, o Order, paymentID string) (Outcome, error) {
-	out, event, err := s.finish(ctx, transition{orderID: o.ID, from: StatusPending, to: StatusConfirmed,
+	out, err := s.finish(ctx, transition{orderID: o.ID, from: StatusPending, to: StatusConfirmed,
 		paymentID: paymentID, event: events.OrderConfirmed, key: key})
-	switch {
-	case err != nil:
-	case out.Order.Status != StatusConfirmed:
+	if err == nil && out.Order.Status != StatusConfirmed {
 		_ = s.compensate(context.WithoutCancel(ctx), o.ID, paymentID)
-	case s.cfg.Notify != nil && event != nil:
-		s.notifyInline(ctx, *event)
 	}
 	return out, err
 }
 
-// notifyInline hands the confirmed event to Config.Notify and waits for it.
-func (s *Service) notifyInline(ctx context.Context, e events.Order) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
-	defer cancel()
-	if err := s.cfg.Notify.Notify(ctx, e); err != nil {
-		s.log.WarnContext(ctx, "inline notification failed; the queue will deliver it",
-			"order_id", e.OrderID, "event_id", e.ID, "error", err)
-	}
-}
-
 // finish applies the saga's final transition t, which stores the outcome
-// with t.key, and returns the outcome with the outbox event written (nil
-// when t has none).
-func (s *Service) finish(ctx context.Context, t transition) (Outcome, *events.Order, error) {
+// with t.key, and counts the order's final status: this is where the saga
+// decides it. An order the recovery loop failed first is counted there.
+func (s *Service) finish(ctx context.Context, t transition) (Outcome, error) {
 	dctx, cancel := detached(ctx, storeTimeout)
 	defer cancel()
-	o, event, err := s.store.apply(dctx, t)
+	o, err := s.store.apply(dctx, t)
 	if err != nil {
-		out, err := s.lost(ctx, t.orderID, err)
-		return out, nil, err
+		return s.lost(ctx, t.orderID, err)
 	}
+	s.metrics.finished(ctx, o.Status, o.CreatedAt)
 	s.log.InfoContext(ctx, "order finished", "order_id", t.orderID, "status", t.to,
 		"failure_reason", t.failureReason)
-	return Outcome{Order: o, SKUs: t.skus}, event, nil
+	return Outcome{Order: o, SKUs: t.skus}, nil
 }
 
 // lost answers a saga whose order was failed by the recovery loop while it
@@ -488,8 +458,10 @@ func (s *Service) compensate(ctx context.Context, orderID, paymentID string) err
 // compensateAll releases the reservation and refunds every captured payment
 // payment knows for the order: the recovery loop cannot know whether a
 // capture whose answer was lost went through. The error names each step
-// that failed.
-func (s *Service) compensateAll(ctx context.Context, orderID string) error {
+// that failed. unsettled reports that payment could not list the order's
+// payments yet because a charge's outcome is still unknown to it
+// (ErrPaymentUnsettled): no step failed, but the refunds are still to make.
+func (s *Service) compensateAll(ctx context.Context, orderID string) (unsettled bool, err error) {
 	var errs []error
 	if err := s.release(ctx, orderID); err != nil {
 		errs = append(errs, fmt.Errorf("release: %w", err))
@@ -497,9 +469,12 @@ func (s *Service) compensateAll(ctx context.Context, orderID string) error {
 	payments, err := call(ctx, s.cfg.CallTimeout, func(ctx context.Context) ([]Payment, error) {
 		return s.pay.ListByOrder(ctx, orderID)
 	})
+	if errors.Is(err, ErrPaymentUnsettled) {
+		return true, errors.Join(errs...)
+	}
 	if err != nil {
 		s.logCompensation(ctx, orderID, "list_payments", "", err)
-		return errors.Join(append(errs, fmt.Errorf("list payments: %w", err))...)
+		return false, errors.Join(append(errs, fmt.Errorf("list payments: %w", err))...)
 	}
 	for _, p := range payments {
 		if p.Status != "captured" {
@@ -509,7 +484,7 @@ func (s *Service) compensateAll(ctx context.Context, orderID string) error {
 			errs = append(errs, fmt.Errorf("refund %s: %w", p.ID, err))
 		}
 	}
-	return errors.Join(errs...)
+	return false, errors.Join(errs...)
 }
 
 func (s *Service) logCompensation(ctx context.Context, orderID, action, paymentID string, err error) {
@@ -633,7 +608,7 @@ func (s *Service) Cancel(ctx context.Context, caller auth.Principal, id string) 
 	if owned.CustomerID != caller.Subject {
 		return Order{}, ErrNotFound
 	}
-	o, _, err := s.store.apply(ctx, transition{orderID: id, from: StatusConfirmed, to: StatusCancelled,
+	o, err := s.store.apply(ctx, transition{orderID: id, from: StatusConfirmed, to: StatusCancelled,
 		compensate: true, event: events.OrderCancelled})
 	if errors.Is(err, errLostRace) {
 		o, err := s.store.Get(ctx, id)
@@ -674,25 +649,49 @@ const maxLeaseBatch = 50
 // Recover runs one round of the recovery loop and waits for it: it fails
 // the pending orders whose saga died, then runs the compensations that are
 // due (at most CompensationConcurrency, each within CompensationTimeout).
-// RunRecovery does the same without waiting for the compensations.
+// RunRecovery does the same continuously.
 func (s *Service) Recover(ctx context.Context) error {
-	staleErr := s.failStale(ctx)
+	_, staleErr := s.failStale(ctx)
 	w := newCompensators(s.cfg.CompensationConcurrency)
-	dueErr := s.compensateDue(ctx, w, time.Now())
+	dueErr := s.compensateDue(ctx, w)
 	w.wg.Wait()
 	return errors.Join(staleErr, dueErr)
 }
 
-// RunRecovery runs a recovery round every interval until ctx is done. The
-// compensations run in the background, at most CompensationConcurrency at
-// once and each within CompensationTimeout, so a downstream that hangs
-// delays neither the next round's failing of dead sagas nor the other
-// orders' compensations. It returns once the running compensations have
-// ended: ctx's end cancels their calls, and their leases run out so that
-// another replica retries them.
+// RunRecovery runs the recovery loop until ctx is done, in two halves that
+// never wait for each other. One fails the pending orders whose saga died,
+// every interval. The other runs the due compensations in the background,
+// at most CompensationConcurrency at once and each within
+// CompensationTimeout: it leases every interval, and again as soon as a
+// compensation ends or dead sagas were failed, so a backlog drains as fast
+// as the downstreams answer, while one that hangs holds only its own slots.
+// RunRecovery returns once the running compensations have ended: ctx's end
+// cancels their calls, and their leases run out so that another replica
+// retries them.
 func (s *Service) RunRecovery(ctx context.Context, interval time.Duration) {
 	w := newCompensators(s.cfg.CompensationConcurrency)
 	defer w.wg.Wait()
+	var halves sync.WaitGroup
+	halves.Go(func() {
+		every(ctx, interval, nil, func() {
+			n, err := s.failStale(ctx)
+			if n > 0 {
+				w.wake()
+			}
+			s.logRecoveryError(ctx, "failing dead sagas", err)
+		})
+	})
+	halves.Go(func() {
+		every(ctx, interval, w.woken, func() {
+			s.logRecoveryError(ctx, "leasing due compensations", s.compensateDue(ctx, w))
+		})
+	})
+	halves.Wait()
+}
+
+// every runs fn every interval, and also whenever wake receives, until ctx
+// is done.
+func every(ctx context.Context, interval time.Duration, wake <-chan struct{}, fn func()) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -700,48 +699,65 @@ func (s *Service) RunRecovery(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-wake:
 		}
-		// Both halves run every round, whatever the other's fate.
-		err := errors.Join(s.failStale(ctx), s.compensateDue(ctx, w, time.Now().Add(interval)))
-		if err != nil && ctx.Err() == nil {
-			s.log.ErrorContext(ctx, "recovery round failed", "error", err)
-		}
+		fn()
 	}
 }
 
-// failStale fails the pending orders whose saga died and schedules their
-// compensation.
-func (s *Service) failStale(ctx context.Context) error {
+func (s *Service) logRecoveryError(ctx context.Context, what string, err error) {
+	if err != nil && ctx.Err() == nil {
+		s.log.ErrorContext(ctx, "recovery loop: "+what, "error", err)
+	}
+}
+
+// failStale fails the pending orders whose saga died, schedules their
+// compensation and counts them as failed: the loop decides their status.
+// It returns how many it failed.
+func (s *Service) failStale(ctx context.Context) (int, error) {
 	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
-	ids, err := s.store.failStale(sctx, s.cfg.RecoveryAfter)
+	failed, err := s.store.failStale(sctx, s.cfg.RecoveryAfter)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	for _, id := range ids {
-		s.log.WarnContext(ctx, "saga timed out; order failed", "order_id", id,
+	for _, o := range failed {
+		s.metrics.finished(ctx, StatusFailed, o.createdAt)
+		s.log.WarnContext(ctx, "saga timed out; order failed", "order_id", o.id,
 			"failure_reason", ReasonSagaTimeout)
 	}
-	return nil
+	return len(failed), nil
 }
 
 // compensators are the recovery loop's compensations in flight: a slot
 // each, at most cap(slots).
 type compensators struct {
 	slots chan struct{}
+	// woken holds a signal when a slot freed up or dead sagas were failed
+	// since the last lease: there may be more to lease. One signal stands
+	// for any number.
+	woken chan struct{}
 	wg    sync.WaitGroup
 }
 
 func newCompensators(n int) *compensators {
-	return &compensators{slots: make(chan struct{}, n)}
+	return &compensators{slots: make(chan struct{}, n), woken: make(chan struct{}, 1)}
+}
+
+// wake signals woken without waiting.
+func (w *compensators) wake() {
+	select {
+	case w.woken <- struct{}{}:
+	default:
+	}
 }
 
 // compensateDue leases as many due compensations as w has free slots and
-// starts each in its own goroutine, again while slots free up and more are
-// due, until until (at least once). It never waits for a slot: a round
-// whose slots are all held by slow compensations leases nothing. Only one
-// goroutine calls it per w, so the free slots it counts stay free.
-func (s *Service) compensateDue(ctx context.Context, w *compensators, until time.Time) error {
+// starts each in its own goroutine, which frees its slot and wakes w when
+// it ends. It never waits for a slot: with every slot held it leases
+// nothing. Only one goroutine calls it per w, so the free slots it counts
+// stay free.
+func (s *Service) compensateDue(ctx context.Context, w *compensators) error {
 	for ctx.Err() == nil {
 		free := min(cap(w.slots)-len(w.slots), maxLeaseBatch)
 		if free == 0 {
@@ -756,11 +772,12 @@ func (s *Service) compensateDue(ctx context.Context, w *compensators, until time
 		for _, d := range due {
 			w.slots <- struct{}{}
 			w.wg.Go(func() {
+				defer w.wake()
 				defer func() { <-w.slots }()
 				s.compensateLeased(ctx, d)
 			})
 		}
-		if len(due) < free || !time.Now().Before(until) {
+		if len(due) < free {
 			return nil
 		}
 	}
@@ -771,22 +788,24 @@ func (s *Service) compensateDue(ctx context.Context, w *compensators, until time
 // CompensationTimeout and records its outcome.
 func (s *Service) compensateLeased(ctx context.Context, d dueCompensation) {
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.CompensationTimeout)
-	err := s.compensateAll(cctx, d.orderID)
+	unsettled, err := s.compensateAll(cctx, d.orderID)
 	cancel()
 	// The outcome is written even when the attempt used up its deadline.
 	dctx, cancel := detached(ctx, storeTimeout)
 	defer cancel()
 	switch {
-	case err == nil:
-		s.outcomes.done.Add(1)
+	case err == nil && !unsettled:
+		s.metrics.attempt(ctx, attemptDone)
 		if err := s.store.clearCompensation(dctx, d.orderID); err != nil {
 			s.log.WarnContext(ctx, "clear compensation", "order_id", d.orderID, "error", err)
 		}
 	case ctx.Err() != nil:
 		// Shutting down cut the attempt short: that is no failure of the
 		// dependency. The lease runs out and a replica tries again.
-	default:
+	case err != nil:
 		s.compensationFailed(dctx, d, err)
+	default:
+		s.compensationUnsettled(dctx, d)
 	}
 }
 
@@ -804,14 +823,33 @@ func (s *Service) compensationFailed(ctx context.Context, d dueCompensation, err
 		// Not counted: the lease runs out and the attempt is made again.
 		s.log.WarnContext(ctx, "record compensation failure", "order_id", d.orderID, "error", rerr)
 	case parked:
-		s.outcomes.parked.Add(1)
+		s.metrics.attempt(ctx, attemptParked)
 		s.log.ErrorContext(ctx, "compensation needs attention: no more automatic retries",
 			"order_id", d.orderID, "attempts", attempts, "error", msg)
 	case attempts > 0:
-		s.outcomes.retry.Add(1)
+		s.metrics.attempt(ctx, attemptRetry)
 		s.log.WarnContext(ctx, "compensation failed; retrying later", "order_id", d.orderID,
 			"attempts", attempts, "retry_in", retryIn.String(), "error", msg)
 	}
+}
+
+// compensationUnsettled schedules the next attempt of a compensation whose
+// refunds payment could not list yet: a charge's outcome is still unknown
+// to payment, which settles it with the provider meanwhile. Nothing
+// failed, so no attempt is counted towards CompensationMaxAttempts, and
+// the wait does not grow: CompensationBackoff, plus up to as much again at
+// random so that the orders of one provider outage do not ask in step, and
+// never before payment's breaker half-opens.
+func (s *Service) compensationUnsettled(ctx context.Context, d dueCompensation) {
+	retryIn := max(s.cfg.CompensationBackoff+s.jitter(s.cfg.CompensationBackoff), s.RetryAfter())
+	if err := s.store.postponeCompensation(ctx, d.orderID, retryIn); err != nil {
+		// The lease runs out and the attempt is made again.
+		s.log.WarnContext(ctx, "postpone compensation", "order_id", d.orderID, "error", err)
+		return
+	}
+	s.metrics.attempt(ctx, attemptUnsettled)
+	s.log.InfoContext(ctx, "compensation waits for payment to settle a charge", "order_id", d.orderID,
+		"retry_in", retryIn.String())
 }
 
 // backoffCeiling is the longest wait after failures failed attempts:
@@ -870,23 +908,6 @@ func (s *Service) NeedingAttention(ctx context.Context, cursor string, limit int
 		return CompensationPage{}, err
 	}
 	return CompensationPage{Compensations: list, NextCursor: next}, nil
-}
-
-// CountNeedingAttention is how many compensations wait for an operator,
-// over all replicas: the orderflow.compensation.needs_attention gauge.
-func (s *Service) CountNeedingAttention(ctx context.Context) (int, error) {
-	return s.store.countNeedingAttention(ctx)
-}
-
-// CompensationOutcomes counts this process's compensation attempts by
-// outcome since it started: "done", "retry" (failed, retried later) and
-// "needs_attention" (failed for the last time, parked).
-func (s *Service) CompensationOutcomes() map[string]uint64 {
-	return map[string]uint64{
-		"done":            s.outcomes.done.Load(),
-		"retry":           s.outcomes.retry.Load(),
-		"needs_attention": s.outcomes.parked.Load(),
-	}
 }
 
 // RetryCompensation makes the order's outstanding compensation (parked, or

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -56,20 +57,7 @@ func (h *harness) order(t *testing.T, id string) dbOrder {
 
 func (h *harness) outbox(t *testing.T, orderID string) []string {
 	t.Helper()
-	rows, err := h.pool.Query(context.Background(), `SELECT event_type FROM outbox WHERE order_id = $1 ORDER BY id`, orderID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var types []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		types = append(types, s)
-	}
-	return types
+	return h.column(t, `SELECT event_type FROM outbox WHERE order_id = $1 ORDER BY id`, orderID)
 }
 
 func wantProblem(t *testing.T, w *httptest.ResponseRecorder, status int, code string) map[string]any {
@@ -90,6 +78,18 @@ func wantProblem(t *testing.T, w *httptest.ResponseRecorder, status int, code st
 		}
 	}
 	return m
+}
+
+// wantUnavailable checks that w answers an order that failed because a
+// dependency was unavailable (503 dependency_unavailable) and returns the
+// order's id.
+func wantUnavailable(t *testing.T, w *httptest.ResponseRecorder) string {
+	t.Helper()
+	id, _ := wantProblem(t, w, http.StatusServiceUnavailable, "dependency_unavailable")["order_id"].(string)
+	if id == "" {
+		t.Fatalf("503 %s names no order_id", w.Body)
+	}
+	return id
 }
 
 func TestCreate_HappyPath(t *testing.T) {
@@ -222,11 +222,11 @@ func TestCreate_InventoryUnavailable(t *testing.T) {
 				f.reserveErr, f.reserveStatus, f.releaseErr = tt.reserveErr, tt.status, tt.releaseErr
 			})
 			w := h.post(t, "k1", okBody)
-			m := wantProblem(t, w, http.StatusServiceUnavailable, "dependency_unavailable")
+			id := wantUnavailable(t, w)
 			if w.Header().Get("Retry-After") != "1" {
 				t.Errorf("Retry-After = %q; want 1", w.Header().Get("Retry-After"))
 			}
-			got := h.order(t, m["order_id"].(string))
+			got := h.order(t, id)
 			if got.Status != StatusFailed || *got.FailureReason != ReasonInventoryUnavailable {
 				t.Errorf("order = %+v; want failed/inventory_unavailable", got)
 			}
@@ -248,8 +248,7 @@ func TestCreate_SlowInventoryTimesOut(t *testing.T) {
 	h := newHarness(t, Config{CallTimeout: 50 * time.Millisecond})
 	h.inv.set(func(f *fakeInventory) { f.reserveDelay = 5 * time.Second })
 	w := h.post(t, "k1", okBody)
-	m := wantProblem(t, w, http.StatusServiceUnavailable, "dependency_unavailable")
-	id, _ := m["order_id"].(string)
+	id := wantUnavailable(t, w)
 	if got := h.order(t, id); got.Status != StatusFailed {
 		t.Errorf("status = %s; want failed", got.Status)
 	}
@@ -272,8 +271,7 @@ func TestCreate_KeepsCallersDeadline(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("answered after %v; want about 300ms (the caller's Request-Timeout), well before the saga's 10s", took)
 	}
-	m := wantProblem(t, w, http.StatusServiceUnavailable, "dependency_unavailable")
-	id, _ := m["order_id"].(string)
+	id := wantUnavailable(t, w)
 	if got := h.order(t, id); got.Status != StatusFailed {
 		t.Errorf("status = %s; want failed", got.Status)
 	}
@@ -285,11 +283,10 @@ func TestCreate_PaymentUnknownThenRecovered(t *testing.T) {
 	// The capture goes through but its answer is lost.
 	h.pay.set(func(f *fakePayments) { f.captureErr, f.settleOnError = errDown, true })
 	w := h.post(t, "k1", okBody)
-	m := wantProblem(t, w, http.StatusServiceUnavailable, "dependency_unavailable")
+	id := wantUnavailable(t, w)
 	if w.Header().Get("Retry-After") != "1" {
 		t.Errorf("no Retry-After")
 	}
-	id := m["order_id"].(string)
 	got := h.order(t, id)
 	if got.Status != StatusFailed || *got.FailureReason != ReasonPaymentUnavailable || got.CompensateAfter == nil {
 		t.Fatalf("order = %+v; want failed/payment_unavailable with a compensation due", got)
@@ -301,9 +298,7 @@ func TestCreate_PaymentUnknownThenRecovered(t *testing.T) {
 		t.Fatalf("refunded before the recovery loop")
 	}
 
-	if err := h.svc.Recover(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	h.recover(t)
 	if diff := cmp.Diff([]string{"pay_x"}, h.pay.Refunds()); diff != "" {
 		t.Errorf("refunds (-want +got):\n%s", diff)
 	}
@@ -311,9 +306,7 @@ func TestCreate_PaymentUnknownThenRecovered(t *testing.T) {
 		t.Errorf("after recovery order = %+v; want failed, compensation done", got)
 	}
 	// A second round has nothing to do.
-	if err := h.svc.Recover(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	h.recover(t)
 	if n := len(h.pay.Refunds()); n != 1 {
 		t.Errorf("refunds = %d after a second round; want 1", n)
 	}
@@ -324,19 +317,14 @@ func TestCreate_CompensationRetriedUntilItWorks(t *testing.T) {
 	h := newHarness(t, Config{RecoveryAfter: 0, CompensationBackoff: time.Millisecond,
 		CompensationMaxBackoff: time.Millisecond})
 	h.inv.set(func(f *fakeInventory) { f.reserveErr, f.releaseErr = errDown, errDown })
-	m := wantProblem(t, h.post(t, "k1", okBody), http.StatusServiceUnavailable, "dependency_unavailable")
-	id := m["order_id"].(string)
-	if err := h.svc.Recover(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	id := wantUnavailable(t, h.post(t, "k1", okBody))
+	h.recover(t)
 	if h.order(t, id).CompensateAfter == nil {
 		t.Fatalf("a failed compensation was dropped")
 	}
 	h.inv.set(func(f *fakeInventory) { f.releaseErr = nil })
 	time.Sleep(5 * time.Millisecond) // let the 1ms backoff run out
-	if err := h.svc.Recover(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	h.recover(t)
 	if got := h.order(t, id); got.CompensateAfter != nil {
 		t.Errorf("compensate_after = %v; want cleared", got.CompensateAfter)
 	}
@@ -348,8 +336,7 @@ func TestCreate_CommitFails(t *testing.T) {
 	h.inv.set(func(f *fakeInventory) {
 		f.commitErr = &StatusError{Op: "commit", Status: 409, Code: "reservation_not_active"}
 	})
-	m := wantProblem(t, h.post(t, "k1", okBody), http.StatusServiceUnavailable, "dependency_unavailable")
-	id := m["order_id"].(string)
+	id := wantUnavailable(t, h.post(t, "k1", okBody))
 	got := h.order(t, id)
 	if got.Status != StatusFailed || got.CompensateAfter != nil {
 		t.Errorf("order = %+v; want failed, compensated", got)
@@ -375,8 +362,7 @@ func TestCreate_RecoveryWinsOverLateSaga(t *testing.T) {
 		}
 	})
 	w := h.post(t, "k1", okBody)
-	m := wantProblem(t, w, http.StatusServiceUnavailable, "dependency_unavailable")
-	id := m["order_id"].(string)
+	id := wantUnavailable(t, w)
 	got := h.order(t, id)
 	if got.Status != StatusFailed || *got.FailureReason != ReasonSagaTimeout {
 		t.Errorf("order = %+v; want failed/saga_timeout", got)
@@ -386,6 +372,10 @@ func TestCreate_RecoveryWinsOverLateSaga(t *testing.T) {
 	}
 	if len(h.pay.Refunds()) == 0 {
 		t.Errorf("the captured payment was not refunded")
+	}
+	// Counted once, by the recovery loop that decided it.
+	if diff := cmp.Diff(map[string]int64{StatusFailed: 1}, h.metric(t, "orderflow.orders", "status")); diff != "" {
+		t.Errorf("orders counted (-want +got):\n%s", diff)
 	}
 	// The key holds the recovery's 503, equal to what the saga answered.
 	r := h.post(t, "k1", okBody)
@@ -397,8 +387,7 @@ func TestCreate_RecoveryWinsOverLateSaga(t *testing.T) {
 func TestCancel(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, Config{})
-	w := h.post(t, "k1", okBody)
-	o := decodeOrder(t, w)
+	o := h.confirmed(t, "k1")
 
 	for i := range 2 { // repeating is harmless
 		c := h.do(t, http.MethodPost, "/v1/orders/"+o.ID+"/cancel")
@@ -426,7 +415,7 @@ func TestCancel(t *testing.T) {
 func TestCancel_RefundFailsThenRecovered(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, Config{})
-	o := decodeOrder(t, h.post(t, "k1", okBody))
+	o := h.confirmed(t, "k1")
 	h.pay.set(func(f *fakePayments) { f.refundErr = errDown })
 	if c := h.do(t, http.MethodPost, "/v1/orders/"+o.ID+"/cancel"); c.Code != http.StatusOK {
 		t.Fatalf("cancel = %d", c.Code)
@@ -435,9 +424,7 @@ func TestCancel_RefundFailsThenRecovered(t *testing.T) {
 		t.Fatalf("failed refund not left for the recovery loop")
 	}
 	h.pay.set(func(f *fakePayments) { f.refundErr = nil })
-	if err := h.svc.Recover(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	h.recover(t)
 	if got := h.order(t, o.ID); got.CompensateAfter != nil {
 		t.Errorf("compensation not done by the recovery loop")
 	}
@@ -484,9 +471,7 @@ func TestRecover_StalePending(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := h.svc.Recover(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	h.recover(t)
 	got := h.order(t, stale)
 	if got.Status != StatusFailed || *got.FailureReason != ReasonSagaTimeout || got.CompensateAfter != nil {
 		t.Errorf("stale order = %+v; want failed/saga_timeout, compensated", got)
@@ -516,7 +501,7 @@ func TestCreate_RetryAfter503(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, Config{})
 	h.inv.set(func(f *fakeInventory) { f.reserveErr = errDown })
-	first := wantProblem(t, h.post(t, "k1", okBody), http.StatusServiceUnavailable, "dependency_unavailable")
+	first := wantUnavailable(t, h.post(t, "k1", okBody))
 	h.inv.set(func(f *fakeInventory) { f.reserveErr = nil })
 
 	w := h.post(t, "k1", okBody)
@@ -527,10 +512,10 @@ func TestCreate_RetryAfter503(t *testing.T) {
 		t.Errorf("a fresh attempt was marked replayed")
 	}
 	o := decodeOrder(t, w)
-	if o.ID == first["order_id"] || o.Status != StatusConfirmed {
+	if o.ID == first || o.Status != StatusConfirmed {
 		t.Errorf("retry order = %+v; want a new confirmed order", o)
 	}
-	if got := h.order(t, first["order_id"].(string)); got.Status != StatusFailed {
+	if got := h.order(t, first); got.Status != StatusFailed {
 		t.Errorf("first order = %s; want failed", got.Status)
 	}
 	// From now on the key replays the success.
@@ -764,11 +749,7 @@ func TestList_Pagination(t *testing.T) {
 	h := newHarness(t, Config{})
 	var want []string // newest first
 	for i := range 5 {
-		w := h.post(t, fmt.Sprintf("k%d", i), okBody)
-		if w.Code != http.StatusCreated {
-			t.Fatalf("create %d = %d", i, w.Code)
-		}
-		want = append([]string{decodeOrder(t, w).ID}, want...)
+		want = append([]string{h.confirmed(t, fmt.Sprintf("k%d", i)).ID}, want...)
 	}
 	other := strings.Replace(okBody, "cus_1", "cus_2", 1)
 	h.caller = customerCus2
@@ -780,35 +761,11 @@ func TestList_Pagination(t *testing.T) {
 	for _, limit := range []int{1, 2, 4, 5, 100} {
 		t.Run(fmt.Sprint("limit ", limit), func(t *testing.T) {
 			var got []string
-			cursor := ""
-			for pages := 0; ; pages++ {
-				if pages > 10 {
-					t.Fatal("pagination does not end")
+			for _, o := range h.pages(t, fmt.Sprintf("/v1/orders?customer_id=cus_1&limit=%d", limit), "orders", 10) {
+				got = append(got, o["id"].(string))
+				if items, _ := o["items"].([]any); len(items) != 2 {
+					t.Errorf("order %v has %d items; want 2", o["id"], len(items))
 				}
-				w := h.do(t, http.MethodGet, fmt.Sprintf("/v1/orders?customer_id=cus_1&limit=%d&cursor=%s", limit, cursor))
-				if w.Code != http.StatusOK {
-					t.Fatalf("list = %d %s", w.Code, w.Body.String())
-				}
-				var page struct {
-					Orders     []orderResponse `json:"orders"`
-					NextCursor string          `json:"next_cursor"`
-				}
-				if err := json.Unmarshal(w.Body.Bytes(), &page); err != nil {
-					t.Fatal(err)
-				}
-				if len(page.Orders) == 0 {
-					t.Fatalf("empty page after cursor %q", cursor)
-				}
-				for _, o := range page.Orders {
-					got = append(got, o.ID)
-					if len(o.Items) != 2 {
-						t.Errorf("order %s has %d items; want 2", o.ID, len(o.Items))
-					}
-				}
-				if page.NextCursor == "" {
-					break
-				}
-				cursor = page.NextCursor
 			}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("orders (-want +got):\n%s", diff)
@@ -833,6 +790,37 @@ func TestList_Pagination(t *testing.T) {
 	}
 }
 
+// pages GETs path, then path with each next_cursor it answers, until the
+// last page, and returns the elements of every page's list member in
+// order. An empty page, or more than maxPages, fails the test: no cursor
+// may lead to an empty page, and pagination must end.
+func (h *harness) pages(t *testing.T, path, list string, maxPages int) []map[string]any {
+	t.Helper()
+	var all []map[string]any
+	cursor := ""
+	for n := 1; ; n++ {
+		if n > maxPages {
+			t.Fatalf("%s: more than %d pages", path, maxPages)
+		}
+		w := h.do(t, http.MethodGet, path+"&cursor="+url.QueryEscape(cursor))
+		if w.Code != http.StatusOK {
+			t.Fatalf("%s page %d = %d %s", path, n, w.Code, w.Body)
+		}
+		page := decodeMap(t, w)
+		elems, _ := page[list].([]any)
+		if len(elems) == 0 {
+			t.Fatalf("%s page %d is empty (cursor %q): a cursor led to an empty page", path, n, cursor)
+		}
+		for _, e := range elems {
+			m, _ := e.(map[string]any)
+			all = append(all, m)
+		}
+		if cursor, _ = page["next_cursor"].(string); cursor == "" {
+			return all
+		}
+	}
+}
+
 func TestCursor_RoundTrip(t *testing.T) {
 	c := Cursor{CreatedAt: time.Now().UTC().Truncate(time.Microsecond), ID: "0190a000-0000-7000-8000-000000000001"}
 	got, err := decodeCursor(encodeCursor(c))
@@ -844,74 +832,44 @@ func TestCursor_RoundTrip(t *testing.T) {
 	}
 }
 
-// TestCreate_NotifyInline checks ORDER_NOTIFY_INLINE's path: the confirmed
-// event goes to notification before the 201, it is the very event the outbox
-// holds (so the queue workers deduplicate it), and a failing notification
-// leaves the order confirmed.
-func TestCreate_NotifyInline(t *testing.T) {
+// TestMetrics_OrdersCountedWhereDecided: every order is counted once, in
+// orderflow_orders_total and orderflow_saga_duration_seconds, with its final
+// status, where that status is decided: in the saga for the answered ones,
+// in the recovery loop for a dead saga. A replay is not counted again.
+func TestMetrics_OrdersCountedWhereDecided(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name   string
-		status int // what the stand-in for notification answers
+	h := newHarness(t, Config{RecoveryAfter: time.Minute})
+	steps := []struct {
+		key    string
+		setup  func()
+		status int
 	}{
-		{"notification answers", http.StatusOK},
-		{"notification fails", http.StatusInternalServerError},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			var mu sync.Mutex
-			var got []map[string]any
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				var e map[string]any
-				if r.Method != http.MethodPost || r.URL.Path != "/internal/notify" {
-					t.Errorf("notification got %s %s; want POST /internal/notify", r.Method, r.URL.Path)
-				}
-				if err := json.NewDecoder(r.Body).Decode(&e); err != nil {
-					t.Errorf("decode event: %v", err)
-				}
-				mu.Lock()
-				got = append(got, e)
-				mu.Unlock()
-				w.WriteHeader(tt.status)
-			}))
-			t.Cleanup(srv.Close)
-			h := newHarness(t, Config{Notify: NewNotificationClient(srv.URL, srv.Client())})
-
-			w := h.post(t, "inline-1", okBody)
-			if w.Code != http.StatusCreated {
-				t.Fatalf("status = %d; want 201 (%s)", w.Code, w.Body.String())
-			}
-			o := decodeOrder(t, w)
-			var eventID string
-			if err := h.pool.QueryRow(context.Background(),
-				`SELECT event_id::text FROM outbox WHERE order_id = $1`, o.ID).Scan(&eventID); err != nil {
-				t.Fatal(err)
-			}
-			calls := func() []map[string]any {
-				mu.Lock()
-				defer mu.Unlock()
-				return slices.Clone(got)
-			}
-			events := calls()
-			if len(events) != 1 {
-				t.Fatalf("notification calls = %d; want 1", len(events))
-			}
-			want := map[string]any{"id": eventID, "type": "order.confirmed", "order_id": o.ID, "status": "confirmed"}
-			for k, v := range want {
-				if events[0][k] != v {
-					t.Errorf("event %s = %v; want %v", k, events[0][k], v)
-				}
-			}
-			// A declined order is not confirmed: nothing is sent inline.
+		{"ok", func() {}, http.StatusCreated},
+		{"ok", func() {}, http.StatusCreated}, // the replay
+		{"declined", func() {
 			h.pay.set(func(f *fakePayments) { f.captureErr = &DeclinedError{DeclineCode: "card_declined"} })
-			if w := h.post(t, "inline-2", okBody); w.Code != http.StatusPaymentRequired {
-				t.Fatalf("declined status = %d; want 402", w.Code)
-			}
-			if n := len(calls()); n != 1 {
-				t.Errorf("notification calls after a decline = %d; want 1", n)
-			}
-		})
+		}, http.StatusPaymentRequired},
+		{"rejected", func() {
+			h.pay.set(func(f *fakePayments) { f.captureErr = nil })
+			h.inv.set(func(f *fakeInventory) { f.reserveErr = &RejectedError{Code: "out_of_stock", SKUs: []string{"SKU-2"}} })
+		}, http.StatusConflict},
+		{"down", func() { h.inv.set(func(f *fakeInventory) { f.reserveErr = errDown }) }, http.StatusServiceUnavailable},
+	}
+	for _, st := range steps {
+		st.setup()
+		if w := h.post(t, st.key, okBody); w.Code != st.status {
+			t.Fatalf("POST %s = %d %s; want %d", st.key, w.Code, w.Body, st.status)
+		}
+	}
+	insertOrder(t, h, "dead", time.Now().Add(-time.Hour))
+	h.recover(t)
+
+	want := map[string]int64{StatusConfirmed: 1, StatusPaymentFailed: 1, StatusRejected: 1, StatusFailed: 2}
+	if diff := cmp.Diff(want, h.metric(t, "orderflow.orders", "status")); diff != "" {
+		t.Errorf("orderflow.orders by status (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(want, h.metric(t, "orderflow.saga.duration", "status")); diff != "" {
+		t.Errorf("orderflow.saga.duration counts by status (-want +got):\n%s", diff)
 	}
 }
 
@@ -939,8 +897,7 @@ func TestCreate_KeysPerCustomer(t *testing.T) {
 func TestHostileInputs(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, Config{})
-	w := h.post(t, "k-hostile", okBody)
-	id := decodeOrder(t, w).ID
+	id := h.confirmed(t, "k-hostile").ID
 	h.caller = operator
 	for _, tc := range []struct {
 		method, path string

@@ -28,11 +28,6 @@ func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 const orderColumns = `id, customer_id, email, status, payment_method, total_cents, currency,
 	payment_id, failure_reason, created_at, updated_at`
 
-type querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
 // scanOrder scans orderColumns, then whatever extra columns the query
 // returns after them into extra.
 func scanOrder(row pgx.Row, extra ...any) (Order, error) {
@@ -66,7 +61,7 @@ func nullable(s string) *string {
 }
 
 // loadItems fills the items of orders with one query, whatever their number.
-func loadItems(ctx context.Context, q querier, orders []Order) error {
+func (s *Store) loadItems(ctx context.Context, orders []Order) error {
 	if len(orders) == 0 {
 		return nil
 	}
@@ -79,7 +74,7 @@ func loadItems(ctx context.Context, q querier, orders []Order) error {
 	}
 	const q1 = `SELECT order_id, sku, quantity, unit_price_cents FROM order_items
 		WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, sku`
-	rows, err := q.Query(ctx, q1, ids)
+	rows, err := s.pool.Query(ctx, q1, ids)
 	if err != nil {
 		return fmt.Errorf("select items: %w", err)
 	}
@@ -108,7 +103,7 @@ func (s *Store) Get(ctx context.Context, id string) (Order, error) {
 		return Order{}, fmt.Errorf("get order %s: %w", id, err)
 	}
 	orders := []Order{o}
-	if err := loadItems(ctx, s.pool, orders); err != nil {
+	if err := s.loadItems(ctx, orders); err != nil {
 		return Order{}, err
 	}
 	return orders[0], nil
@@ -144,7 +139,7 @@ func (s *Store) List(ctx context.Context, customerID string, after *Cursor, limi
 	if err != nil {
 		return nil, fmt.Errorf("list orders: %w", err)
 	}
-	if err := loadItems(ctx, s.pool, orders); err != nil {
+	if err := s.loadItems(ctx, orders); err != nil {
 		return nil, err
 	}
 	return orders, nil
@@ -346,11 +341,10 @@ type transition struct {
 
 // apply changes the order's status from t.from to t.to in one transaction
 // with its outbox event and, for a saga, its outcome stored with t.key. It
-// returns the updated order and the event written (nil when t has none),
-// or errLostRace when the order is no longer in t.from.
-func (s *Store) apply(ctx context.Context, t transition) (Order, *events.Order, error) {
+// returns the updated order, or errLostRace when the order is no longer in
+// t.from.
+func (s *Store) apply(ctx context.Context, t transition) (Order, error) {
 	var o Order
-	var event *events.Order
 	var secs *float64
 	if t.compensate {
 		secs = ptr(t.compensateIn.Seconds())
@@ -365,13 +359,10 @@ func (s *Store) apply(ctx context.Context, t transition) (Order, *events.Order, 
 			return err
 		}
 		var b pgx.Batch
-		event = nil
 		if t.event != "" {
-			e := newEvent(t.event, o)
-			if err := outbox.Queue(ctx, &b, e); err != nil {
+			if err := outbox.Queue(ctx, &b, newEvent(t.event, o)); err != nil {
 				return err
 			}
-			event = &e
 		}
 		if t.key != "" {
 			status, record, err := encodeOutcome(Outcome{Order: o, SKUs: t.skus})
@@ -391,9 +382,9 @@ func (s *Store) apply(ctx context.Context, t transition) (Order, *events.Order, 
 		return nil
 	})
 	if err != nil {
-		return Order{}, nil, fmt.Errorf("order %s %s→%s: %w", t.orderID, t.from, t.to, err)
+		return Order{}, fmt.Errorf("order %s %s→%s: %w", t.orderID, t.from, t.to, err)
 	}
-	return o, event, nil
+	return o, nil
 }
 
 // updateStatus is apply's UPDATE: it returns the order with its items, or
@@ -532,13 +523,19 @@ func (s *Store) clearCompensation(ctx context.Context, id string) error {
 	return nil
 }
 
+// staleOrder is an order failStale failed.
+type staleOrder struct {
+	id        string
+	createdAt time.Time
+}
+
 // failStale fails pending orders older than age, whose saga must have died
 // with its process, and schedules their compensation. Their idempotency key
 // keeps the outcome failed (a 503), so the client may retry with the
 // same key. SKIP LOCKED lets replicas run this side by side, and a live saga
 // finishing at the same moment loses or wins cleanly on the row lock.
-func (s *Store) failStale(ctx context.Context, age time.Duration) ([]string, error) {
-	var ids []string
+func (s *Store) failStale(ctx context.Context, age time.Duration) ([]staleOrder, error) {
+	var failed []staleOrder
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		const q = `WITH stale AS (
 				SELECT id FROM orders
@@ -548,23 +545,27 @@ func (s *Store) failStale(ctx context.Context, age time.Duration) ([]string, err
 			UPDATE orders AS o SET status = 'failed', failure_reason = $2,
 				compensate_after = now(), updated_at = now()
 			FROM stale WHERE o.id = stale.id
-			RETURNING o.id`
+			RETURNING o.id, o.created_at`
 		rows, err := tx.Query(ctx, q, age.Seconds(), ReasonSagaTimeout)
 		if err != nil {
 			return err
 		}
-		ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		failed, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (staleOrder, error) {
+			var o staleOrder
+			err := r.Scan(&o.id, &o.createdAt)
+			return o, err
+		})
 		if err != nil {
 			return err
 		}
 		const storeResponse = `UPDATE idempotency_keys SET status_code = 503, response = $2, updated_at = now()
 			WHERE order_id = $1 AND status_code IS NULL`
-		for _, id := range ids {
-			_, record, err := encodeOutcome(Outcome{Order: Order{ID: id, Status: StatusFailed}})
+		for _, o := range failed {
+			_, record, err := encodeOutcome(Outcome{Order: Order{ID: o.id, Status: StatusFailed}})
 			if err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, storeResponse, id, record); err != nil {
+			if _, err := tx.Exec(ctx, storeResponse, o.id, record); err != nil {
 				return err
 			}
 		}
@@ -573,7 +574,7 @@ func (s *Store) failStale(ctx context.Context, age time.Duration) ([]string, err
 	if err != nil {
 		return nil, fmt.Errorf("fail stale orders: %w", err)
 	}
-	return ids, nil
+	return failed, nil
 }
 
 // dueCompensation is an order whose compensation the recovery loop leased.
@@ -633,6 +634,18 @@ func (s *Store) recordCompensationFailure(ctx context.Context, id, lastError str
 		return 0, false, fmt.Errorf("record compensation failure of %s: %w", id, err)
 	}
 	return attempts, parked, nil
+}
+
+// postponeCompensation makes the order's outstanding compensation due
+// retryIn from now without counting a failed attempt; an order whose
+// compensation is no longer outstanding is left alone.
+func (s *Store) postponeCompensation(ctx context.Context, id string, retryIn time.Duration) error {
+	const q = `UPDATE orders SET compensate_after = now() + make_interval(secs => $2::float8)
+		WHERE id = $1 AND compensate_after IS NOT NULL`
+	if _, err := s.pool.Exec(ctx, q, id, retryIn.Seconds()); err != nil {
+		return fmt.Errorf("postpone compensation of %s: %w", id, err)
+	}
+	return nil
 }
 
 // compensationColumns is the column list of a Compensation, in

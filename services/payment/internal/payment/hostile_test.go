@@ -29,7 +29,7 @@ func TestHostile(t *testing.T) {
 	}
 	calm := provider.Patch{LatencyMS: new(int), ErrorRate: new(float64), Outage: new(bool)}
 
-	h := NewHandler(slog.New(slog.DiscardHandler), e.svc, map[string]web.Check{"postgres": e.pool.Ping}, testAuthn)
+	h := NewHandler(slog.New(slog.DiscardHandler), e.svc, map[string]web.Check{"postgres": e.pool.Ping}, nil, testAuthn)
 	order, admin := []string{orderToken}, []string{testToken}
 	webtest.Run(t, h, webtest.Config{
 		Tokens: []string{testToken, orderToken, "customer"},

@@ -72,7 +72,7 @@ func newEnv(t *testing.T, guard *resilience.Downstream, cfg Config, wrap func(ht
 	}
 	store := provider.NewStore(dbtest.NewPool(t, fsys))
 	e := &testEnv{sim: provider.NewSimulator(provider.Config{}, store)}
-	h := provider.NewHandler(slog.New(slog.DiscardHandler), e.sim, map[string]web.Check{"postgres": store.Ping}, testToken)
+	h := provider.NewHandler(slog.New(slog.DiscardHandler), e.sim, map[string]web.Check{"postgres": store.Ping}, nil, testToken)
 	if wrap != nil {
 		h = wrap(h)
 	}
@@ -109,7 +109,7 @@ func newPaymentServer(t *testing.T, p Provider, cfg Config) (*Service, *pgxpool.
 	log := slog.New(slog.DiscardHandler)
 	store := NewStore(pool)
 	svc := NewService(store, p, cfg, log)
-	srv := httptest.NewServer(NewHandler(log, svc, map[string]web.Check{"postgres": store.Ping}, testAuthn))
+	srv := httptest.NewServer(NewHandler(log, svc, map[string]web.Check{"postgres": store.Ping}, nil, testAuthn))
 	t.Cleanup(srv.Close)
 	return svc, pool, srv.URL
 }

@@ -174,7 +174,7 @@ func TestCreate_StoreFailsAfterCharge(t *testing.T) {
 						time.Sleep(100 * time.Millisecond)
 					}
 				}
-				if got := e.svc.SettledCounts()[SettledCaptured]; got != 1 {
+				if got := e.svc.settledCounts()[SettledCaptured]; got != 1 {
 					t.Errorf("settled captured = %d; want 1", got)
 				}
 			}
@@ -282,7 +282,7 @@ func TestSettle_NoCharge(t *testing.T) {
 	if got := countKeys(t, pool, "none"); got != 0 {
 		t.Errorf("key rows after the intent was abandoned = %d; want 0", got)
 	}
-	if got := svc.SettledCounts()[SettledAbandoned]; got != 1 {
+	if got := svc.settledCounts()[SettledAbandoned]; got != 1 {
 		t.Errorf("settled abandoned = %d; want 1", got)
 	}
 	if r := do(t, "POST", url+"/v1/payments", key("none"), body); r.status != 201 || r.header.Get("Idempotent-Replayed") != "" {
@@ -309,7 +309,7 @@ func TestReconcile_ProviderDown(t *testing.T) {
 	if got := intentState(t, e.pool, "k"); got != IntentPending {
 		t.Fatalf("intent = %q; want still pending", got)
 	}
-	if got := e.svc.SettledCounts()[SettledUnreachable]; got == 0 {
+	if got := e.svc.settledCounts()[SettledUnreachable]; got == 0 {
 		t.Error("settled unreachable = 0; want the failed look-up counted")
 	}
 	if l := do(t, "GET", e.url+"/v1/payments?order_id="+orderID, nil, ""); l.status != 503 || l.body["code"] != "payment_unsettled" {

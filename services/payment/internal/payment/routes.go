@@ -10,20 +10,24 @@ import (
 )
 
 // NewHandler returns the payment service's HTTP API: every route is here.
-// ready holds the readiness checks behind /readyz; authn verifies the
-// caller's access token (nil: none is read, so only the probes answer).
-func NewHandler(log *slog.Logger, svc *Service, ready map[string]web.Check, authn func(http.Handler) http.Handler) http.Handler {
+// ready holds the readiness checks behind /readyz; metrics serves
+// GET /metrics (nil: no such route); authn verifies the caller's access
+// token (nil: none is read, so only the probes and the scrape answer).
+func NewHandler(log *slog.Logger, svc *Service, ready map[string]web.Check, metrics http.Handler, authn func(http.Handler) http.Handler) http.Handler {
 	r := web.NewRouter(log)
 	r.Use(web.Deadline(RequestTimeout))
 	if authn != nil {
 		r.Use(authn)
 	}
-	// Anonymous: the probes.
+	// Anonymous: the probes and the scrape.
 	r.Method(http.MethodGet, "/healthz", web.Healthz())
 	// The provider is deliberately not among ready's checks: during a
 	// provider outage payment stays in rotation and answers 503 fast
 	// instead of disappearing from the load balancer.
 	r.Method(http.MethodGet, "/readyz", web.Readyz(ready))
+	if metrics != nil {
+		r.Method(http.MethodGet, "/metrics", metrics)
+	}
 
 	// The order service (scope payments): charges and refunds.
 	charge := r.With(auth.Require(auth.ScopePayments))

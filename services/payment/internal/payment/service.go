@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/orderflow/orderflow/pkg/auth"
 )
@@ -239,15 +241,39 @@ func (s *Service) settle(ctx context.Context, in Intent) error {
 	return nil
 }
 
-// SettledCounts returns how many unknown intents were settled since start,
+// settledCounts returns how many unknown intents were settled since start,
 // by outcome (SettledCaptured, SettledAbandoned, SettledUnreachable: a
-// look-up that failed and is tried again), for the metric.
-func (s *Service) SettledCounts() map[string]uint64 {
+// look-up that failed and is tried again).
+func (s *Service) settledCounts() map[string]uint64 {
 	return map[string]uint64{
 		SettledCaptured:    s.settled.captured.Load(),
 		SettledAbandoned:   s.settled.abandoned.Load(),
 		SettledUnreachable: s.settled.unreachable.Load(),
 	}
+}
+
+// Instrument exports on m how many unknown intents were settled since
+// start, orderflow_payment_intents_settled_total{outcome}, read when
+// scraped. Every outcome is a series from the start, at 0 until it happens.
+func (s *Service) Instrument(m metric.Meter) error {
+	attrs := map[string]metric.ObserveOption{}
+	for _, outcome := range []string{SettledCaptured, SettledAbandoned, SettledUnreachable} {
+		attrs[outcome] = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", outcome)))
+	}
+	_, err := m.Int64ObservableCounter("orderflow.payment.intents.settled",
+		metric.WithDescription("Payment intents whose outcome was unknown, settled with the provider by key, by outcome: "+
+			"captured (the charge was found and recorded), abandoned (no charge: nothing to refund), "+
+			"unreachable (the look-up failed; tried again)."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			for outcome, n := range s.settledCounts() {
+				o.Observe(int64(n), attrs[outcome])
+			}
+			return nil
+		}))
+	if err != nil {
+		return fmt.Errorf("payment metrics: %w", err)
+	}
+	return nil
 }
 
 // Get returns one payment.

@@ -49,7 +49,7 @@ func newSim(t *testing.T, cfg Config, dbURL, apiKey string) (*Simulator, http.Ha
 	t.Helper()
 	store := newStore(t, dbURL)
 	sim := NewSimulator(cfg, store)
-	return sim, NewHandler(slog.New(slog.DiscardHandler), sim, map[string]web.Check{"postgres": store.Ping}, apiKey)
+	return sim, NewHandler(slog.New(slog.DiscardHandler), sim, map[string]web.Check{"postgres": store.Ping}, nil, apiKey)
 }
 
 func newTestServer(t *testing.T, cfg Config) (*Simulator, *httptest.Server) {

@@ -9,14 +9,18 @@ import (
 )
 
 // NewHandler returns the provider's HTTP API: every route is here. ready
-// holds the readiness checks behind /readyz. Like a real card processor's,
-// every call but the probes needs the merchant's secret key:
+// holds the readiness checks behind /readyz; metrics serves GET /metrics
+// (nil: no such route). Like a real card processor's, every call but the
+// probes and the scrape needs the merchant's secret key:
 // "Authorization: Bearer <apiKey>" (an empty apiKey locks them).
-func NewHandler(log *slog.Logger, sim *Simulator, ready map[string]web.Check, apiKey string) http.Handler {
+func NewHandler(log *slog.Logger, sim *Simulator, ready map[string]web.Check, metrics http.Handler, apiKey string) http.Handler {
 	r := web.NewRouter(log)
-	// Anonymous: the probes.
+	// Anonymous: the probes and the scrape.
 	r.Method(http.MethodGet, "/healthz", web.Healthz())
 	r.Method(http.MethodGet, "/readyz", web.Readyz(ready))
+	if metrics != nil {
+		r.Method(http.MethodGet, "/metrics", metrics)
+	}
 
 	// The merchant (the payment service), with its API key.
 	merchant := r.With(requireKey(apiKey))

@@ -1,8 +1,9 @@
-package telemetry
+package queue
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -10,24 +11,23 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
-
-	"github.com/orderflow/orderflow/pkg/queue"
 )
 
-// WatchQueues polls the depth of each named queue and of its dead-letter
-// queue (name+"-dlq") every interval until ctx is done, and exports it as
-// orderflow_queue_messages{queue,state="visible"|"in_flight"}. It polls in
-// the background instead of on scrape, so a slow or unreachable SQS never
-// slows /metrics; a queue that cannot be read drops out of the metric
-// instead of showing a stale depth. Queues are never created here.
-func (t *Telemetry) WatchQueues(ctx context.Context, client *sqs.Client, names []string, interval time.Duration) error {
+// WatchDepth polls the depth of each named queue and of its dead-letter
+// queue (name+"-dlq") every interval until ctx is done, and exports it on m
+// as orderflow_queue_messages{queue,state="visible"|"in_flight"}. It polls
+// in the background instead of on scrape, so a slow or unreachable SQS
+// never slows /metrics; a queue that cannot be read drops out of the
+// metric instead of showing a stale depth. Queues are never created here.
+// It returns nil when ctx ends, or at once when the gauge cannot be made.
+func WatchDepth(ctx context.Context, m metric.Meter, client *sqs.Client, names []string, interval time.Duration) error {
 	type depth struct{ visible, inFlight int64 }
 	var (
 		mu     sync.Mutex
 		depths = map[string]depth{}
 		urls   = map[string]string{}
 	)
-	_, err := t.MeterFor("orderflow/queue").Int64ObservableGauge("orderflow.queue.messages",
+	_, err := m.Int64ObservableGauge("orderflow.queue.messages",
 		metric.WithDescription("Approximate messages in an SQS queue (and its dead-letter queue), by state."),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
 			mu.Lock()
@@ -39,7 +39,7 @@ func (t *Telemetry) WatchQueues(ctx context.Context, client *sqs.Client, names [
 			return nil
 		}))
 	if err != nil {
-		return err
+		return fmt.Errorf("queue depth metric: %w", err)
 	}
 	var all []string
 	for _, n := range names {
@@ -60,7 +60,7 @@ func (t *Telemetry) WatchQueues(ctx context.Context, client *sqs.Client, names [
 			var err error = errNoURL
 			if url != "" {
 				var v, f int
-				v, f, err = queue.Depth(pctx, client, url)
+				v, f, err = Depth(pctx, client, url)
 				d = depth{int64(v), int64(f)}
 			}
 			cancel()
