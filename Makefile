@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 SCENARIO ?= smoke
 
-.PHONY: help dev down deps token hydra test build fmt vet fuzz logs bench-read observe observe-down dashboard overhead test-faults test-rolling scale-bench bench loadtest k6
+.PHONY: help dev down deps token hydra test build fmt vet fuzz logs bench-read observe observe-down dashboard overhead test-faults test-rolling scale-bench bench bench-compare loadtest k6
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -70,8 +70,10 @@ dashboard: ## render the dashboard's queries against the native Prometheus into 
 overhead: ## order throughput with tracing at 100% vs off, side by side
 	@go run ./loadtest/overhead -duration 15s -rounds 4 -concurrency 8
 
-bench: ## the benchmark report: baselines, read path, orders, seed 000 off vs on, provider outage, the cost of trust -> docs/benchmarks.md (~9 min)
+bench: ## the benchmark report: baselines, read path, orders, the floor of one order, seed 000 off vs on, provider outage, the cost of trust, the remote-database profile -> docs/benchmarks.md and docs/bench-history.jsonl (~14 min)
 	@scripts/bench.sh
+bench-compare: ## two runs of docs/bench-history.jsonl side by side: A=, B= a commit prefix or line number (default: the last two)
+	@go run ./loadtest/bench -compare "$(A)" -with "$(B)"
 
 .PHONY: chaos
 chaos: ## switch a fault on in make dev: FAULT=db-latency|db-down|redis-down|sqs-down|provider-outage|provider-latency|inventory-kill|off (no FAULT: the state; docs/game-days.md)

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # make bench: the whole benchmark in one go — baselines, read path, orders end
-# to end, seed 000 (patterns off vs on), provider outage, the cost of trust
-# (the TLS gateway vs direct, the token decision cache vs none) — on this
-# machine, and the report: docs/benchmarks.md, docs/benchmarks.json,
-# docs/img/bench-*.svg. Everything runs on loopback on free ports with scratch
-# databases and is stopped and dropped at the end; the run is bounded
-# (BENCH_DEADLINE, 14m; about 9 min here).
+# to end and the floor of one order, seed 000 (patterns off vs on), provider
+# outage, the cost of trust (the TLS gateway vs direct, the token decision
+# cache vs none), the remote-database profile (Toxiproxy, +1 ms each way in
+# front of PostgreSQL) — on this machine, and the report: docs/benchmarks.md,
+# docs/benchmarks.json, docs/img/bench-*.svg; a full run also appends its
+# figures to docs/bench-history.jsonl (make bench-compare prints two runs).
+# Everything runs on loopback on free ports with scratch databases and is
+# stopped and dropped at the end; the run is bounded (BENCH_DEADLINE, 20m;
+# about 14 min here). Phases (for -only): pgbench, reads, seed000, orders,
+# floor, breaker, trust, remotedb.
 # Needs PostgreSQL and Redis (make deps), the pgbench binary (Debian:
 # postgresql-contrib; PostgreSQL 15 ships it in postgresql-client), haproxy
 # and openssl (the gateway and its certificate, scripts/tls.sh) and the Node
@@ -38,5 +42,5 @@ if [ -z "${HYDRA_BIN:-}" ]; then HYDRA_BIN=$(hydra_bin) || exit 1; fi
 export HYDRA_BIN
 
 # A hard stop a minute after the program's own deadline, in case a child hangs.
-exec timeout --kill-after=30s 15m go run ./loadtest/bench -k6 bin/k6 \
-  -duration "${BENCH_DURATION:-20s}" -vus "${BENCH_VUS:-16}" -deadline "${BENCH_DEADLINE:-14m}" "$@"
+exec timeout --kill-after=30s 21m go run ./loadtest/bench -k6 bin/k6 \
+  -duration "${BENCH_DURATION:-20s}" -vus "${BENCH_VUS:-16}" -deadline "${BENCH_DEADLINE:-20m}" "$@"

@@ -82,9 +82,10 @@ func sampleCPU(names procNames) cpuSample {
 
 // role names what a process is to the benchmark; "" for the load
 // generators, which this program starts and waits for, so their CPU time
-// comes exactly from its children's rusage instead. readbench, which runs
-// while it is sampled (loadtest/bench/trust.go), is the load generator by
-// name.
+// comes exactly from its children's rusage instead (the floor program
+// among them), and for loadtest/sqscount, which is measurement and left out
+// of every figure. readbench, which runs while it is sampled
+// (loadtest/bench/trust.go), is the load generator by name.
 func role(binDir, comm string, argv []string) string {
 	exe := ""
 	if len(argv) > 0 {
@@ -96,8 +97,15 @@ func role(binDir, comm string, argv []string) string {
 	case exe == "":
 		return "kernel threads" // no command line: softirq, kworker, …
 	case binDir != "" && strings.HasPrefix(exe, binDir):
-		if filepath.Base(exe) == "readbench" {
+		switch filepath.Base(exe) {
+		case "readbench":
 			return loadGenerator
+		case "floor":
+			// Waited for like k6: counted once, from rusage.
+			return ""
+		case "sqscount":
+			// Measurement, not product: left out of every figure.
+			return ""
 		}
 		return filepath.Base(exe)
 	case strings.HasPrefix(comm, "postgres"):

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,8 +38,13 @@ type environment struct {
 	o      options
 	dir    string // binaries and k6 summaries
 	logDir string
-	sqs    string
-	smtp   string
+	// sqs is the endpoint the stacks use: loadtest/sqscount, counting the
+	// calls, in front of sqsDirect, the emulator (sqsCounter is its base
+	// URL, for the counts).
+	sqs, sqsDirect, sqsCounter string
+	smtp                       string
+	// pg reads PostgreSQL's statistics for the floor's SQL counts.
+	pg pgSource
 	// hydra issues every token of the run; tokensFile holds the load's
 	// customers' access tokens, one per line (k6's ORDERFLOW_TOKENS_FILE),
 	// and adminToken is an orderflow.admin token for the breaker phase
@@ -73,11 +80,15 @@ type config map[string][]string
 // invoices on the queues.
 var patternsOn = config{}
 
-// patternsOff is seed 000's "before": no cache, no rate limit, the invoice
-// and e-mail made inside the order request. Real configuration switches.
+// patternsOff is seed 000's "before": no cache, no rate limit (real
+// configuration switches), and no queue between the order and its slow
+// work: the off stacks' clients reach order through loadtest/syncnotify,
+// which holds every 201 until notification has made the invoice and sent
+// the e-mail (withSyncNotify), so the client waits for them as it would if
+// order made them inside the request.
 var patternsOff = config{
 	"inventory": {"INVENTORY_CACHE_ENABLED=false", "INVENTORY_RATE_LIMIT=0"},
-	"order":     {"ORDER_RATE_LIMIT=0", "ORDER_NOTIFY_INLINE=true"},
+	"order":     {"ORDER_RATE_LIMIT=0"},
 }
 
 // readCached is an inventory alone with its cache and no rate limit (the
@@ -114,8 +125,15 @@ func (e *environment) setUp(ctx context.Context) error {
 	}
 	if err := e.command(ctx, filepath.Join(e.logDir, "build.log"), "go", "build", "-o", e.dir+"/",
 		"./loadtest/baseline/httpjson", "./loadtest/baseline/redisget", "./loadtest/baseline/pgxget",
-		"./loadtest/baseline/fixedjson", "./loadtest/readbench"); err != nil {
-		return fmt.Errorf("build the baselines: %w", err)
+		"./loadtest/baseline/fixedjson", "./loadtest/baseline/floor", "./loadtest/readbench",
+		"./loadtest/syncnotify", "./loadtest/sqscount"); err != nil {
+		return fmt.Errorf("build the baselines (log %s): %w", filepath.Join(e.logDir, "build.log"), err)
+	}
+	// Toxiproxy, for the remote-database profile: the module's own pinned
+	// tool (go.mod), built like the rest.
+	if err := e.command(ctx, filepath.Join(e.logDir, "build-toxiproxy.log"), "go", "build", "-o",
+		filepath.Join(e.dir, toxiproxyBinary), "github.com/Shopify/toxiproxy/v2/cmd/server"); err != nil {
+		return fmt.Errorf("build Toxiproxy (log %s): %w", filepath.Join(e.logDir, "build-toxiproxy.log"), err)
 	}
 
 	e.sqs = e.o.sqs
@@ -137,6 +155,19 @@ func (e *environment) setUp(ctx context.Context) error {
 				return fmt.Errorf("fauxqs: %w", err)
 			}
 		}
+	}
+	e.sqsDirect = e.sqs
+	counter, err := e.baseline(ctx, "sqscount", "SQSCOUNT_UPSTREAM="+e.sqsDirect)
+	if err != nil {
+		return fmt.Errorf("start the SQS call counter: %w", err)
+	}
+	e.sqs, e.sqsCounter = counter, counter
+	if e.pg, err = e.newPGSource(ctx); err != nil {
+		return err
+	}
+	say("SQL counts from %s", e.pg.name())
+	if e.pg.note != "" {
+		say("%s", e.pg.note)
 	}
 
 	if err := e.startHydra(ctx); err != nil {
@@ -176,7 +207,7 @@ func (e *environment) setUp(ctx context.Context) error {
 // startHydra starts the run's Ory Hydra (pkg/authtest, on its own scratch
 // database of the -postgres server) and signs in the load's customers and
 // the admin client. k6 gets the tokens once, at the start of each phase,
-// and the run lasts up to -deadline (14 min): so this Hydra's access
+// and the run lasts up to -deadline (20 min): so this Hydra's access
 // tokens live 2 h instead of 15 min, and nothing has to refresh them.
 func (e *environment) startHydra(ctx context.Context) error {
 	if os.Getenv("TEST_DATABASE_URL") == "" { // where authtest creates Hydra's database
@@ -289,15 +320,17 @@ func (e *environment) procNames() procNames {
 	return procNames{binDir: e.dir, pids: maps.Clone(e.roles)}
 }
 
-// baseline starts one of the baseline servers on a free port and returns
-// its base URL once it accepts connections.
+// baseline starts one of the baseline servers (or another of the bench's
+// helper programs: sqscount, syncnotify) on a free port and returns its
+// base URL once it accepts connections.
 func (e *environment) baseline(ctx context.Context, name string, env ...string) (string, error) {
 	p, err := stack.FreePort()
 	if err != nil {
 		return "", err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", p)
-	if err := e.background(name, append([]string{"BASELINE_ADDR=" + addr}, env...), filepath.Join(e.dir, name)); err != nil {
+	listen := []string{"BASELINE_ADDR=" + addr, "SQSCOUNT_ADDR=" + addr, "SYNC_ADDR=" + addr}
+	if err := e.background(name+"-"+strconv.Itoa(p), append(listen, env...), filepath.Join(e.dir, name)); err != nil {
 		return "", err
 	}
 	if err := waitPort(ctx, addr, 60*time.Second); err != nil {
@@ -319,11 +352,16 @@ func (e *environment) database(ctx context.Context, purpose string) (string, err
 	return u, nil
 }
 
-// running is one started Orderflow stack, by base URL.
+// running is one started Orderflow stack, by base URL. order is where its
+// clients send orders: orderDirect, or for the patterns-off stacks the
+// syncnotify proxy in front of it.
 type running struct {
-	order, inventory, payment, notification string
-	inventoryDB                             string
-	parts                                   []*stack.Stack
+	order, orderDirect, inventory, payment, notification string
+	inventoryDB                                          string
+	// databases names each service's database on the server (service →
+	// name), provider's ledger included, for the floor's SQL counts.
+	databases map[string]string
+	parts     []*stack.Stack
 }
 
 // stop stops a stack before the end of the run, to free its connections.
@@ -343,22 +381,30 @@ func (e *environment) stop(r running) {
 	}
 }
 
-// stack starts the services with cfg: provider, inventory, payment and
-// notification as one test/stack, and order as a second one pointed at the
-// first, so order can be given notification's URL (ORDER_NOTIFICATION_URL),
-// which test/stack only knows once it has picked the ports. only, when set,
-// starts just that service (with its database).
+// stack starts the services with cfg, and the payment provider, as one
+// test/stack on loopback. only, when set, starts just that service (with its
+// database).
 func (e *environment) stack(ctx context.Context, name string, cfg config, only string) (running, error) {
+	return e.stackVia(ctx, name, cfg, only, "")
+}
+
+// stackVia is stack with the services' databases reached through dbAddr
+// (host:port of a proxy in front of the -postgres server; "" for the server
+// itself). The databases are created and dropped on the server directly.
+func (e *environment) stackVia(ctx context.Context, name string, cfg config, only, dbAddr string) (running, error) {
 	dbs := map[string]string{}
-	for _, svc := range []string{"order", "inventory", "payment", "notification"} {
-		if only != "" && svc != only {
-			continue
-		}
+	names := map[string]string{}
+	svcs := []string{"order", "inventory", "payment", "notification", "provider"}
+	if only != "" {
+		svcs = []string{only}
+	}
+	for _, svc := range svcs {
 		u, err := e.database(ctx, name+"_"+svc)
 		if err != nil {
 			return running{}, err
 		}
-		dbs[svc] = u
+		names[svc] = dbName(u)
+		dbs[svc] = viaAddr(u, dbAddr)
 	}
 	logDir := filepath.Join(e.logDir, name)
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
@@ -369,7 +415,7 @@ func (e *environment) stack(ctx context.Context, name string, cfg config, only s
 		serviceEnv[svc] = append(serviceEnv[svc], vars...)
 	}
 	serviceEnv["inventory"] = append([]string{"INVENTORY_SEED_PRODUCTS=10000"}, serviceEnv["inventory"]...)
-	base := stack.Config{
+	sc := stack.Config{
 		BinDir: e.dir, LogDir: logDir, Databases: dbs, SQSEndpoint: e.sqs, SMTPAddr: e.smtp, Hydra: e.hydra,
 		// Request logs at info would cost every configuration alike and
 		// fill the disk; warnings and errors are kept.
@@ -385,37 +431,57 @@ func (e *environment) stack(ctx context.Context, name string, cfg config, only s
 			"PAYMENT_DB_MAX_CONNS=" + e.dbConns(), "NOTIFICATION_DB_MAX_CONNS=" + e.dbConns()},
 		ServiceEnv: serviceEnv,
 	}
-	first := base
 	if only != "" {
-		first.Only = []string{only}
-	} else {
-		first.Only = []string{"provider", "inventory", "payment", "notification"}
+		sc.Only = []string{only}
 	}
 	say("starting stack %s", name)
-	a, err := stack.Start(first)
+	a, err := stack.Start(sc)
 	if err != nil {
 		return running{}, fmt.Errorf("start stack %s: %w", name, err)
 	}
 	e.addStack(a)
-	r := running{inventory: a.URL("inventory", ""), inventoryDB: dbs["inventory"], parts: []*stack.Stack{a}}
+	r := running{inventory: a.URL("inventory", ""), inventoryDB: dbs["inventory"], databases: names,
+		parts: []*stack.Stack{a}}
 	if only != "" {
 		return r, nil
 	}
 	r.payment, r.notification = a.URL("payment", ""), a.URL("notification", "")
-	second := base
-	second.Only = []string{"order"}
-	second.ServiceEnv = map[string][]string{"order": append(append([]string{}, serviceEnv["order"]...),
-		"ORDER_INVENTORY_URL="+r.inventory, "ORDER_PAYMENT_URL="+r.payment,
-		"ORDER_NOTIFICATION_URL="+r.notification,
-		"ORDER_INVOICE_QUEUE="+a.Queues[0], "ORDER_EMAIL_QUEUE="+a.Queues[1])}
-	b, err := stack.Start(second)
-	if err != nil {
-		return running{}, fmt.Errorf("start order of stack %s: %w", name, err)
-	}
-	e.addStack(b)
-	r.parts = append(r.parts, b)
-	r.order = b.URL("order", "")
+	r.order = a.URL("order", "")
+	r.orderDirect = r.order
 	return r, nil
+}
+
+// withSyncNotify puts loadtest/syncnotify in front of r's order: r's
+// clients then wait for each order's invoice and e-mail (patternsOff).
+func (e *environment) withSyncNotify(ctx context.Context, r running) (running, error) {
+	u, err := e.baseline(ctx, "syncnotify", "SYNC_ORDER_URL="+r.orderDirect, "SYNC_NOTIFICATION_URL="+r.notification)
+	if err != nil {
+		return r, fmt.Errorf("start syncnotify: %w", err)
+	}
+	r.order = u
+	return r, nil
+}
+
+// dbName is the database of a URL.
+func dbName(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimPrefix(p.Path, "/")
+}
+
+// viaAddr is u with its host:port replaced by addr ("" keeps it).
+func viaAddr(u, addr string) string {
+	if addr == "" {
+		return u
+	}
+	p, err := url.Parse(u)
+	if err != nil {
+		return u
+	}
+	p.Host = addr
+	return p.String()
 }
 
 func (e *environment) dbConns() string { return fmt.Sprint(e.o.dbConns) }

@@ -16,15 +16,27 @@
 //     with the baselines by loadtest/readbench in interleaved slices;
 //   - orders end to end: the most orders/s the whole stack completes (k6,
 //     closed model), then the latency at 80% of that rate (open model);
+//   - the floor of one order (floor.go): the work one order does, counted
+//     around the orders peak (HTTP hops, SQL statements and commits, SQS
+//     calls, SMTP deliveries), times what the bare version of each costs
+//     (loadtest/baseline/floor), against the CPU per order;
 //   - seed 000: the same k6 traffic mix against the stack with the patterns
-//     switched off by configuration (INVENTORY_CACHE_ENABLED=false,
-//     ORDER_NOTIFY_INLINE=true, *_RATE_LIMIT=0) and on;
+//     switched off (INVENTORY_CACHE_ENABLED=false, *_RATE_LIMIT=0, and the
+//     client waiting for each order's invoice and e-mail through
+//     loadtest/syncnotify) and on;
 //   - a payment provider outage: the order p99 once the breaker is open;
 //   - the cost of trust (trust.go): product reads, order reads and orders
 //     through the TLS gateway (HAProxy) vs straight to the services, and
 //     with the token decision cache vs AUTH_CACHE_TTL=0, side by side, with
 //     the CPU per request of every process; and its floor, a bare handler
-//     replaying inventory's cached answer, direct and behind the same gateway.
+//     replaying inventory's cached answer, direct and behind the same gateway;
+//   - the remote-database profile (remotedb.go): reads, orders and seed 000
+//     again with Toxiproxy adding 1 ms each way in front of PostgreSQL.
+//
+// A full run appends its headline figures, with the commit and the machine,
+// to docs/bench-history.jsonl (history.go) and charts them in
+// docs/img/bench-history.svg; -compare A -with B prints two of its runs
+// side by side (make bench-compare).
 //
 // Every phase is bounded in time and the whole run has a deadline (-deadline).
 // -only runs some phases alone (go run ./loadtest/bench -only trust
@@ -79,6 +91,8 @@ type options struct {
 	loadAverage string
 	only        string
 	trustRounds int
+	floorDur    time.Duration
+	history     string
 }
 
 // phase is one part of the run. key names it for -only, and prefix is
@@ -95,9 +109,11 @@ var phases = []phase{
 	{"seed000", "seed 000: patterns off vs on", "seed_", benchSeed000},
 	{"", "stopping the patterns-off stack", "", stopOff},
 	{"orders", "orders end to end", "orders_", benchOrders},
+	{"floor", "the floor of one order: bare units", "floor_", benchFloor},
 	{"breaker", "provider outage", "breaker_", benchBreaker},
 	{"", "stopping the patterns-on stack", "", stopOn},
 	{"trust", "the cost of trust", "trust_", benchTrust},
+	{"remotedb", "remote database (Toxiproxy, +1 ms each way)", "remote_", benchRemoteDB},
 }
 
 // selectPhases returns the phases -only names (all when it is empty),
@@ -140,15 +156,27 @@ func run() error {
 	flag.DurationVar(&o.readDur, "read-duration", 10*time.Second, "measured time per read target")
 	flag.IntVar(&o.vus, "vus", 16, "concurrent clients of the closed-model measurements (and pgbench)")
 	flag.IntVar(&o.dbConns, "db-conns", 6, "connection pool size of each service (and of the pgx baseline)")
-	flag.DurationVar(&o.deadline, "deadline", 14*time.Minute, "the whole run stops after this")
+	flag.DurationVar(&o.deadline, "deadline", 20*time.Minute, "the whole run stops after this")
+	flag.DurationVar(&o.floorDur, "floor-duration", 4*time.Second, "length of each bare unit of the floor")
+	flag.StringVar(&o.history, "history", "docs/bench-history.jsonl", "runs on record: a full run appends to it (\"\": none)")
+	compareA := flag.String("compare", "", "measure nothing: print run A of -history (commit prefix or line number; \"\" with -with: the one before B) beside -with")
+	compareB := flag.String("with", "", "with -compare: run B (default: the last)")
+	compare := false
+	backfill := flag.Bool("history-backfill", false, "measure nothing: add to -history the runs of every committed docs/benchmarks.json (git log) it lacks")
 	flag.BoolVar(&o.serve, "serve", false, "start one patterns-on stack, print its URLs, wait for Ctrl-C")
 	flag.BoolVar(&o.render, "render", false, "measure nothing: rewrite the report, ratios, targets and charts from the -json file")
 	flag.StringVar(&o.keepLogs, "logs", "", "keep the services' logs in this directory")
-	flag.StringVar(&o.only, "only", "", "run only these phases (comma-separated: pgbench, reads, seed000, orders, breaker, trust) and merge them into the -json report")
+	flag.StringVar(&o.only, "only", "", "run only these phases (comma-separated: pgbench, reads, seed000, orders, floor, breaker, trust, remotedb) and merge them into the -json report")
 	flag.IntVar(&o.trustRounds, "trust-rounds", 2, "alternating k6 rounds per configuration in the trust phase (each -duration/rounds)")
 	flag.Parse()
+	flag.Visit(func(f *flag.Flag) { compare = compare || f.Name == "compare" || f.Name == "with" })
 
-	if o.render {
+	switch {
+	case compare:
+		return compareRuns(os.Stdout, o.history, *compareA, *compareB)
+	case *backfill:
+		return backfillHistory(o)
+	case o.render:
 		return render(o)
 	}
 	selected, err := selectPhases(o.only)
@@ -236,7 +264,19 @@ func run() error {
 		r.Machine.LoadAfter = loadAverage()
 		r.Elapsed = time.Since(start).Round(time.Second).String()
 	}
+	if err := r.loadHistory(o.history); err != nil {
+		return err
+	}
 	r.evaluate()
+	if o.only == "" && o.history != "" {
+		commit, dirty := commitOf(".")
+		entry := r.historyEntry(commit, dirty)
+		if err := appendHistory(o.history, entry); err != nil {
+			return err
+		}
+		r.history = append(r.history, entry)
+		say("appended this run to %s", o.history)
+	}
 	if err := r.write(o); err != nil {
 		return err
 	}
@@ -282,6 +322,11 @@ func mergeBase(path string, selected []phase) (*report, bool, error) {
 			delete(r.CPU, k)
 		}
 	}
+	for k := range r.Counts {
+		if replaced(k) {
+			delete(r.Counts, k)
+		}
+	}
 	var notes []string
 	for _, n := range r.Notes {
 		stale := false
@@ -309,7 +354,15 @@ func render(o options) error {
 		return fmt.Errorf("%s: %w", o.jsonOut, err)
 	}
 	r.Ratios, r.Targets, r.Findings = nil, nil, nil
+	if err := r.loadHistory(o.history); err != nil {
+		return err
+	}
 	r.evaluate()
+	if o.history != "" { // the page charts every run on record, this one too
+		if r.history, err = readHistory(o.history); err != nil {
+			return err
+		}
+	}
 	if err := r.write(o); err != nil {
 		return err
 	}

@@ -32,6 +32,9 @@ func (e *environment) patternsOffStack(ctx context.Context) (running, error) {
 		if err != nil {
 			return running{}, err
 		}
+		if r, err = e.withSyncNotify(ctx, r); err != nil {
+			return running{}, err
+		}
 		e.off = &r
 	}
 	return *e.off, nil
@@ -242,14 +245,22 @@ func k6Measurement(s k6Summary, key, name, group, tool string, orders bool) meas
 
 // benchOrders measures orders end to end on the patterns-on stack: the
 // most the stack completes with VUS clients back to back, then the latency
-// of an open load at 80% of that rate.
+// of an open load at 80% of that rate. Around the peak it counts the work
+// the stack did (counts.go), for the floor of one order.
 func benchOrders(ctx context.Context, e *environment, r *report) error {
 	on, err := e.patternsOnStack(ctx)
 	if err != nil {
 		return err
 	}
+	return e.measureOrders(ctx, r, on, "orders_", "", true)
+}
+
+// measureOrders is the orders measurement on s, its keys prefix+"peak" and
+// prefix+"80pct", its names ending in suffix; with count, the work of the
+// peak is counted too.
+func (e *environment) measureOrders(ctx context.Context, r *report, s running, prefix, suffix string, count bool) error {
 	vars := func(extra map[string]string) map[string]string {
-		v := e.k6Auth(map[string]string{"ORDER_URL": on.order, "INVENTORY_URL": on.inventory, "PAYMENT_URL": on.payment,
+		v := e.k6Auth(map[string]string{"ORDER_URL": s.order, "INVENTORY_URL": s.inventory, "PAYMENT_URL": s.payment,
 			"WORKLOAD": "orders", "DECLINE_RATE": "0", "DURATION": e.o.dur.String()})
 		for k, x := range extra {
 			v[k] = x
@@ -257,32 +268,53 @@ func benchOrders(ctx context.Context, e *environment, r *report) error {
 		return v
 	}
 	limit := e.o.dur + 90*time.Second
-	var s k6Summary
-	err = r.profileCPU(e.procNames(), "orders_peak", func() (int64, error) {
-		var err error
-		s, err = e.runK6(ctx, "orders-closed", filepath.Join(k6Dir, "bench.js"),
-			vars(map[string]string{"MODE": "closed", "VUS": fmt.Sprint(e.o.vus)}), limit)
-		return int64(s.value("orders_created", "count")), err
-	})
-	if err != nil {
+	var sum k6Summary
+	peakRun := func() (orders, requests int64, secs float64, err error) {
+		err = r.profileCPU(e.procNames(), prefix+"peak", func() (int64, error) {
+			var err error
+			sum, err = e.runK6(ctx, prefix+"closed", filepath.Join(k6Dir, "bench.js"),
+				vars(map[string]string{"MODE": "closed", "VUS": fmt.Sprint(e.o.vus)}), limit)
+			return int64(sum.value("orders_created", "count")), err
+		})
+		orders, requests = int64(sum.value("orders_created", "count")), int64(sum.value("http_reqs", "count"))
+		if rate := sum.value("orders_created", "rate"); rate > 0 {
+			secs = float64(orders) / rate
+		}
+		return orders, requests, secs, err
+	}
+	if count {
+		c, err := e.countWork(ctx, s, floorDrain, peakRun)
+		if err != nil {
+			return err
+		}
+		r.setCounts(prefix+"peak", c)
+	} else if _, _, _, err := peakRun(); err != nil {
 		return err
 	}
-	peak := k6Measurement(s, "orders_peak", "orders end to end, most the stack completes", "orders",
+	peak := k6Measurement(sum, prefix+"peak", "orders end to end, most the stack completes"+suffix, groupOf(prefix, "orders"),
 		fmt.Sprintf("k6 closed model, %d VUs", e.o.vus), true)
 	r.add(peak)
 	rate := int(math.Floor(0.8 * peak.RPS))
 	if rate < 1 {
 		return fmt.Errorf("peak order rate %.1f/s is too low to measure at 80%%", peak.RPS)
 	}
-	s, err = e.runK6(ctx, "orders-open", filepath.Join(k6Dir, "bench.js"),
+	sum, err := e.runK6(ctx, prefix+"open", filepath.Join(k6Dir, "bench.js"),
 		vars(map[string]string{"MODE": "open", "RATE": fmt.Sprint(rate)}), limit)
 	if err != nil {
 		return err
 	}
-	m := k6Measurement(s, "orders_80pct", fmt.Sprintf("orders end to end at 80%% of peak (%d/s)", rate), "orders",
-		fmt.Sprintf("k6 open model, %d arrivals/s", rate), true)
-	r.add(m)
+	r.add(k6Measurement(sum, prefix+"80pct", fmt.Sprintf("orders end to end at 80%% of peak (%d/s)%s", rate, suffix),
+		groupOf(prefix, "orders"), fmt.Sprintf("k6 open model, %d arrivals/s", rate), true))
 	return nil
+}
+
+// groupOf is the report group of a measurement: the remote-database
+// profile's own, else group.
+func groupOf(prefix, group string) string {
+	if strings.HasPrefix(prefix, "remote_") {
+		return "remotedb"
+	}
+	return group
 }
 
 // benchSeed000 runs the same k6 mix against the patterns-off and
@@ -297,46 +329,75 @@ func benchSeed000(ctx context.Context, e *environment, r *report) error {
 	if err != nil {
 		return err
 	}
-	stacks := []struct {
-		key, label string
-		s          running
-	}{{"off", "patterns off", off}, {"on", "patterns on", on}}
-	limit := e.o.dur + 90*time.Second
-	vars := func(s running, extra map[string]string) map[string]string {
-		v := e.k6Auth(map[string]string{"ORDER_URL": s.order, "INVENTORY_URL": s.inventory, "PAYMENT_URL": s.payment,
-			"WORKLOAD": "mix", "DURATION": e.o.dur.String()})
-		for k, x := range extra {
-			v[k] = x
-		}
-		return v
+	return e.seedCompare(ctx, r, off, on, "seed_", "")
+}
+
+// seedCompare is seed 000 on the stacks off and on, its keys beginning
+// with prefix and its names ending in suffix: both back to back, then both
+// at half the off stack's peak.
+func (e *environment) seedCompare(ctx context.Context, r *report, off, on running, prefix, suffix string) error {
+	offPeak, err := e.seedClosed(ctx, r, off, "off", prefix, suffix)
+	if err != nil {
+		return err
 	}
-	var offPeak float64
-	for _, st := range stacks {
-		s, err := e.runK6(ctx, "seed-closed-"+st.key, filepath.Join(k6Dir, "bench.js"),
-			vars(st.s, map[string]string{"MODE": "closed", "VUS": fmt.Sprint(e.o.vus)}), limit)
-		if err != nil {
-			return err
-		}
-		m := k6Measurement(s, "seed_peak_"+st.key, "mix at peak, "+st.label, "seed000",
-			fmt.Sprintf("k6 closed model, %d VUs", e.o.vus), false)
-		r.add(m)
-		if st.key == "off" {
-			offPeak = m.RPS
-		}
+	if _, err := e.seedClosed(ctx, r, on, "on", prefix, suffix); err != nil {
+		return err
 	}
+	rate, err := seedRate(offPeak)
+	if err != nil {
+		return err
+	}
+	if err := e.seedOpen(ctx, r, off, "off", prefix, suffix, rate); err != nil {
+		return err
+	}
+	return e.seedOpen(ctx, r, on, "on", prefix, suffix, rate)
+}
+
+// seedRate is the open load of seed 000: half the off stack's peak.
+func seedRate(offPeak float64) (int, error) {
 	rate := int(math.Floor(offPeak / 2))
 	if rate < 1 {
-		return fmt.Errorf("patterns-off peak %.1f req/s is too low", offPeak)
+		return 0, fmt.Errorf("patterns-off peak %.1f req/s is too low", offPeak)
 	}
-	for _, st := range stacks {
-		s, err := e.runK6(ctx, "seed-open-"+st.key, filepath.Join(k6Dir, "bench.js"),
-			vars(st.s, map[string]string{"MODE": "open", "RATE": fmt.Sprint(rate)}), limit)
-		if err != nil {
-			return err
-		}
-		r.add(k6Measurement(s, "seed_open_"+st.key, fmt.Sprintf("mix at %d req/s, %s", rate, st.label), "seed000",
-			fmt.Sprintf("k6 open model, %d arrivals/s", rate), false))
+	return rate, nil
+}
+
+func seedLabel(key string) string {
+	return map[string]string{"off": "patterns off", "on": "patterns on"}[key]
+}
+
+func (e *environment) seedVars(s running, extra map[string]string) map[string]string {
+	v := e.k6Auth(map[string]string{"ORDER_URL": s.order, "INVENTORY_URL": s.inventory, "PAYMENT_URL": s.payment,
+		"WORKLOAD": "mix", "DURATION": e.o.dur.String()})
+	for k, x := range extra {
+		v[k] = x
 	}
+	return v
+}
+
+// seedClosed runs seed 000's mix back to back against s (key "off" or
+// "on") and returns its rate.
+func (e *environment) seedClosed(ctx context.Context, r *report, s running, key, prefix, suffix string) (float64, error) {
+	sum, err := e.runK6(ctx, prefix+"closed-"+key, filepath.Join(k6Dir, "bench.js"),
+		e.seedVars(s, map[string]string{"MODE": "closed", "VUS": fmt.Sprint(e.o.vus)}), e.o.dur+90*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	m := k6Measurement(sum, prefix+"peak_"+key, "mix at peak, "+seedLabel(key)+suffix, groupOf(prefix, "seed000"),
+		fmt.Sprintf("k6 closed model, %d VUs", e.o.vus), false)
+	r.add(m)
+	return m.RPS, nil
+}
+
+// seedOpen runs seed 000's mix at rate arrivals a second against s.
+func (e *environment) seedOpen(ctx context.Context, r *report, s running, key, prefix, suffix string, rate int) error {
+	sum, err := e.runK6(ctx, prefix+"open-"+key, filepath.Join(k6Dir, "bench.js"),
+		e.seedVars(s, map[string]string{"MODE": "open", "RATE": fmt.Sprint(rate)}), e.o.dur+90*time.Second)
+	if err != nil {
+		return err
+	}
+	r.add(k6Measurement(sum, prefix+"open_"+key, fmt.Sprintf("mix at %d req/s, %s%s", rate, seedLabel(key), suffix),
+		groupOf(prefix, "seed000"), fmt.Sprintf("k6 open model, %d arrivals/s", rate), false))
 	return nil
 }
 
