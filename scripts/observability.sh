@@ -32,7 +32,7 @@ build_jaeger() {
     sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
   [ -n "$dir" ] && [ -d "$dir" ] || die "go mod download of jaeger@$JAEGER_VERSION failed"
   src=$(mktemp -d)
-  trap 'rm -rf "$src"' RETURN
+  trap 'rm -rf "$src"; trap - RETURN' RETURN
   cp -r "$dir/." "$src" && chmod -R u+w "$src"
   mkdir -p "$(dirname "$JAEGER_BIN")"
   (cd "$src" && GOFLAGS=-mod=mod go build -o "$JAEGER_BIN" ./cmd/jaeger) >"$RUN_DIR/logs/jaeger-build.log" 2>&1 ||
