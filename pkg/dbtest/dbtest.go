@@ -59,14 +59,11 @@ func NewURL(t testing.TB, migrations fs.FS) string {
 		}
 	})
 	if migrations != nil {
-		pool, err := postgres.Open(ctx, dbURL, 2)
+		pool, err := postgres.Open(ctx, dbURL, 2, postgres.WithMigrations(migrations))
 		if err != nil {
-			t.Fatalf("open test database: %v", err)
+			t.Fatalf("open and migrate test database: %v", err)
 		}
-		defer pool.Close()
-		if err := postgres.Migrate(ctx, pool, migrations); err != nil {
-			t.Fatalf("migrate test database: %v", err)
-		}
+		pool.Close()
 	}
 	return dbURL
 }

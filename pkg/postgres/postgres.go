@@ -32,18 +32,34 @@ const (
 	DefaultIdleInTransactionTimeout = "30s"
 )
 
-// Option adjusts the pool configuration Open builds.
-type Option func(*pgxpool.Config)
+// Option adjusts what Open does.
+type Option func(*options)
+
+type options struct {
+	tracer     pgx.QueryTracer
+	migrations fs.FS
+}
 
 // WithTracer traces every query of the pool's connections with t (for
 // example otelpgx, which also records query latency).
 func WithTracer(t pgx.QueryTracer) Option {
-	return func(c *pgxpool.Config) { c.ConnConfig.Tracer = t }
+	return func(o *options) { o.tracer = t }
+}
+
+// WithMigrations has Open apply fsys's pending migrations (see Migrate)
+// once the server answers, so a service starts only on its current schema.
+func WithMigrations(fsys fs.FS) Option {
+	return func(o *options) { o.migrations = fsys }
 }
 
 // Open returns a pool for databaseURL and pings it once, so a wrong URL or a
-// stopped server is reported at start-up. maxConns <= 0 keeps pgx's default.
+// stopped server is reported at start-up; with WithMigrations it then
+// migrates the database. maxConns <= 0 keeps pgx's default.
 func Open(ctx context.Context, databaseURL string, maxConns int, opts ...Option) (*pgxpool.Pool, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
@@ -63,8 +79,8 @@ func Open(ctx context.Context, databaseURL string, maxConns int, opts ...Option)
 			cfg.ConnConfig.RuntimeParams[name] = value
 		}
 	}
-	for _, o := range opts {
-		o(cfg)
+	if o.tracer != nil {
+		cfg.ConnConfig.Tracer = o.tracer
 	}
 	cfg.MaxConnIdleTime = 5 * time.Minute
 	cfg.HealthCheckPeriod = 15 * time.Second
@@ -77,6 +93,12 @@ func Open(ctx context.Context, databaseURL string, maxConns int, opts ...Option)
 	if err := pool.Ping(pctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("ping %s: %w (%s)", Redact(databaseURL), err, StartHint)
+	}
+	if o.migrations != nil {
+		if err := Migrate(ctx, pool, o.migrations); err != nil {
+			pool.Close()
+			return nil, err
+		}
 	}
 	return pool, nil
 }

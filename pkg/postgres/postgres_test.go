@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/orderflow/orderflow/pkg/dbtest"
@@ -40,5 +41,30 @@ func TestOpen_ServerSideTimeouts(t *testing.T) {
 			}
 		}
 		pool.Close()
+	}
+}
+
+// TestOpen_WithMigrations: the pool Open returns is on the migrated schema,
+// and a migration that fails is Open's error.
+func TestOpen_WithMigrations(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	good := fstest.MapFS{"00001_widgets.sql": {Data: []byte(
+		"-- +goose Up\nCREATE TABLE widgets (id int PRIMARY KEY);\n-- +goose Down\nDROP TABLE widgets;\n")}}
+	pool, err := postgres.Open(ctx, dbtest.NewURL(t, nil), 1, postgres.WithMigrations(good))
+	if err != nil {
+		t.Fatalf("Open(WithMigrations) = %v; want nil", err)
+	}
+	defer pool.Close()
+	var n int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM widgets").Scan(&n); err != nil {
+		t.Errorf("widgets after Open(WithMigrations): %v; want the migrated table", err)
+	}
+
+	bad := fstest.MapFS{"00001_broken.sql": {Data: []byte("-- +goose Up\nCREATE TABLE (;\n")}}
+	if pool, err := postgres.Open(ctx, dbtest.NewURL(t, nil), 1, postgres.WithMigrations(bad)); err == nil {
+		pool.Close()
+		t.Error("Open(WithMigrations(broken)) = nil; want the migration's error")
 	}
 }

@@ -9,8 +9,10 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -176,4 +178,49 @@ func RefusingAddr(t testing.TB) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// CheckLogHides fails t when config, logged the way run logs it at
+// start-up (the "config" attribute of a JSON record), shows any of
+// secrets. It returns the record, for checks of what it does show.
+func CheckLogHides(t testing.TB, config slog.LogValuer, secrets ...string) string {
+	t.Helper()
+	var b strings.Builder
+	slog.New(slog.NewJSONHandler(&b, nil)).Info("starting", "config", config)
+	for _, secret := range secrets {
+		if strings.Contains(b.String(), secret) {
+			t.Errorf("start-up log %s shows the secret %q", b.String(), secret)
+		}
+	}
+	return b.String()
+}
+
+// WaitFor polls cond until it holds, and fails t when it does not within
+// the bounded wait, naming what it waited for.
+func WaitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	waitFor(t, within, what, cond, func() {})
+}
+
+// WaitFor is the package's WaitFor for a condition on the running service:
+// it also fails t at once when run returns meanwhile.
+func (s *Service) WaitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	waitFor(t, within, what, cond, func() {
+		if exited, err := s.Exited(); exited {
+			t.Fatalf("run returned while waiting for %s: %v", what, err)
+		}
+	})
+}
+
+func waitFor(t testing.TB, within time.Duration, what string, cond func() bool, check func()) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		check()
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

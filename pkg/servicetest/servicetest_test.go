@@ -2,6 +2,7 @@ package servicetest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -104,5 +105,71 @@ func TestRefusingAddr(t *testing.T) {
 	if err == nil {
 		resp.Body.Close()
 		t.Fatalf("GET %s answered %d; want a failed connection", addr, resp.StatusCode)
+	}
+}
+
+// fatalRecorder is a testing.TB whose Fatalf records the message and ends
+// the goroutine, as testing's does.
+type fatalRecorder struct {
+	testing.TB
+	msg string
+}
+
+func (r *fatalRecorder) Helper() {}
+
+func (r *fatalRecorder) Fatalf(format string, args ...any) {
+	r.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+// TestWaitFor: it returns once the condition holds, and fails naming what
+// it waited for when the condition never does.
+func TestWaitFor(t *testing.T) {
+	t.Parallel()
+	calls := 0
+	WaitFor(t, time.Minute, "the third call", func() bool { calls++; return calls == 3 })
+	if calls != 3 {
+		t.Errorf("WaitFor returned after %d calls; want 3", calls)
+	}
+
+	r := &fatalRecorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		WaitFor(r, 30*time.Millisecond, "nothing", func() bool { return false })
+	}()
+	<-done
+	if want := "timed out after 30ms waiting for nothing"; r.msg != want {
+		t.Errorf("WaitFor(never) failed with %q; want %q", r.msg, want)
+	}
+}
+
+// TestService_WaitFor: a wait on a service that stops by itself fails at
+// once, saying so, instead of at its deadline.
+func TestService_WaitFor(t *testing.T) {
+	t.Parallel()
+	quit := make(chan struct{})
+	srv := Start(t, func(ctx context.Context, stdout io.Writer) error {
+		log := slog.New(slog.NewJSONHandler(stdout, nil))
+		ctx, cancel := context.WithCancel(ctx)
+		go func() { <-quit; cancel() }()
+		return web.ListenAndServe(ctx, "127.0.0.1:0", 0, http.NotFoundHandler(), log)
+	})
+	srv.WaitFor(t, time.Minute, "a true condition", func() bool { return true })
+	close(quit)
+
+	r := &fatalRecorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.WaitFor(r, time.Hour, "nothing", func() bool { return false })
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("WaitFor on a stopped service still waits after a minute")
+	}
+	if want := "run returned while waiting for nothing: <nil>"; r.msg != want {
+		t.Errorf("WaitFor(stopped) failed with %q; want %q", r.msg, want)
 	}
 }

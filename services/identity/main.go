@@ -18,8 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/pkg/env"
 	"github.com/orderflow/orderflow/pkg/postgres"
@@ -150,11 +148,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer tel.Close(ctx, log)
-	pool, err := openDB(ctx, tel, cfg.databaseURL, cfg.dbMaxConns)
+	schema, err := migrations.For("identity")
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.dbMaxConns,
+		postgres.WithTracer(tel.PgxTracer("identity")), postgres.WithMigrations(schema))
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	if err := tel.ObservePool(pool, "identity"); err != nil {
+		return err
+	}
 	// Redis only holds the login allowances: when it is down, logins are
 	// not limited (and counted), they do not fail.
 	rdb, err := redisconn.Open(cfg.redisURL, 0)
@@ -186,21 +192,4 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	return web.ListenAndServe(ctx, cfg.addr, cfg.shutdownDrain, tel.Middleware(web.ClientAddr(cfg.trustedProxies)(handler)), log)
-}
-
-// openDB opens the identity database's pool, instrumented, and migrates it.
-func openDB(ctx context.Context, tel *telemetry.Telemetry, url string, maxConns int) (*pgxpool.Pool, error) {
-	fsys, err := migrations.For("identity")
-	if err != nil {
-		return nil, fmt.Errorf("migrations: %w", err)
-	}
-	pool, err := postgres.Open(ctx, url, maxConns, postgres.WithTracer(tel.PgxTracer("identity")))
-	if err != nil {
-		return nil, err
-	}
-	if err := errors.Join(tel.ObservePool(pool, "identity"), postgres.Migrate(ctx, pool, fsys)); err != nil {
-		pool.Close()
-		return nil, err
-	}
-	return pool, nil
 }

@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/orderflow/orderflow/migrations"
@@ -166,11 +165,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer tel.Close(ctx, log)
-	pool, err := openDB(ctx, tel, cfg.databaseURL, cfg.dbMaxConns)
+	schema, err := migrations.For("inventory")
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.dbMaxConns,
+		postgres.WithTracer(tel.PgxTracer("inventory")), postgres.WithMigrations(schema))
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	if err := tel.ObservePool(pool, "inventory"); err != nil {
+		return err
+	}
 	store := inventory.NewStore(pool)
 	if cfg.seedProducts > 0 {
 		n, err := store.Seed(ctx, cfg.seedProducts)
@@ -200,23 +207,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			retention.Run(ctx, time.Hour, log, retention.Job{Name: "reservations",
 				Keep: inventory.ReservationRetention, Delete: store.PurgeReservations})
 		})
-}
-
-// openDB opens the inventory database's pool, instrumented, and migrates it.
-func openDB(ctx context.Context, tel *telemetry.Telemetry, url string, maxConns int) (*pgxpool.Pool, error) {
-	fsys, err := migrations.For("inventory")
-	if err != nil {
-		return nil, fmt.Errorf("migrations: %w", err)
-	}
-	pool, err := postgres.Open(ctx, url, maxConns, postgres.WithTracer(tel.PgxTracer("inventory")))
-	if err != nil {
-		return nil, err
-	}
-	if err := errors.Join(tel.ObservePool(pool, "inventory"), postgres.Migrate(ctx, pool, fsys)); err != nil {
-		pool.Close()
-		return nil, err
-	}
-	return pool, nil
 }
 
 // newHandler is the HTTP API behind token verification and the per-caller

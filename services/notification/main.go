@@ -19,7 +19,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/pkg/auth"
@@ -151,11 +150,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer tel.Close(ctx, log)
-	pool, err := openDB(ctx, tel, cfg.databaseURL, cfg.dbMaxConns)
+	schema, err := migrations.For("notification")
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.dbMaxConns,
+		postgres.WithTracer(tel.PgxTracer("notifications")), postgres.WithMigrations(schema))
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	if err := tel.ObservePool(pool, "notifications"); err != nil {
+		return err
+	}
 	client, err := queue.NewClient(ctx, cfg.sqs)
 	if err != nil {
 		return err
@@ -168,17 +175,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	queues := []string{cfg.invoiceQueue, cfg.emailQueue}
-	h := notification.NewHandler(log, svc, map[string]web.Check{
-		"postgres": svc.Ready,
-		"sqs": func(ctx context.Context) error {
-			for _, name := range queues {
-				if _, err := client.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(name)}); err != nil {
-					return fmt.Errorf("queue %s: %w", name, err)
-				}
-			}
-			return nil
-		},
-	}, tel.MetricsHandler(), verifier.Authenticate)
+	h := notification.NewHandler(log, svc, map[string]web.Check{"postgres": svc.Ready, "sqs": queuesExist(client, queues)},
+		tel.MetricsHandler(), verifier.Authenticate)
 	consume := func(name, queueName string, handle notification.HandlerFunc) func(context.Context) {
 		return func(ctx context.Context) { runConsumer(ctx, cfg, tel, client, name, queueName, handle, log) }
 	}
@@ -194,22 +192,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		})
 }
 
-// openDB opens the notifications database's pool, instrumented, and
-// migrates it.
-func openDB(ctx context.Context, tel *telemetry.Telemetry, url string, maxConns int) (*pgxpool.Pool, error) {
-	fsys, err := migrations.For("notification")
-	if err != nil {
-		return nil, fmt.Errorf("migrations: %w", err)
+// queuesExist is the readiness check of SQS: each of the queues the workers
+// consume can be found.
+func queuesExist(client *sqs.Client, queues []string) web.Check {
+	return func(ctx context.Context) error {
+		for _, name := range queues {
+			if _, err := client.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(name)}); err != nil {
+				return fmt.Errorf("queue %s: %w", name, err)
+			}
+		}
+		return nil
 	}
-	pool, err := postgres.Open(ctx, url, maxConns, postgres.WithTracer(tel.PgxTracer("notifications")))
-	if err != nil {
-		return nil, err
-	}
-	if err := errors.Join(tel.ObservePool(pool, "notifications"), postgres.Migrate(ctx, pool, fsys)); err != nil {
-		pool.Close()
-		return nil, err
-	}
-	return pool, nil
 }
 
 // runConsumer creates the worker's queue (with its dead-letter queue) and

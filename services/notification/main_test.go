@@ -62,17 +62,6 @@ func getJSON(url, token string, v any) int {
 	return resp.StatusCode
 }
 
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // TestRun starts the whole service on real Postgres, fauxqs and an SMTP
 // listener, feeds both queues one confirmed order and reads the results
 // through the API.
@@ -132,7 +121,7 @@ func TestRun(t *testing.T) {
 		return run(ctx, []string{"notification"}, getenv, stdout, io.Discard)
 	})
 	base := srv.URL
-	waitFor(t, 30*time.Second, "/readyz (queues created)", func() bool { return getJSON(base+"/readyz", "", nil) == http.StatusOK })
+	srv.WaitFor(t, 30*time.Second, "/readyz (queues created)", func() bool { return getJSON(base+"/readyz", "", nil) == http.StatusOK })
 
 	e := events.Order{
 		ID:         uuid.Must(uuid.NewV7()).String(),
@@ -165,7 +154,7 @@ func TestRun(t *testing.T) {
 			OrderID string `json:"order_id"`
 		} `json:"invoices"`
 	}
-	waitFor(t, 30*time.Second, "the invoice", func() bool {
+	srv.WaitFor(t, 30*time.Second, "the invoice", func() bool {
 		return getJSON(base+"/v1/invoices?order_id="+e.OrderID, customer, &invoices) == http.StatusOK && len(invoices.Invoices) == 1
 	})
 	if got := invoices.Invoices[0]; got.Number != 1 || got.OrderID != e.OrderID {
@@ -177,7 +166,7 @@ func TestRun(t *testing.T) {
 			Kind string `json:"kind"`
 		} `json:"emails"`
 	}
-	waitFor(t, 30*time.Second, "the e-mail", func() bool {
+	srv.WaitFor(t, 30*time.Second, "the e-mail", func() bool {
 		return getJSON(base+"/v1/emails?order_id="+e.OrderID, customer, &emails) == http.StatusOK && len(emails.Emails) == 1
 	})
 	if got := emails.Emails[0]; got.To != e.Email || got.Kind != "order_confirmed" {
@@ -188,7 +177,7 @@ func TestRun(t *testing.T) {
 	}
 	// The queues' depth is polled in the background: it shows within a
 	// poll interval of the queues' creation.
-	waitFor(t, 30*time.Second, "orderflow_queue_messages on /metrics", func() bool {
+	srv.WaitFor(t, 30*time.Second, "orderflow_queue_messages on /metrics", func() bool {
 		return strings.Contains(srv.Scrape(t), "\norderflow_queue_messages{")
 	})
 	if metrics := srv.Scrape(t); !strings.Contains(metrics, "\norderflow_messages_processed_total{") ||
@@ -244,7 +233,7 @@ func TestRun_SQSDown(t *testing.T) {
 		return run(ctx, []string{"notification"}, func(k string) string { return vars[k] }, stdout, io.Discard)
 	})
 	base := srv.URL
-	waitFor(t, 30*time.Second, "/healthz", func() bool { return getJSON(base+"/healthz", "", nil) == http.StatusOK })
+	srv.WaitFor(t, 30*time.Second, "/healthz", func() bool { return getJSON(base+"/healthz", "", nil) == http.StatusOK })
 	var problem struct {
 		Checks map[string]string `json:"checks"`
 	}

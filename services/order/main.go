@@ -234,7 +234,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer tel.Close(ctx, log)
-	pool, err := openDB(ctx, tel, cfg.databaseURL, cfg.dbMaxConns)
+	schema, err := migrations.For("order")
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.dbMaxConns,
+		postgres.WithTracer(tel.PgxTracer("orders")), postgres.WithMigrations(schema))
 	if err != nil {
 		return err
 	}
@@ -259,7 +264,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	if err := errors.Join(tel.InstrumentRedis(rdb), outbox.ObserveLag(pool, tel.MeterFor("orderflow/outbox"))); err != nil {
+	if err := errors.Join(tel.ObservePool(pool, "orders"), tel.InstrumentRedis(rdb),
+		outbox.ObserveLag(pool, tel.MeterFor("orderflow/outbox"))); err != nil {
 		return err
 	}
 
@@ -270,30 +276,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		func(ctx context.Context) {
 			_ = queue.WatchDepth(ctx, tel.MeterFor("orderflow/queue"), sqsClient, queues, 5*time.Second)
 		},
-		func(ctx context.Context) {
-			retention.Run(ctx, retentionInterval, log,
-				retention.Job{Name: "idempotency_keys", Keep: order.KeyRetention, Delete: store.PurgeKeys},
-				retention.Job{Name: "outbox", Keep: outboxRetention, Delete: func(ctx context.Context, before time.Time, limit int) (int64, error) {
-					return outbox.Purge(ctx, pool, before, limit)
-				}})
-		})
+		func(ctx context.Context) { retention.Run(ctx, retentionInterval, log, retentionJobs(store, pool)...) })
 }
 
-// openDB opens the orders database's pool, instrumented, and migrates it.
-func openDB(ctx context.Context, tel *telemetry.Telemetry, url string, maxConns int) (*pgxpool.Pool, error) {
-	fsys, err := migrations.For("order")
-	if err != nil {
-		return nil, fmt.Errorf("migrations: %w", err)
+// retentionJobs are the purges of order's rows past their use: idempotency
+// keys past their replay window, outbox rows long since published.
+func retentionJobs(store *order.Store, pool *pgxpool.Pool) []retention.Job {
+	return []retention.Job{
+		{Name: "idempotency_keys", Keep: order.KeyRetention, Delete: store.PurgeKeys},
+		{Name: "outbox", Keep: outboxRetention, Delete: func(ctx context.Context, before time.Time, limit int) (int64, error) {
+			return outbox.Purge(ctx, pool, before, limit)
+		}},
 	}
-	pool, err := postgres.Open(ctx, url, maxConns, postgres.WithTracer(tel.PgxTracer("orders")))
-	if err != nil {
-		return nil, err
-	}
-	if err := errors.Join(tel.ObservePool(pool, "orders"), postgres.Migrate(ctx, pool, fsys)); err != nil {
-		pool.Close()
-		return nil, err
-	}
-	return pool, nil
 }
 
 // newService builds the order service, instrumented, over its downstream

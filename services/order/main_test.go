@@ -118,7 +118,7 @@ func TestRun(t *testing.T) {
 		return run(ctx, []string{"order"}, getenv, stdout, io.Discard)
 	})
 	base := srv.URL
-	waitFor(t, srv, answersOK(base+"/healthz"))
+	srv.WaitFor(t, 30*time.Second, "/healthz", answersOK(base+"/healthz"))
 
 	body := `{"customer_id":"cus_1","email":"a@example.com","items":[{"sku":"SKU-00001","quantity":2}],"payment_method":"pm_card_ok"}`
 	req, _ := http.NewRequest(http.MethodPost, base+"/v1/orders", strings.NewReader(body))
@@ -146,13 +146,13 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	waitFor(t, srv, func() bool {
+	srv.WaitFor(t, 30*time.Second, "the outbox row sent", func() bool {
 		var sent bool
 		err := pool.QueryRow(context.Background(),
 			`SELECT sent_at IS NOT NULL FROM outbox WHERE order_id = $1`, o.ID).Scan(&sent)
 		return err == nil && sent
 	})
-	waitFor(t, srv, answersOK(base+"/readyz"))
+	srv.WaitFor(t, 30*time.Second, "/readyz", answersOK(base+"/readyz"))
 
 	// Each package exports its own instruments on the one /metrics route.
 	metrics := srv.Scrape(t)
@@ -176,22 +176,6 @@ func TestRun(t *testing.T) {
 
 	if err := srv.Stop(t); err != nil {
 		t.Fatalf("run = %v; want nil", err)
-	}
-}
-
-// waitFor polls ok until it holds, failing the test if run returns first or
-// nothing happens for 30 seconds.
-func waitFor(t *testing.T, srv *servicetest.Service, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !ok() {
-		if exited, err := srv.Exited(); exited {
-			t.Fatalf("run returned early: %v", err)
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("timed out waiting")
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

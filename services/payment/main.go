@@ -16,8 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/env"
@@ -179,11 +177,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer tel.Close(ctx, log)
-	pool, err := openDB(ctx, tel, cfg.databaseURL, cfg.dbMaxConns)
+	schema, err := migrations.For("payment")
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.dbMaxConns,
+		postgres.WithTracer(tel.PgxTracer("payments")), postgres.WithMigrations(schema))
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	if err := tel.ObservePool(pool, "payments"); err != nil {
+		return err
+	}
 	store := payment.NewStore(pool)
 	svc, err := newService(cfg, tel, store, log)
 	if err != nil {
@@ -201,23 +207,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			retention.Run(ctx, retentionInterval, log,
 				retention.Job{Name: "idempotency_keys", Keep: payment.KeyRetention, Delete: store.PurgeKeys})
 		})
-}
-
-// openDB opens the payments database's pool, instrumented, and migrates it.
-func openDB(ctx context.Context, tel *telemetry.Telemetry, url string, maxConns int) (*pgxpool.Pool, error) {
-	fsys, err := migrations.For("payment")
-	if err != nil {
-		return nil, fmt.Errorf("migrations: %w", err)
-	}
-	pool, err := postgres.Open(ctx, url, maxConns, postgres.WithTracer(tel.PgxTracer("payments")))
-	if err != nil {
-		return nil, err
-	}
-	if err := errors.Join(tel.ObservePool(pool, "payments"), postgres.Migrate(ctx, pool, fsys)); err != nil {
-		pool.Close()
-		return nil, err
-	}
-	return pool, nil
 }
 
 // newService builds the payment service over its provider client. The

@@ -156,14 +156,7 @@ func TestConfig_LogValue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var b strings.Builder
-	slog.New(slog.NewJSONHandler(&b, nil)).Info("starting", "config", c)
-	for _, secret := range []string{"dbsecret", "apisecret"} {
-		if strings.Contains(b.String(), secret) {
-			t.Errorf("start-up log %s shows the secret %q", b.String(), secret)
-		}
-	}
-	if !strings.Contains(b.String(), `"provider_api_key":"***"`) {
-		t.Errorf("start-up log %s does not say the provider API key is set", b.String())
+	if line := servicetest.CheckLogHides(t, c, "dbsecret", "apisecret"); !strings.Contains(line, `"provider_api_key":"***"`) {
+		t.Errorf("start-up log %s does not say the provider API key is set", line)
 	}
 }

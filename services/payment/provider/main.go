@@ -20,8 +20,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/pkg/env"
 	"github.com/orderflow/orderflow/pkg/postgres"
@@ -125,11 +123,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer tel.Close(ctx, log)
-	pool, err := openDB(ctx, tel, cfg.databaseURL, cfg.dbMaxConns)
+	schema, err := migrations.For("provider")
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.dbMaxConns,
+		postgres.WithTracer(tel.PgxTracer("provider")), postgres.WithMigrations(schema))
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	if err := tel.ObservePool(pool, "provider"); err != nil {
+		return err
+	}
 	store := provider.NewStore(pool)
 	sim := provider.NewSimulator(cfg.sim, store)
 	handler := provider.NewHandler(log, sim, map[string]web.Check{"postgres": store.Ping}, tel.MetricsHandler(), cfg.apiKey)
@@ -144,22 +150,4 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	srv.WriteTimeout = time.Duration(provider.MaxLatencyMS)*time.Millisecond + 10*time.Second
 	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	return web.Serve(ctx, srv, log, 10*time.Second)
-}
-
-// openDB opens the provider's ledger database's pool, instrumented, and
-// migrates it.
-func openDB(ctx context.Context, tel *telemetry.Telemetry, url string, maxConns int) (*pgxpool.Pool, error) {
-	fsys, err := migrations.For("provider")
-	if err != nil {
-		return nil, fmt.Errorf("migrations: %w", err)
-	}
-	pool, err := postgres.Open(ctx, url, maxConns, postgres.WithTracer(tel.PgxTracer("provider")))
-	if err != nil {
-		return nil, err
-	}
-	if err := errors.Join(tel.ObservePool(pool, "provider"), postgres.Migrate(ctx, pool, fsys)); err != nil {
-		pool.Close()
-		return nil, err
-	}
-	return pool, nil
 }

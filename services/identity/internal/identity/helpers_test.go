@@ -49,12 +49,7 @@ func newFakeHydra(t *testing.T) *fakeHydra {
 		_, _ = io.WriteString(w, `{"status":"ok"}`)
 	})
 	mux.HandleFunc("GET /admin/oauth2/auth/requests/login", func(w http.ResponseWriter, r *http.Request) {
-		ch := r.URL.Query().Get("login_challenge")
-		f.mu.Lock()
-		lr, ok := f.logins[ch]
-		done := f.handled[ch]
-		f.mu.Unlock()
-		f.answer(w, ch, ok, done, lr)
+		serveRequest(f, w, r.URL.Query().Get("login_challenge"), f.logins)
 	})
 	mux.HandleFunc("PUT /admin/oauth2/auth/requests/login/accept", func(w http.ResponseWriter, r *http.Request) {
 		ch := r.URL.Query().Get("login_challenge")
@@ -66,23 +61,10 @@ func newFakeHydra(t *testing.T) *fakeHydra {
 			http.Error(w, `{"error":"invalid_request"}`, http.StatusBadRequest)
 			return
 		}
-		f.mu.Lock()
-		_, ok := f.logins[ch]
-		done := f.handled[ch]
-		if ok && !done {
-			f.accepted[ch] = body.Subject
-			f.handled[ch] = true
-		}
-		f.mu.Unlock()
-		f.answer(w, ch, ok, done, redirect{RedirectTo: "http://hydra.test/oauth2/auth?login_verifier=" + ch})
+		settle(f, w, ch, f.logins, func() { f.accepted[ch] = body.Subject }, "http://hydra.test/oauth2/auth?login_verifier="+ch)
 	})
 	mux.HandleFunc("GET /admin/oauth2/auth/requests/consent", func(w http.ResponseWriter, r *http.Request) {
-		ch := r.URL.Query().Get("consent_challenge")
-		f.mu.Lock()
-		cr, ok := f.consents[ch]
-		done := f.handled[ch]
-		f.mu.Unlock()
-		f.answer(w, ch, ok, done, cr)
+		serveRequest(f, w, r.URL.Query().Get("consent_challenge"), f.consents)
 	})
 	mux.HandleFunc("PUT /admin/oauth2/auth/requests/consent/accept", func(w http.ResponseWriter, r *http.Request) {
 		ch := r.URL.Query().Get("consent_challenge")
@@ -94,15 +76,8 @@ func newFakeHydra(t *testing.T) *fakeHydra {
 			http.Error(w, `{"error":"invalid_request"}`, http.StatusBadRequest)
 			return
 		}
-		f.mu.Lock()
-		_, ok := f.consents[ch]
-		done := f.handled[ch]
-		if ok && !done {
-			f.granted[ch] = [2][]string{body.GrantScope, body.GrantAudience}
-			f.handled[ch] = true
-		}
-		f.mu.Unlock()
-		f.answer(w, ch, ok, done, redirect{RedirectTo: "http://hydra.test/oauth2/auth?consent_verifier=" + ch})
+		settle(f, w, ch, f.consents, func() { f.granted[ch] = [2][]string{body.GrantScope, body.GrantAudience} },
+			"http://hydra.test/oauth2/auth?consent_verifier="+ch)
 	})
 	mux.HandleFunc("PUT /admin/oauth2/auth/requests/consent/reject", func(w http.ResponseWriter, r *http.Request) {
 		ch := r.URL.Query().Get("consent_challenge")
@@ -110,19 +85,36 @@ func newFakeHydra(t *testing.T) *fakeHydra {
 			Error string `json:"error"`
 		}
 		_ = json.NewDecoder(r.Body).Decode(&body)
-		f.mu.Lock()
-		_, ok := f.consents[ch]
-		done := f.handled[ch]
-		if ok && !done {
-			f.rejected[ch] = body.Error
-			f.handled[ch] = true
-		}
-		f.mu.Unlock()
-		f.answer(w, ch, ok, done, redirect{RedirectTo: "http://client.test/callback?error=" + body.Error})
+		settle(f, w, ch, f.consents, func() { f.rejected[ch] = body.Error }, "http://client.test/callback?error="+body.Error)
 	})
 	f.srv = httptest.NewServer(mux)
 	t.Cleanup(f.srv.Close)
 	return f
+}
+
+// serveRequest answers Hydra's GET of the login or consent request ch, one
+// of requests.
+func serveRequest[T any](f *fakeHydra, w http.ResponseWriter, ch string, requests map[string]T) {
+	f.mu.Lock()
+	req, ok := requests[ch]
+	done := f.handled[ch]
+	f.mu.Unlock()
+	f.answer(w, ch, ok, done, req)
+}
+
+// settle answers an accept or reject of ch, one of requests, redirecting to
+// to: the first one for a known challenge is recorded (under f.mu) and
+// handles it, as Hydra does.
+func settle[T any](f *fakeHydra, w http.ResponseWriter, ch string, requests map[string]T, record func(), to string) {
+	f.mu.Lock()
+	_, ok := requests[ch]
+	done := f.handled[ch]
+	if ok && !done {
+		record()
+		f.handled[ch] = true
+	}
+	f.mu.Unlock()
+	f.answer(w, ch, ok, done, redirect{RedirectTo: to})
 }
 
 // answer writes v, or Hydra's 404 for an unknown challenge, or its 410 for
@@ -193,6 +185,8 @@ func testRedis(t *testing.T) *redis.Client {
 type fixture struct {
 	hydra *fakeHydra
 	svc   *Service
+	csrf  *CSRF
+	h     http.Handler
 	srv   *httptest.Server
 }
 
@@ -217,7 +211,7 @@ func newFixture(t *testing.T, loginRate int) *fixture {
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &fixture{hydra: hydra, svc: svc, srv: srv}
+	return &fixture{hydra: hydra, svc: svc, csrf: csrf, h: h, srv: srv}
 }
 
 // browser returns a client with its own cookie jar that does not follow

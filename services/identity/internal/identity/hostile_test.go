@@ -1,7 +1,6 @@
 package identity
 
 import (
-	"log/slog"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -9,8 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/orderflow/orderflow/migrations"
-	"github.com/orderflow/orderflow/pkg/dbtest"
 	"github.com/orderflow/orderflow/pkg/web"
 	"github.com/orderflow/orderflow/pkg/web/webtest"
 )
@@ -24,25 +21,10 @@ import (
 // route.
 func TestHostile(t *testing.T) {
 	t.Parallel()
-	fsys, err := migrations.For("identity")
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	hydra := newFakeHydra(t)
 	// A limit high enough that hostile attempts reach the password check,
 	// with its Redis keys counted on the way.
-	limiter := NewLoginLimiter(testRedis(t), "identity-test:"+NewBrowserID()+":", 1_000_000, log)
-	svc := NewService(log, NewStore(dbtest.NewPool(t, fsys)), NewHydra(hydra.srv.URL, hydra.srv.Client()),
-		NewHasher(testParams, 2), limiter)
-	csrf, err := NewCSRF(strings.Repeat("test-key-", 4))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := NewHandler(log, svc, csrf, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newFixture(t, 1_000_000)
+	svc, hydra, csrf := f.svc, f.hydra, f.csrf
 
 	in, problems := SignUp{Email: "ada@example.com", Password: "correct horse", Name: "Ada"}.Normalize()
 	if len(problems) > 0 {
@@ -64,7 +46,7 @@ func TestHostile(t *testing.T) {
 	consent := url.Values{"consent_challenge": {consentCh}, "csrf_token": {csrf.Token(PurposeConsent, consentCh, browser)},
 		"decision": {"deny"}}
 
-	webtest.Run(t, h, webtest.Config{
+	webtest.Run(t, f.h, webtest.Config{
 		Wrap: web.ClientAddr([]netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}),
 		Routes: []webtest.Route{
 			{Method: "GET", Pattern: "/healthz"},

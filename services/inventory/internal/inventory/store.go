@@ -90,11 +90,7 @@ LIMIT $2`
 	if err != nil {
 		return nil, fmt.Errorf("select products: %w", err)
 	}
-	ps, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Product, error) {
-		var p Product
-		err := row.Scan(&p.SKU, &p.Name, &p.PriceCents, &p.Currency, &p.Available)
-		return p, err
-	})
+	ps, err := pgx.CollectRows(rows, scanProduct)
 	if err != nil {
 		return nil, fmt.Errorf("select products: %w", err)
 	}
@@ -182,11 +178,7 @@ FOR UPDATE`
 	if err != nil {
 		return nil, fmt.Errorf("lock products: %w", err)
 	}
-	locked, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Product, error) {
-		var p Product
-		err := row.Scan(&p.SKU, &p.Name, &p.PriceCents, &p.Currency, &p.Available)
-		return p, err
-	})
+	locked, err := pgx.CollectRows(rows, scanProduct)
 	if err != nil {
 		return nil, fmt.Errorf("lock products: %w", err)
 	}
@@ -464,4 +456,12 @@ DELETE FROM reservations WHERE order_id IN (
 		return 0, fmt.Errorf("purge reservations: %w", err)
 	}
 	return tag.RowsAffected(), nil
+}
+
+// scanProduct reads a row of sku, name, price_cents, currency, available:
+// the columns of every product query, in that order.
+func scanProduct(row pgx.CollectableRow) (Product, error) {
+	var p Product
+	err := row.Scan(&p.SKU, &p.Name, &p.PriceCents, &p.Currency, &p.Available)
+	return p, err
 }

@@ -158,18 +158,6 @@ func startConsumer(t *testing.T, c *sqs.Client, q queue.Queue, visibility time.D
 	return cons, stop
 }
 
-// waitFor polls cond until it holds or the bounded wait runs out.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // queueEmpty reports whether the queue has no visible or in-flight message.
 func queueEmpty(t *testing.T, c *sqs.Client, url string) bool {
 	t.Helper()

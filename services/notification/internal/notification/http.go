@@ -1,6 +1,7 @@
 package notification
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -66,34 +67,22 @@ func orderIDParam(r *http.Request) (string, error) {
 	return v, nil
 }
 
+// handleInvoiceList answers GET /v1/invoices?order_id=: the caller's
+// invoices of one order.
 func handleInvoiceList(log *slog.Logger, svc *Service) http.Handler {
-	type response struct {
-		Invoices []invoiceResponse `json:"invoices"`
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		orderID, err := orderIDParam(r)
-		if err != nil {
-			writeError(w, r, log, err)
-			return
-		}
-		caller, _ := auth.FromContext(r.Context())
-		invs, err := svc.Invoices(r.Context(), caller, orderID)
-		if err != nil {
-			writeError(w, r, log, err)
-			return
-		}
-		resp := response{Invoices: make([]invoiceResponse, len(invs))}
-		for i, inv := range invs {
-			resp.Invoices[i] = newInvoiceResponse(inv)
-		}
-		web.WriteJSON(w, http.StatusOK, resp)
-	})
+	return handleOrderList(log, "invoices", svc.Invoices, newInvoiceResponse)
 }
 
+// handleEmailList answers GET /v1/emails?order_id=: the e-mails sent to the
+// caller about one order.
 func handleEmailList(log *slog.Logger, svc *Service) http.Handler {
-	type response struct {
-		Emails []emailResponse `json:"emails"`
-	}
+	return handleOrderList(log, "emails", svc.SentEmails, newEmailResponse)
+}
+
+// handleOrderList is the shape both reads share: what list finds for the
+// caller and the order_id parameter, each rendered by render, as the one
+// array member key of the body.
+func handleOrderList[T, R any](log *slog.Logger, key string, list func(context.Context, auth.Principal, string) ([]T, error), render func(T) R) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		orderID, err := orderIDParam(r)
 		if err != nil {
@@ -101,16 +90,16 @@ func handleEmailList(log *slog.Logger, svc *Service) http.Handler {
 			return
 		}
 		caller, _ := auth.FromContext(r.Context())
-		ems, err := svc.SentEmails(r.Context(), caller, orderID)
+		found, err := list(r.Context(), caller, orderID)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
-		resp := response{Emails: make([]emailResponse, len(ems))}
-		for i, em := range ems {
-			resp.Emails[i] = newEmailResponse(em)
+		items := make([]R, len(found))
+		for i, v := range found {
+			items[i] = render(v)
 		}
-		web.WriteJSON(w, http.StatusOK, resp)
+		web.WriteJSON(w, http.StatusOK, map[string][]R{key: items})
 	})
 }
 

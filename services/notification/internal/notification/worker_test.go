@@ -17,6 +17,7 @@ import (
 
 	"github.com/orderflow/orderflow/pkg/events"
 	"github.com/orderflow/orderflow/pkg/queue"
+	"github.com/orderflow/orderflow/pkg/servicetest"
 	"github.com/orderflow/orderflow/pkg/smtptest"
 	"github.com/orderflow/orderflow/services/notification/internal/notification"
 )
@@ -54,7 +55,7 @@ func (w *workers) drain(t *testing.T) {
 	t.Helper()
 	startConsumer(t, w.c, w.invQ, testVisibility, w.svc.HandleInvoice)
 	startConsumer(t, w.c, w.mailQ, testVisibility, w.svc.HandleEmail)
-	waitFor(t, 30*time.Second, "both queues drained", func() bool {
+	servicetest.WaitFor(t, 30*time.Second, "both queues drained", func() bool {
 		return queueEmpty(t, w.c, w.invQ.URL) && queueEmpty(t, w.c, w.mailQ.URL)
 	})
 }
@@ -270,7 +271,7 @@ func TestWorkers_SMTPDown(t *testing.T) {
 	sendEvent(t, c, q.URL, e)
 	startConsumer(t, c, q, testVisibility, svc.HandleEmail)
 
-	waitFor(t, 30*time.Second, "two refused sends", func() bool { return smtp.Rejected() >= 2 })
+	servicetest.WaitFor(t, 30*time.Second, "two refused sends", func() bool { return smtp.Rejected() >= 2 })
 	if queueEmpty(t, c, q.URL) {
 		t.Fatal("the queue is empty while SMTP refuses; want the message kept")
 	}
@@ -279,7 +280,7 @@ func TestWorkers_SMTPDown(t *testing.T) {
 	}
 
 	smtp.FailData(false)
-	waitFor(t, 30*time.Second, "the e-mail sent and the queue drained", func() bool {
+	servicetest.WaitFor(t, 30*time.Second, "the e-mail sent and the queue drained", func() bool {
 		return len(smtp.Messages()) == 1 && queueEmpty(t, c, q.URL)
 	})
 	if n := len(smtp.Messages()); n != 1 {
@@ -338,13 +339,13 @@ func TestConsumer_BatchedDeletes(t *testing.T) {
 		handled[e.ID]++
 		return nil
 	})
-	waitFor(t, 20*time.Second, "all 25 handled", func() bool {
+	servicetest.WaitFor(t, 20*time.Second, "all 25 handled", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(handled) == n
 	})
 	stop() // flushes whatever batch is still waiting
-	waitFor(t, 10*time.Second, "queue empty", func() bool { return queueEmpty(t, c, q.URL) })
+	servicetest.WaitFor(t, 10*time.Second, "queue empty", func() bool { return queueEmpty(t, c, q.URL) })
 	// Past the visibility timeout: an undeleted message would be back.
 	time.Sleep(testVisibility + 500*time.Millisecond)
 	if !queueEmpty(t, c, q.URL) {

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderflow/orderflow/pkg/resilience"
+	"github.com/orderflow/orderflow/pkg/servicetest"
 )
 
 func TestBackoffCeiling(t *testing.T) {
@@ -363,7 +364,7 @@ func TestRunRecovery_HangingCompensationDoesNotHoldTheLoop(t *testing.T) {
 	// A saga dies now: its order must be failed, and compensated, in the
 	// next rounds, not after the hanging refund's minute.
 	stale := insertOrder(t, h, "stale", time.Now().Add(-time.Hour))
-	waitFor(t, 3*time.Second, "the dead saga's order failed and compensated while another compensation hangs", func() bool {
+	servicetest.WaitFor(t, 3*time.Second, "the dead saga's order failed and compensated while another compensation hangs", func() bool {
 		got := h.order(t, stale)
 		return got.Status == StatusFailed && got.CompensateAfter == nil
 	})
@@ -490,13 +491,13 @@ func TestRunRecovery_HangingSlotsDoNotDelayFailStale(t *testing.T) {
 	dueCompensations(t, h, 2*slots)
 
 	stop := h.runRecovery(t, interval)
-	waitFor(t, 5*time.Second, "every slot holds a hanging release", func() bool {
+	servicetest.WaitFor(t, 5*time.Second, "every slot holds a hanging release", func() bool {
 		now, _ := h.inv.Releasing()
 		return now == slots
 	})
 	for i := range 3 {
 		stale := insertOrder(t, h, fmt.Sprintf("stale-%d", i), time.Now().Add(-time.Hour))
-		waitFor(t, 40*interval, "dead saga "+stale+" failed", func() bool {
+		servicetest.WaitFor(t, 40*interval, "dead saga "+stale+" failed", func() bool {
 			return h.order(t, stale).Status == StatusFailed
 		})
 	}
@@ -506,19 +507,6 @@ func TestRunRecovery_HangingSlotsDoNotDelayFailStale(t *testing.T) {
 	}
 	if n := h.count(t, `SELECT count(*) FROM orders WHERE compensation_attempts > 0`); n != 0 {
 		t.Errorf("%d compensations counted a failed attempt; want none (cut short by the stop)", n)
-	}
-}
-
-// waitFor polls cond every 10 ms until it holds, and fails the test if it
-// does not within the bounded wait.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

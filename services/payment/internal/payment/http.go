@@ -1,6 +1,7 @@
 package payment
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -116,19 +117,7 @@ func handlePaymentCreate(log *slog.Logger, svc *Service) http.Handler {
 }
 
 func handlePaymentGet(log *slog.Logger, svc *Service) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, ok := parseID(chi.URLParam(r, "id"))
-		if !ok {
-			writeError(w, r, log, ErrNotFound)
-			return
-		}
-		p, err := svc.Get(r.Context(), id)
-		if err != nil {
-			writeError(w, r, log, err)
-			return
-		}
-		web.WriteJSON(w, http.StatusOK, toPaymentResponse(p))
-	})
+	return handlePaymentByID(log, svc.Get)
 }
 
 func handlePaymentList(log *slog.Logger, svc *Service) http.Handler {
@@ -154,13 +143,19 @@ func handlePaymentList(log *slog.Logger, svc *Service) http.Handler {
 }
 
 func handlePaymentRefund(log *slog.Logger, svc *Service) http.Handler {
+	return handlePaymentByID(log, svc.Refund)
+}
+
+// handlePaymentByID answers with the payment of the path's id as use, a
+// read or a change, returns it; an id that is no UUID is no payment.
+func handlePaymentByID(log *slog.Logger, use func(ctx context.Context, id string) (Payment, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, ok := parseID(chi.URLParam(r, "id"))
 		if !ok {
 			writeError(w, r, log, ErrNotFound)
 			return
 		}
-		p, err := svc.Refund(r.Context(), id)
+		p, err := use(r.Context(), id)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
