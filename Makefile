@@ -46,8 +46,8 @@ fuzz: ## run each fuzz target for FUZZTIME (default 20s)
 logs: ## follow the logs of make dev's processes
 	@tail -F .dev/logs/*.log
 
-test-faults: ## the fault suite: 13 faults under load (Toxiproxy, SIGKILL), invariants and money conservation checked against the databases (~5 min)
-	@scripts/test-faults.sh
+test-faults: ## the fault suite: 13 faults under load (Toxiproxy, SIGKILL) with invariants and money conservation (~4 min), then each fault's alert proven in Prometheus and Alertmanager (~16 min); PHASE=invariants|alerts runs one
+	@scripts/test-faults.sh $(if $(filter invariants,$(PHASE)),-run '^TestFaults$$')$(if $(filter alerts,$(PHASE)),-run '^TestFaultAlerts$$')
 
 test-rolling: ## 3 order + 3 inventory replicas behind HAProxy, restarted one by one under load: zero failed requests (~90 s)
 	@scripts/deps.sh && go test -tags rolling -count=1 -run TestRollingRestart -v ./test/rolling/

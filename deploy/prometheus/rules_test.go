@@ -444,6 +444,13 @@ func servedNames(t *testing.T) map[string]bool {
 	if _, err := pool.Exec(ctx, "SELECT 1"); err != nil {
 		t.Fatalf("SELECT 1: %v", err)
 	}
+	// A connection refused, for the error counters DatabaseUnavailable
+	// reads: nothing listens on port 1.
+	if refused, err := postgres.Open(ctx, "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=2", 1,
+		postgres.WithTracer(libs.PgxTracer("refused"))); err == nil {
+		_, _ = refused.Exec(ctx, "SELECT 1")
+		refused.Close()
+	}
 	rdb, err := redisconn.Open("redis://127.0.0.1:6379/0", 2)
 	if err != nil {
 		t.Fatal(err)

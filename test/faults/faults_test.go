@@ -3,15 +3,16 @@
 package faults
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
 
-// TestFaults is the whole fault suite (`make test-faults`): thirteen faults
-// one after the other on one stack, with the services' default policies,
-// 20 orders/s.
+// TestFaults is the fault suite's first phase (`make test-faults`):
+// thirteen faults one after the other on one stack, with the services'
+// default policies, 20 orders/s, every invariant checked after each.
 func TestFaults(t *testing.T) {
-	rows := runSuite(t, nil, 20, 2*time.Second, 3*time.Second, []fault{
+	rows := runSuite(t, suite{rate: 20, warmup: 2 * time.Second, settle: 3 * time.Second, tableEnv: "FAULTS_TABLE"}, []fault{
 		providerOutage(20 * time.Second),
 		providerLatency(10 * time.Second),
 		killInventory(5 * time.Second),
@@ -27,9 +28,96 @@ func TestFaults(t *testing.T) {
 		parkRefund(),
 	})
 	if len(rows) > 0 {
-		t.Logf("order p99 with the provider down, once the breakers opened: %v (target < 100ms)", rows[0].p99Open)
+		t.Logf("order p99 with the provider down, once the breakers opened: %v (printed; speed is the benchmarks' to measure)", rows[0].p99Open)
+		for _, v := range failFastViolations(rows[0]) {
+			t.Errorf("%s: %s", rows[0].fault, v)
+		}
 	}
-	if len(rows) > 0 && rows[0].p99Open > 100*time.Millisecond {
-		t.Errorf("order p99 with the provider down and the breakers open = %v; want < 100ms", rows[0].p99Open)
+}
+
+// TestFaultAlerts is the fault suite's second phase (`make test-faults`),
+// the alert proof: the same faults, at 10 orders/s (fewer failed orders to
+// settle after each longer fault), on a fresh stack with a Prometheus
+// (scraping every 2 s, evaluating every second) and an Alertmanager beside
+// it.
+// Each fault is held until its alert fires, which must happen within the
+// alert's for: plus two scrape intervals of the fault's lead time; the
+// alert must reach Alertmanager, be mailed, and resolve after the heal;
+// and no cause alert other than the fault's own and those it is known to
+// cause may fire. Every invariant is checked after each fault here too.
+func TestFaultAlerts(t *testing.T) {
+	breaker := func(job, downstream string) alertMatch {
+		return alertMatch{name: "CircuitBreakerOpen", labels: map[string]string{"job": job, "downstream": downstream}}
 	}
+	down := func(job string) alertMatch {
+		return alertMatch{name: "ServiceDown", labels: map[string]string{"job": job}}
+	}
+	dbDown := func(job string) alertMatch {
+		return alertMatch{name: "DatabaseUnavailable", labels: map[string]string{"job": job}}
+	}
+	// The breakers close 5 s after the heal at the earliest (their delay)
+	// and after two good probes; 30 s leaves room for a probe that fails.
+	const breakerResolve = 30 * time.Second
+	runSuite(t, suite{rate: 10, warmup: 2 * time.Second, settle: 3 * time.Second, watch: true, tableEnv: "FAULTS_ALERT_TABLE"}, []fault{
+		// The breaker opens after 5 failures of the last 10 calls: within a
+		// second at 10 orders/s, or 5 s once the calls time out.
+		alerting(providerOutage(0), alertWant{alertMatch: breaker("payment", "provider"), lead: 2 * time.Second,
+			resolveWithin: breakerResolve, also: []alertMatch{breaker("order", "payment")}}),
+		// No cause alert holds through a slow provider at this load: the
+		// breaker payment → provider alternated, open for about 10 s and
+		// closed for about 12 s, restarting CircuitBreakerOpen's for: each
+		// time (at 20 orders/s, on earlier code, it stayed open and the
+		// alert fired after 62 s). Held for its phase-1 10 s, it must fire
+		// no cause alert.
+		providerLatency(10 * time.Second),
+		// up is 0 from the first scrape after the kill.
+		// The restarted inventory answers its first reads from Postgres
+		// (80 misses for the 80 products read, in one run), which can keep
+		// the 2m hit ratio under 50% past the fault.
+		alerting(killInventory(0), alertWant{alertMatch: down("inventory"), lead: scrapeInterval,
+			resolveWithin: 10 * time.Second, also: []alertMatch{breaker("order", "inventory"), {name: "CacheHitRatioCollapse"}}}),
+		// Order's and inventory's rate limits both fail open. rate(…[1m]) > 0
+		// needs two samples with an increase between them, and holds for the
+		// minute after the last fail-open.
+		alerting(cutRedis(0), alertWant{alertMatch: alertMatch{name: "RateLimitFailOpen"},
+			lead: 2 * scrapeInterval, resolveWithin: time.Minute + 5*scrapeInterval,
+			also: []alertMatch{{name: "CacheHitRatioCollapse"}}}),
+		// The lag passes the 30 s threshold 30 s into the outage.
+		alerting(cutSQS(0), alertWant{alertMatch: alertMatch{name: "OutboxLag", labels: map[string]string{"job": "order"}},
+			lead: 30*time.Second + scrapeInterval, resolveWithin: 30 * time.Second}),
+		alerting(killNotification(0), alertWant{alertMatch: down("notification"), lead: scrapeInterval,
+			resolveWithin: 10 * time.Second, also: []alertMatch{{name: "QueueBacklog"}}}),
+		// Every service's connections fail; order's own first (it stores
+		// the order before calling anyone), inventory's and payment's only
+		// if a call reaches them. The connect errors' rate needs two
+		// samples; the alert resolves at the first scrape after the pools
+		// reconnect.
+		alerting(cutPostgres(0), alertWant{alertMatch: dbDown("order"), lead: 2 * scrapeInterval,
+			resolveWithin: 15 * time.Second, also: []alertMatch{{name: "DatabaseUnavailable"}, {name: "CircuitBreakerOpen"}}}),
+		alerting(cutPaymentDB(0), alertWant{alertMatch: dbDown("payment"), lead: 2 * scrapeInterval,
+			resolveWithin: 15 * time.Second, also: []alertMatch{breaker("order", "payment")}}),
+		alerting(killProvider(0), alertWant{alertMatch: down("provider"), lead: scrapeInterval,
+			resolveWithin: 10 * time.Second, also: []alertMatch{breaker("payment", "provider"), breaker("order", "payment")}}),
+		// No cause alert maps to a slow database yet: held for 3 minutes,
+		// DatabasePoolSaturated never fired (inventory's pool was 42-64%
+		// in use on average while requests waited 1.3 s per second), and
+		// order's /metrics stopped answering (its scrape-time gauges query
+		// the slow database), so ServiceDown{job="order"} fired instead.
+		// Held for its phase-1 10 s, it must fire no cause alert.
+		slowPostgres(10 * time.Second),
+		alerting(partitionOrderPayment(0), alertWant{alertMatch: breaker("order", "payment"), lead: 5 * time.Second,
+			resolveWithin: breakerResolve}),
+		alerting(killRelay(0), alertWant{alertMatch: down("order"), lead: scrapeInterval, resolveWithin: 10 * time.Second}),
+		alerting(parkRefund(), alertWant{alertMatch: alertMatch{name: "CompensationNeedsAttention", labels: map[string]string{"job": "order"}},
+			lead: scrapeInterval, resolveWithin: 10 * time.Second}),
+	})
+}
+
+// alerting is f held until want fires: f was made with a hold of 0, which
+// its name reads as "until its alert fired".
+func alerting(f fault, want alertWant) fault {
+	f.alert = &want
+	f.name = strings.NewReplacer("after 0s", "once its alert fired", "for 0s", "until its alert fired",
+		" 0s", " until its alert fired").Replace(f.name)
+	return f
 }

@@ -9,8 +9,11 @@
 // with their own tokens, the provider is switched with an admin token.
 //
 // The short version (provider outage and inventory SIGKILL, a few seconds
-// each) is TestFaultsShort and runs in `make test`; the whole suite is
-// TestFaults behind the `faults` build tag, run by `make test-faults`.
+// each) is TestFaultsShort and runs in `make test`; the whole suite, behind
+// the `faults` build tag and run by `make test-faults`, is TestFaults (the
+// invariants) and TestFaultAlerts (the same faults with Prometheus and
+// Alertmanager beside the stack, each held until its alert fires:
+// monitor_test.go).
 package faults
 
 import (
@@ -116,18 +119,43 @@ type stack struct {
 
 	mu    sync.Mutex
 	procs map[string]*process
+
+	// mon, when set, is the Prometheus and Alertmanager watching the
+	// stack: each fault that names an alert is then held until it fires.
+	mon *monitor
+	// prev is the previous fault's alert (nil: none mapped) and name, for
+	// an alert that went pending during it and fires during the next one.
+	prev     *alertWant
+	prevName string
+	// readUnordered: the load reads the products it never orders. With one
+	// read per order over the same 20 products, every order's stock change
+	// invalidates the cached product about as often as it is read, so the
+	// hit ratio stays below 50% and CacheHitRatioCollapse fires on a
+	// healthy stack: true of that load (a shop reads its products far more
+	// often than it sells each), and noise for the alert phase.
+	readUnordered bool
 }
 
 var services = []string{"provider", "inventory", "payment", "notification", "order"}
 
+// freePort returns a port that was free a moment ago, for a process the
+// suite starts and that binds it itself. It is drawn below Linux's
+// ephemeral range (32768-60999): a port from ":0" is one of those, and any
+// outgoing connection on the machine may take it before the service binds
+// it ("bind: address already in use" in a CI run).
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return port
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port in 20000-31999")
+	return 0
 }
 
 // startToxiproxy starts the Toxiproxy server built by TestMain on a free
@@ -471,6 +499,8 @@ type result struct {
 	status  int // 0: transport error
 	orderID string
 	read    bool // a product read, not an order
+	// retryAfter: the answer had a Retry-After header.
+	retryAfter bool
 }
 
 // load sends orders (and a product read with each) at a steady rate until
@@ -485,11 +515,22 @@ type load struct {
 	results []result
 }
 
-// skus is the part of the catalogue the load touches.
+// skus is the part of the catalogue the load orders (and reads, unless
+// the stack reads the unordered products).
 var skus = func() []string {
 	out := make([]string, 20)
 	for i := range out {
 		out[i] = fmt.Sprintf("SKU-%05d", i+1)
+	}
+	return out
+}()
+
+// unorderedSKUs are the other 80 products of the seeded catalogue
+// (INVENTORY_SEED_PRODUCTS=100), which the load never orders.
+var unorderedSKUs = func() []string {
+	out := make([]string, 80)
+	for i := range out {
+		out[i] = fmt.Sprintf("SKU-%05d", len(skus)+i+1)
 	}
 	return out
 }()
@@ -553,6 +594,7 @@ func (l *load) order(i int) {
 		_ = json.NewDecoder(resp.Body).Decode(&m)
 		resp.Body.Close()
 		r.status = resp.StatusCode
+		r.retryAfter = resp.Header.Get("Retry-After") != ""
 		if id, ok := m["id"].(string); ok && r.status == http.StatusCreated {
 			r.orderID = id
 		} else if id, ok := m["order_id"].(string); ok {
@@ -567,7 +609,11 @@ func customerID(i int) string { return fmt.Sprintf("cus_%d", i) }
 // read reads a product, anonymously as a shop's visitors do.
 func (l *load) read(i int) {
 	r := result{sent: time.Now(), read: true}
-	resp, err := l.client.Get(l.s.url("inventory", "/v1/products/"+skus[i%len(skus)]))
+	reads := skus
+	if l.s.readUnordered {
+		reads = unorderedSKUs
+	}
+	resp, err := l.client.Get(l.s.url("inventory", "/v1/products/"+reads[i%len(reads)]))
 	r.latency = time.Since(r.sent)
 	if err == nil {
 		_, _ = io.Copy(io.Discard, resp.Body)
@@ -610,6 +656,10 @@ type fault struct {
 	// held: it checks what this fault in particular must have shown, and
 	// returns what it saw (for the table's last column) and what is broken.
 	verify func(s *stack) (seen string, broken []string)
+	// alert, when set, is the alert the fault must fire. On a stack with a
+	// monitor the fault is then held until that alert fires (instead of
+	// for hold), and must resolve after the heal.
+	alert *alertWant
 }
 
 // row is one line of the fault table.
@@ -625,6 +675,18 @@ type row struct {
 	drain      time.Duration // from the end of the load until every order settled
 	seen       string        // what the fault's own check saw
 	violations []string
+	// failFast are the orders sent once the breaker had opened (fault 1)
+	// that were not answered fast-fail: 503 with Retry-After, or a 409 or
+	// 429 given before payment is called.
+	failFast []string
+
+	// Filled on a stack with a monitor, for a fault with an alert.
+	watched  bool          // the stack had a monitor
+	alert    string        // the alert it must fire, with its for:
+	fired    time.Duration // from the fault in place to the alert firing; 0: never
+	bound    time.Duration // the most fired may be: lead + for: + 2 scrapes
+	resolved time.Duration // from the heal to the alert gone; 0: never
+	also     []string      // the other alerts that fired during the fault
 }
 
 // run drives the load through the fault and checks the invariants.
@@ -634,15 +696,29 @@ func (s *stack) run(f fault, rate int, warmup, settle time.Duration, initial map
 	if f.setup != nil {
 		f.setup(s)
 	}
+	r := row{fault: f.name, byStatus: map[int]int{}}
+	watch := s.mon != nil
+	if watch {
+		// What fires during this fault must be its own doing.
+		if left := s.mon.awaitQuiet(3 * time.Minute); len(left) > 0 {
+			r.violations = append(r.violations, fmt.Sprintf("cause alerts still firing 3m after the previous fault: %v", left))
+		}
+	}
 	l := s.startLoad(rate)
 	time.Sleep(warmup)
 	injected := time.Now()
+	mails := 0
+	if watch {
+		mails = len(s.mon.smtp.Messages())
+	}
 	f.inject(s)
-	time.Sleep(f.hold)
+	if watch && f.alert != nil {
+		r.violations = append(r.violations, s.holdUntilFiring(f.alert, injected, time.Now(), mails, &r)...)
+	} else {
+		time.Sleep(f.hold)
+	}
 	f.heal(s)
 	healed := time.Now()
-
-	r := row{fault: f.name, byStatus: map[int]int{}}
 	// Recovered when an order sent after the heal is confirmed.
 	deadline := healed.Add(90 * time.Second)
 	for r.recover == 0 && time.Now().Before(deadline) {
@@ -656,6 +732,14 @@ func (s *stack) run(f fault, rate int, warmup, settle time.Duration, initial map
 	}
 	if r.recover == 0 {
 		r.violations = append(r.violations, "no order was confirmed within 90s of the heal")
+	}
+	if watch && f.alert != nil && r.fired > 0 {
+		last, ok := s.mon.awaitResolved(f.alert.alertMatch, f.alert.resolveWithin-time.Since(healed))
+		if ok {
+			r.resolved = max(last.Sub(healed), time.Millisecond)
+		} else {
+			r.violations = append(r.violations, fmt.Sprintf("%s still active %v after the heal", f.alert.alertMatch, f.alert.resolveWithin))
+		}
 	}
 	time.Sleep(settle)
 	results := l.halt()
@@ -691,6 +775,19 @@ func (s *stack) run(f fault, rate int, warmup, settle time.Duration, initial map
 		}
 	}
 	r.p99, r.p99Open = p99(during), p99(afterOpen)
+	if !firstFast.IsZero() {
+		for _, res := range results {
+			if res.read || !res.sent.After(firstFast.Add(200*time.Millisecond)) || !res.sent.Before(healed) {
+				continue
+			}
+			fast := (res.status == http.StatusServiceUnavailable && res.retryAfter) ||
+				res.status == http.StatusConflict || res.status == http.StatusTooManyRequests
+			if !fast {
+				r.failFast = append(r.failFast, fmt.Sprintf("+%dms:%d(retry-after %t)",
+					res.sent.Sub(injected).Milliseconds(), res.status, res.retryAfter))
+			}
+		}
+	}
 	var slow []string
 	for _, res := range results {
 		if !res.read && !res.sent.Before(injected) && res.sent.Before(healed) && res.latency > 100*time.Millisecond {
@@ -715,7 +812,77 @@ func (s *stack) run(f fault, rate int, warmup, settle time.Duration, initial map
 	if f.teardown != nil {
 		f.teardown(s)
 	}
+	if watch {
+		r.watched = true
+		r.violations = append(r.violations, s.unrelatedAlerts(f.alert, injected, &r)...)
+		s.prev, s.prevName = f.alert, f.name
+	}
 	return r
+}
+
+// holdUntilFiring keeps the fault in place until its alert fires (for at
+// most lead + for: + two scrape intervals from inPlace), then checks that
+// the alert reached Alertmanager and that Alertmanager mailed it. It
+// returns what is broken.
+func (s *stack) holdUntilFiring(want *alertWant, injected, inPlace time.Time, mails int, r *row) []string {
+	s.t.Helper()
+	rule, ok := s.mon.rules[want.name]
+	if !ok {
+		s.t.Fatalf("%s: no alerting rule %s in deploy/prometheus/rules", r.fault, want.name)
+	}
+	r.alert = fmt.Sprintf("%s (for: %v)", want.alertMatch, rule.forDur)
+	r.bound = want.lead + rule.forDur + 2*scrapeInterval
+	e, ok := s.mon.awaitFiring(want.alertMatch, injected, inPlace.Add(r.bound+pollInterval))
+	if !ok {
+		return []string{fmt.Sprintf("%s did not fire within %v of the fault (lead %v + for: %v + 2 scrape intervals)",
+			want.alertMatch, r.bound, want.lead, rule.forDur)}
+	}
+	r.fired = max(e.fired.Sub(inPlace), 0)
+	var broken []string
+	if err := s.mon.inAlertmanager(want.alertMatch, 10*time.Second); err != nil {
+		broken = append(broken, err.Error())
+	} else if _, err := s.mon.mailed(want.name, mails, 15*time.Second); err != nil {
+		broken = append(broken, err.Error())
+	}
+	return broken
+}
+
+// unrelatedAlerts lists, in r.also, the alerts other than the fault's own
+// that fired from the injection on, and returns as broken those that are
+// neither the fault's own, nor one it may cause (want.also), nor an SLO
+// alert: those read order creation's budgets over minutes to days, which
+// every fault that fails or slows orders burns, and are proven by their
+// promtool unit tests. An alert that went pending before the injection is
+// the previous fault's doing (its rate windows outlast it): it is checked
+// against what that fault may cause.
+func (s *stack) unrelatedAlerts(want *alertWant, injected time.Time, r *row) []string {
+	var broken []string
+	for _, e := range s.mon.firedBetween(injected, time.Now()) {
+		owner, ownerName := want, r.fault
+		if e.activeAt.Before(injected) {
+			owner, ownerName = s.prev, s.prevName
+		}
+		if owner == nil {
+			owner = &alertWant{} // a fault that fires no cause alert
+		}
+		if owner.name != "" && owner.matches(&e) && owner == want {
+			continue
+		}
+		allowed := s.mon.rules[e.name].symptom() || (owner.name != "" && owner.matches(&e))
+		for _, a := range owner.also {
+			allowed = allowed || a.matches(&e)
+		}
+		seen := e.String()
+		if ownerName != r.fault && !s.mon.rules[e.name].symptom() {
+			seen += " (pending since " + ownerName + ")"
+		}
+		r.also = append(r.also, seen)
+		if !allowed {
+			broken = append(broken, fmt.Sprintf("unrelated alert %s fired (%s after the injection; pending since %s)",
+				seen, ms(e.fired.Sub(injected)), e.activeAt.Format("15:04:05")))
+		}
+	}
+	return broken
 }
 
 func p99(d []time.Duration) time.Duration {
@@ -814,23 +981,42 @@ func (s *stack) adminToken() string {
 	return token
 }
 
+// suite is how runSuite runs its faults.
+type suite struct {
+	extra          map[string][]string // VAR=value settings per service
+	rate           int                 // orders per second
+	warmup, settle time.Duration
+	// watch starts a Prometheus and an Alertmanager beside the stack: the
+	// faults with an alert are held until it fires, and must resolve.
+	watch bool
+	// tableEnv names the environment variable holding the path the table
+	// is written to, if set.
+	tableEnv string
+}
+
 // runSuite runs faults one after the other on one stack, prints the table
 // and fails the test on any broken invariant.
-func runSuite(t *testing.T, extra map[string][]string, rate int, warmup, settle time.Duration, faults []fault) []row {
-	s := startStack(t, extra)
+func runSuite(t *testing.T, cfg suite, faults []fault) []row {
+	began := time.Now()
+	s := startStack(t, cfg.extra)
+	if cfg.watch {
+		s.readUnordered = true
+		s.mon = startMonitor(s)
+	}
 	initial, _ := s.db.Stock(skus)
 	var rows []row
 	for _, f := range faults {
-		r := s.run(f, rate, warmup, settle, initial)
+		r := s.run(f, cfg.rate, cfg.warmup, cfg.settle, initial)
 		rows = append(rows, r)
 		for _, v := range r.violations {
 			t.Errorf("%s: %s", f.name, v)
 		}
 	}
 	table := formatTable(rows)
+	table += fmt.Sprintf("\n%d faults in %s (stack start-up included).\n", len(rows), ms(time.Since(began)))
 	t.Log("\n" + table)
 	fmt.Println(table)
-	if path := os.Getenv("FAULTS_TABLE"); path != "" {
+	if path := os.Getenv(cfg.tableEnv); cfg.tableEnv != "" && path != "" {
 		if err := os.WriteFile(path, []byte(table), 0o644); err != nil {
 			t.Error(err)
 		}
@@ -838,10 +1024,35 @@ func runSuite(t *testing.T, extra map[string][]string, rate int, warmup, settle 
 	return rows
 }
 
+// failFastViolations reports the orders of a provider outage that were
+// not answered fast-fail once the breakers had opened: what a p99 measured
+// the time of, checked by what the answers were instead, since a timing
+// depends on how busy the machine is (the benchmarks measure speed).
+func failFastViolations(r row) []string {
+	if r.p99Open == 0 {
+		return []string{"no order was answered 503 during the outage: the breakers never opened"}
+	}
+	if len(r.failFast) == 0 {
+		return nil
+	}
+	shown := r.failFast
+	if len(shown) > 20 {
+		shown = append(slices.Clone(shown[:20]), fmt.Sprintf("… %d more", len(r.failFast)-20))
+	}
+	return []string{fmt.Sprintf("%d orders sent once the breakers had opened were not answered 503 with Retry-After "+
+		"(nor 409/429 before payment); sent at +offset:status: %v", len(r.failFast), shown)}
+}
+
 func formatTable(rows []row) string {
+	watched := slices.ContainsFunc(rows, func(r row) bool { return r.watched })
 	var b strings.Builder
-	b.WriteString("| fault | orders | answers by status | p99 during fault | p99 once breaker open | time to recover | settled in | product reads failed | invariants | what the fault showed |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| fault | orders | answers by status | p99 during fault | p99 once breaker open | time to recover | settled in | product reads failed | invariants | what the fault showed |")
+	if watched {
+		b.WriteString(" alert | fired after | resolved after | other alerts that fired |\n")
+		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	} else {
+		b.WriteString("\n|---|---|---|---|---|---|---|---|---|---|\n")
+	}
 	for _, r := range rows {
 		var statuses []int
 		for st := range r.byStatus {
@@ -867,8 +1078,27 @@ func formatTable(rows []row) string {
 		if r.seen != "" {
 			seen = r.seen
 		}
-		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %d / %d | %s | %s |\n", r.fault, r.orders,
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %d / %d | %s | %s |", r.fault, r.orders,
 			strings.Join(parts, ", "), ms(r.p99), open, ms(r.recover), ms(r.drain), r.readErrors, r.reads, inv, seen)
+		if watched {
+			alert, fired, resolved := "none mapped", "–", "–"
+			if r.alert != "" {
+				alert, fired, resolved = r.alert, "NOT FIRED (bound "+ms(r.bound)+")", "–"
+				if r.fired > 0 {
+					fired = fmt.Sprintf("%s (bound %s)", ms(r.fired), ms(r.bound))
+					resolved = "NOT RESOLVED"
+				}
+				if r.resolved > 0 {
+					resolved = ms(r.resolved)
+				}
+			}
+			also := "none"
+			if len(r.also) > 0 {
+				also = strings.Join(slices.Compact(slices.Sorted(slices.Values(r.also))), ", ")
+			}
+			fmt.Fprintf(&b, " %s | %s | %s | %s |", alert, fired, resolved, also)
+		}
+		b.WriteString("\n")
 	}
 	return b.String()
 }

@@ -35,6 +35,12 @@ func noMetrics() metrics {
 	return metrics{orders: noop.Int64Counter{}, duration: noop.Float64Histogram{}, attempts: noop.Int64Counter{}}
 }
 
+// scrapeQueryTimeout bounds the query a scrape runs. A scrape runs every
+// scrape-time query of the process one after the other, and a scrape that
+// outlasts Prometheus's timeout loses every metric of the process, so a slow
+// database must cost this gauge, not the whole /metrics.
+const scrapeQueryTimeout = time.Second
+
 // Instrument creates the service's instruments on m. Call it once, before
 // the service takes requests or runs the recovery loop.
 //
@@ -61,7 +67,7 @@ func (s *Service) Instrument(m metric.Meter) error {
 	_, err4 := m.Int64ObservableGauge("orderflow.compensation.needs_attention",
 		metric.WithDescription("Orders whose compensation (refund, release) failed every automatic attempt and waits for an operator."),
 		metric.WithInt64Callback(func(ctx context.Context, o metric.Int64Observer) error {
-			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			ctx, cancel := context.WithTimeout(ctx, scrapeQueryTimeout)
 			defer cancel()
 			n, err := s.store.countNeedingAttention(ctx)
 			if err != nil {

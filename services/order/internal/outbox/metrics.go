@@ -11,6 +11,12 @@ import (
 	"go.opentelemetry.io/otel/metric"
 )
 
+// scrapeQueryTimeout bounds both queries of a scrape together. A scrape runs
+// every scrape-time query of the process one after the other, and a scrape
+// that outlasts Prometheus's timeout loses every metric of the process, so a
+// slow database must cost these two gauges, not the whole /metrics.
+const scrapeQueryTimeout = time.Second
+
 // ObserveLag exports the outbox backlog, read from the table when scraped:
 // orderflow_outbox_lag_seconds, the age of the oldest unsent event (0 when
 // none waits; it grows without bound while SQS is down), and
@@ -28,7 +34,7 @@ func ObserveLag(pool *pgxpool.Pool, meter metric.Meter) error {
 		return fmt.Errorf("outbox unsent metric: %w", err)
 	}
 	_, err = meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		ctx, cancel := context.WithTimeout(ctx, scrapeQueryTimeout)
 		defer cancel()
 		const oldest = `SELECT created_at FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT 1`
 		var created time.Time
