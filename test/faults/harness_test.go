@@ -241,11 +241,20 @@ func (s *stack) setEnabled(enabled bool, names ...string) {
 	s.t.Helper()
 	for _, name := range names {
 		p := s.proxies[name]
+		// Setting a proxy's state is idempotent, so a call that died on
+		// the way (one run saw "Post …/proxies/redis: EOF" from a reused
+		// keep-alive connection) is simply made again.
 		var err error
-		if enabled {
-			err = p.Enable()
-		} else {
-			err = p.Disable()
+		for try := 0; try < 3; try++ {
+			if enabled {
+				err = p.Enable()
+			} else {
+				err = p.Disable()
+			}
+			if err == nil {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
 		if err != nil {
 			s.t.Fatalf("proxy %s enabled=%t: %v", name, enabled, err)
