@@ -399,9 +399,8 @@ func startStack(t *testing.T, extra map[string][]string) *stack {
 	for name, vars := range extra {
 		s.env[name] = append(s.env[name], vars...)
 	}
-	for _, name := range services {
-		s.start(name)
-	}
+	// Registered before the first start: a service that fails to start
+	// must not leave the ones before it running.
 	t.Cleanup(func() {
 		for _, name := range slices.Backward(services) {
 			s.signal(name, syscall.SIGTERM)
@@ -417,6 +416,9 @@ func startStack(t *testing.T, extra map[string][]string) *stack {
 			}
 		}
 	})
+	for _, name := range services {
+		s.start(name)
+	}
 	return s
 }
 
