@@ -30,6 +30,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/orderflow/orderflow/loadtest/internal/serve"
 )
 
 func main() {
@@ -56,17 +58,8 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	}
 	srv := &http.Server{Addr: addr, Handler: newHandler(upstream, &counts{n: map[string]int64{}}),
 		ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
 	fmt.Fprintf(stderr, "sqscount listening on %s, upstream %s\n", addr, upstream)
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return srv.Shutdown(sctx)
+	return serve.Run(ctx, srv)
 }
 
 // counts are the calls seen, by action.

@@ -34,6 +34,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/orderflow/orderflow/loadtest/internal/serve"
 )
 
 func main() {
@@ -70,18 +72,9 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	}
 	h := newHandler(order, notification, timeout, stderr)
 	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
 	fmt.Fprintf(stderr, "syncnotify listening on %s: order %s, waiting for notification %s (timeout %s)\n",
 		addr, order, notification, timeout)
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return srv.Shutdown(sctx)
+	return serve.Run(ctx, srv)
 }
 
 func baseURL(getenv func(string) string, name string, missing *[]string) (*url.URL, error) {

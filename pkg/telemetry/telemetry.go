@@ -165,16 +165,6 @@ func (t *Telemetry) Shutdown(ctx context.Context) error {
 	return errors.Join(t.Tracer.Shutdown(ctx), t.Meter.Shutdown(ctx))
 }
 
-// New reads the OTEL_* configuration through getenv and sets up the
-// providers for service, in one step for a service's run.
-func New(ctx context.Context, service string, getenv func(string) string) (*Telemetry, error) {
-	c, err := ReadConfig(service, getenv)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	return Setup(ctx, c)
-}
-
 // Close flushes the last spans within five seconds, even when ctx is
 // already cancelled (it usually is: run is returning), and logs a failure
 // instead of returning it, for a deferred call.

@@ -164,51 +164,12 @@ func freePort(t *testing.T) int {
 func startToxiproxy(t *testing.T, dir string) *toxiproxy.Client {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	logPath := filepath.Join(dir, "toxiproxy.log")
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
 	host, port, _ := net.SplitHostPort(addr)
 	cmd := exec.Command(filepath.Join(binDir, "toxiproxy-server"), "-host", host, "-port", port)
 	// It logs every connection at info; the suite opens thousands.
 	cmd.Env = append(os.Environ(), "LOG_LEVEL=warn")
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		t.Fatalf("start Toxiproxy: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); f.Close(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		select {
-		case <-done:
-			b, _ := os.ReadFile(logPath)
-			t.Fatalf("Toxiproxy exited during start-up:\n%s", b)
-		default:
-		}
-		resp, err := http.Get("http://" + addr + "/version")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return toxiproxy.NewClient(addr)
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Toxiproxy not answering on %s within 30s", addr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	startDaemon(t, dir, "toxiproxy", "http://"+addr+"/version", cmd)
+	return toxiproxy.NewClient(addr)
 }
 
 // proxy creates a Toxiproxy proxy on a free port in front of upstream

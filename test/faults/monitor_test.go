@@ -131,17 +131,17 @@ func startMonitor(s *stack) *monitor {
 
 	amConfig := filepath.Join(s.dir, "alertmanager.yml")
 	writeFile(t, amConfig, alertmanagerConfig(t, filepath.Join(root, "deploy/alertmanager/alertmanager.yml"), m.smtp.Addr()))
-	startDaemon(t, s.dir, "alertmanager", m.am+"/-/ready", amBin,
+	startDaemon(t, s.dir, "alertmanager", m.am+"/-/ready", exec.Command(amBin,
 		"--config.file="+amConfig, "--storage.path="+filepath.Join(s.dir, "alertmanager-data"),
-		"--cluster.listen-address=", fmt.Sprintf("--web.listen-address=127.0.0.1:%d", amPort))
+		"--cluster.listen-address=", fmt.Sprintf("--web.listen-address=127.0.0.1:%d", amPort)))
 
 	ruleFiles := productRuleFiles(t, filepath.Join(root, "deploy/prometheus/prometheus.yml"))
 	m.rules = readAlertRules(t, ruleFiles)
 	promConfig := filepath.Join(s.dir, "prometheus.yml")
 	writeFile(t, promConfig, prometheusConfig(t, s, ruleFiles, fmt.Sprintf("127.0.0.1:%d", amPort)))
-	startDaemon(t, s.dir, "prometheus", m.prom+"/-/ready", promBin,
+	startDaemon(t, s.dir, "prometheus", m.prom+"/-/ready", exec.Command(promBin,
 		"--config.file="+promConfig, "--storage.tsdb.path="+filepath.Join(s.dir, "prometheus-data"),
-		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", promPort))
+		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", promPort)))
 
 	m.wg.Go(m.poll)
 	t.Cleanup(func() {
@@ -159,20 +159,19 @@ func writeFile(t *testing.T, path string, b []byte) {
 	}
 }
 
-// startDaemon starts bin with args, logging to dir/name.log, waits until
-// ready answers 200, and stops it (SIGTERM) when the test ends.
-func startDaemon(t *testing.T, dir, name, ready, bin string, args ...string) {
+// startDaemon starts cmd, logging to dir/name.log, waits until ready
+// answers 200, and stops it (SIGTERM) when the test ends.
+func startDaemon(t *testing.T, dir, name, ready string, cmd *exec.Cmd) {
 	t.Helper()
 	logPath := filepath.Join(dir, name+".log")
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		f.Close()
-		t.Fatalf("start %s (%s): %v", name, bin, err)
+		t.Fatalf("start %s (%s): %v", name, cmd.Path, err)
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); f.Close(); close(done) }()

@@ -26,6 +26,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/orderflow/orderflow/loadtest/internal/serve"
 )
 
 func main() {
@@ -55,17 +57,8 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	srv := &http.Server{Addr: addr, Handler: newHandler(rec), ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
 	fmt.Fprintf(stderr, "fixedjson listening on %s (%d-byte body, %d headers)\n", addr, len(rec.body), len(rec.header))
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return srv.Shutdown(sctx)
+	return serve.Run(ctx, srv)
 }
 
 // recording is the answer to replay.

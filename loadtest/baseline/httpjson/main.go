@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/orderflow/orderflow/loadtest/internal/serve"
 )
 
 func main() {
@@ -52,15 +54,6 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 			PriceCents: 1999, Currency: "USD", Available: 1000000})
 	})
 	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
 	fmt.Fprintf(stderr, "httpjson listening on %s\n", addr)
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return srv.Shutdown(sctx)
+	return serve.Run(ctx, srv)
 }

@@ -148,9 +148,6 @@ func (c *Cache) Instrument(m metric.Meter) error {
 	return nil
 }
 
-// Ping reports whether Redis answers, for /readyz callers that want it.
-func (c *Cache) Ping(ctx context.Context) error { return c.rdb.Ping(ctx).Err() }
-
 // The three keys of one product share a hash tag, so the scripts and
 // transactions below stay valid on Redis Cluster.
 func (c *Cache) valueKey(sku string) string { return c.cfg.Prefix + "product:{" + sku + "}" }
