@@ -293,6 +293,10 @@ func TestCache_NoStaleReadAfterWrite(t *testing.T) {
 			t.Fatalf("SetStock(%d): %v", n, err)
 		}
 		floor.Store(int64(n))
+		// A write invalidates the product, and back-to-back writes leave the
+		// cache no time to be filled again: a pause after each lets readers
+		// fill it and hit it, so the race goes through cached reads too.
+		time.Sleep(2 * time.Millisecond)
 	}
 	stop.Store(true)
 	wg.Wait()
