@@ -177,7 +177,6 @@ func sharedConfigVars() map[[2]string][]string {
 	return map[[2]string][]string{
 		{"/pkg/queue", "ReadConfig"}:     {"AWS_REGION", "AWS_ENDPOINT_URL_SQS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"},
 		{"/pkg/telemetry", "ReadConfig"}: {"OTEL_EXPORTER_OTLP_ENDPOINT"},
-		{"/pkg/telemetry", "New"}:        {"OTEL_EXPORTER_OTLP_ENDPOINT"},
 		{"/pkg/auth", "ReadConfig"}:      {"AUTH_ISSUER", "AUTH_JWKS_URL", "AUTH_TOKEN_URL", "AUTH_AUDIENCE", "AUTH_CACHE_TTL"},
 	}
 }
