@@ -361,7 +361,9 @@ type running struct {
 	// databases names each service's database on the server (service →
 	// name), provider's ledger included, for the floor's SQL counts.
 	databases map[string]string
-	parts     []*stack.Stack
+	// debug is each service's pprof listener, with -pprof only.
+	debug map[string]string
+	parts []*stack.Stack
 }
 
 // stop stops a stack before the end of the run, to free its connections.
@@ -415,6 +417,10 @@ func (e *environment) stackVia(ctx context.Context, name string, cfg config, onl
 		serviceEnv[svc] = append(serviceEnv[svc], vars...)
 	}
 	serviceEnv["inventory"] = append([]string{"INVENTORY_SEED_PRODUCTS=10000"}, serviceEnv["inventory"]...)
+	debug, err := e.debugEnv(serviceEnv)
+	if err != nil {
+		return running{}, err
+	}
 	sc := stack.Config{
 		BinDir: e.dir, LogDir: logDir, Databases: dbs, SQSEndpoint: e.sqs, SMTPAddr: e.smtp, Hydra: e.hydra,
 		// Request logs at info would cost every configuration alike and
@@ -431,6 +437,9 @@ func (e *environment) stackVia(ctx context.Context, name string, cfg config, onl
 			"PAYMENT_DB_MAX_CONNS=" + e.dbConns(), "NOTIFICATION_DB_MAX_CONNS=" + e.dbConns()},
 		ServiceEnv: serviceEnv,
 	}
+	if e.o.serviceEnv != "" {
+		sc.Env = append(sc.Env, strings.Split(e.o.serviceEnv, ",")...)
+	}
 	if only != "" {
 		sc.Only = []string{only}
 	}
@@ -441,7 +450,7 @@ func (e *environment) stackVia(ctx context.Context, name string, cfg config, onl
 	}
 	e.addStack(a)
 	r := running{inventory: a.URL("inventory", ""), inventoryDB: dbs["inventory"], databases: names,
-		parts: []*stack.Stack{a}}
+		debug: debug, parts: []*stack.Stack{a}}
 	if only != "" {
 		return r, nil
 	}

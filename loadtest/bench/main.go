@@ -93,6 +93,8 @@ type options struct {
 	trustRounds int
 	floorDur    time.Duration
 	history     string
+	pprof       string
+	serviceEnv  string
 }
 
 // phase is one part of the run. key names it for -only, and prefix is
@@ -167,6 +169,8 @@ func run() error {
 	flag.BoolVar(&o.render, "render", false, "measure nothing: rewrite the report, ratios, targets and charts from the -json file")
 	flag.StringVar(&o.keepLogs, "logs", "", "keep the services' logs in this directory")
 	flag.StringVar(&o.only, "only", "", "run only these phases (comma-separated: pgbench, reads, seed000, orders, floor, breaker, trust, remotedb) and merge them into the -json report")
+	flag.StringVar(&o.serviceEnv, "service-env", "", "comma-separated K=V added to every service's environment (to compare settings such as GOGC side by side)")
+	flag.StringVar(&o.pprof, "pprof", "", "write a CPU profile of each Go service during the orders peak into this directory (DEBUG_ADDR)")
 	flag.IntVar(&o.trustRounds, "trust-rounds", 2, "alternating k6 rounds per configuration in the trust phase (each -duration/rounds)")
 	flag.Parse()
 	flag.Visit(func(f *flag.Flag) { compare = compare || f.Name == "compare" || f.Name == "with" })

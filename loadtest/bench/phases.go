@@ -271,9 +271,12 @@ func (e *environment) measureOrders(ctx context.Context, r *report, s running, p
 	var sum k6Summary
 	peakRun := func() (orders, requests int64, secs float64, err error) {
 		err = r.profileCPU(e.procNames(), prefix+"peak", func() (int64, error) {
-			var err error
-			sum, err = e.runK6(ctx, prefix+"closed", filepath.Join(k6Dir, "bench.js"),
-				vars(map[string]string{"MODE": "closed", "VUS": fmt.Sprint(e.o.vus)}), limit)
+			err := e.takeProfiles(ctx, s.debug, prefix+"peak", e.o.dur-2*time.Second, func() error {
+				var err error
+				sum, err = e.runK6(ctx, prefix+"closed", filepath.Join(k6Dir, "bench.js"),
+					vars(map[string]string{"MODE": "closed", "VUS": fmt.Sprint(e.o.vus)}), limit)
+				return err
+			})
 			return int64(sum.value("orders_created", "count")), err
 		})
 		orders, requests = int64(sum.value("orders_created", "count")), int64(sum.value("http_reqs", "count"))

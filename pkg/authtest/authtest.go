@@ -129,21 +129,9 @@ func StartProcess(ctx context.Context, opt Options) (*Hydra, error) {
 		opt.LoginURL, opt.ConsentURL = h.login.URL+"/login", h.login.URL+"/consent"
 	}
 
-	// A fresh database, migrated by Hydra itself.
-	h.dbName = "orderflow_hydra_" + randomHex(6)
-	u, err := url.Parse(dbtest.ServerURL())
+	dsn, err := h.createDatabase(ctx, bin)
 	if err != nil {
 		return nil, err
-	}
-	u.Path = "/" + h.dbName
-	dsn := u.String()
-	if err := postgres.CreateDatabase(ctx, dsn); err != nil {
-		return nil, fmt.Errorf("PostgreSQL is needed for Hydra and is not reachable (start it with make deps): %w", err)
-	}
-	migrate := exec.CommandContext(ctx, bin, "migrate", "sql", "up", "-e", "--yes")
-	migrate.Env = append(os.Environ(), "DSN="+dsn)
-	if out, err := migrate.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("hydra migrate: %w\n%s", err, out)
 	}
 
 	public, admin := freePort(), freePort()
@@ -174,6 +162,27 @@ func StartProcess(ctx context.Context, opt Options) (*Hydra, error) {
 	}
 	ok = true
 	return h, nil
+}
+
+// createDatabase creates a fresh database for Hydra, which Close drops, and
+// has Hydra migrate it; it returns the database's URL.
+func (h *Hydra) createDatabase(ctx context.Context, bin string) (string, error) {
+	h.dbName = "orderflow_hydra_" + randomHex(6)
+	u, err := url.Parse(dbtest.ServerURL())
+	if err != nil {
+		return "", err
+	}
+	u.Path = "/" + h.dbName
+	dsn := u.String()
+	if err := postgres.CreateDatabase(ctx, dsn); err != nil {
+		return "", fmt.Errorf("PostgreSQL is needed for Hydra and is not reachable (start it with make deps): %w", err)
+	}
+	migrate := exec.CommandContext(ctx, bin, "migrate", "sql", "up", "-e", "--yes")
+	migrate.Env = append(os.Environ(), "DSN="+dsn)
+	if out, err := migrate.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("hydra migrate: %w\n%s", err, out)
+	}
+	return dsn, nil
 }
 
 // Close stops Hydra and drops its database.

@@ -191,6 +191,24 @@ func Idempotent(ctx context.Context) context.Context {
 	return context.WithValue(ctx, idempotentKey{}, true)
 }
 
+type uncountedKey struct{}
+
+// Uncounted marks ctx so that a call made with it never counts towards the
+// breaker: it is rejected while the breaker is open (until its delay has
+// passed), like any call, but it is never a half-open probe and its answer
+// is neither a success nor a failure. Mark the calls whose health says
+// nothing of the calls the breaker guards: a look-up of what a write did,
+// answered from a store that stays fast while the writes time out, would
+// otherwise close the breaker those writes opened.
+func Uncounted(ctx context.Context) context.Context {
+	return context.WithValue(ctx, uncountedKey{}, true)
+}
+
+func uncounted(req *http.Request) bool {
+	marked, _ := req.Context().Value(uncountedKey{}).(bool)
+	return marked
+}
+
 func retryable(req *http.Request) bool {
 	switch req.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions:
@@ -209,6 +227,8 @@ type Downstream struct {
 	breaker  circuitbreaker.CircuitBreaker[*http.Response]
 	retrying http.RoundTripper // fallback, retry, bulkhead, breaker, timeout
 	once     http.RoundTripper // fallback, bulkhead, breaker, timeout
+	// The same without the breaker, for Uncounted calls.
+	uncountedRetrying, uncountedOnce http.RoundTripper
 
 	retries      atomic.Uint64
 	breakerOpen  atomic.Uint64
@@ -310,6 +330,8 @@ func New(name string, p Policy, next http.RoundTripper, log *slog.Logger) *Downs
 	// attempt, and rewinds the body for a retry.
 	d.retrying = failsafehttp.NewRoundTripper(next, fb, rp, bh, d.breaker, to)
 	d.once = failsafehttp.NewRoundTripper(next, fb, bh, d.breaker, to)
+	d.uncountedRetrying = failsafehttp.NewRoundTripper(next, fb, rp, bh, to)
+	d.uncountedOnce = failsafehttp.NewRoundTripper(next, fb, bh, to)
 	return d
 }
 
@@ -349,8 +371,22 @@ func isRetryable(resp *http.Response, err error) bool {
 }
 
 // RoundTrip sends req through the policies. Only GET/HEAD/OPTIONS and
-// requests whose context is marked Idempotent are retried.
+// requests whose context is marked Idempotent are retried; a request whose
+// context is marked Uncounted bypasses the breaker once its delay is over.
 func (d *Downstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	if uncounted(req) {
+		if wait := d.breaker.RemainingDelay(); wait > 0 {
+			if req.Body != nil {
+				req.Body.Close() // a RoundTripper closes the body, also on error
+			}
+			d.breakerOpen.Add(1)
+			return nil, &RejectedError{Downstream: d.name, Reason: ReasonBreakerOpen, RetryAfter: wait, cause: circuitbreaker.ErrOpen}
+		}
+		if retryable(req) {
+			return d.uncountedRetrying.RoundTrip(req)
+		}
+		return d.uncountedOnce.RoundTrip(req)
+	}
 	if retryable(req) {
 		return d.retrying.RoundTrip(req)
 	}

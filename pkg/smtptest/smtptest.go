@@ -56,6 +56,7 @@ type Server struct {
 	rejected int
 	closed   bool
 	conns    map[net.Conn]struct{}
+	accepted int
 	discard  bool // a sink: accept every message, keep none
 }
 
@@ -114,6 +115,23 @@ func (s *Server) Rejected() int {
 	return s.rejected
 }
 
+// Accepted counts the connections the server has accepted.
+func (s *Server) Accepted() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.accepted
+}
+
+// DropConnections closes every open connection and goes on listening, as
+// a server does to connections idle past its timeout.
+func (s *Server) DropConnections() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		_ = c.Close()
+	}
+}
+
 // Close stops listening and drops every open connection; later dials are
 // refused. It is safe to call more than once.
 func (s *Server) Close() {
@@ -145,6 +163,7 @@ func (s *Server) serve() {
 			return
 		}
 		s.conns[c] = struct{}{}
+		s.accepted++
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go func() {
@@ -162,128 +181,142 @@ func (s *Server) serve() {
 // generous deadline keeps a stuck client from holding the goroutine forever.
 func (s *Server) session(c net.Conn) {
 	_ = c.SetDeadline(time.Now().Add(time.Minute))
-	tp := textproto.NewConn(c)
-	reply := func(lines ...string) bool {
-		for _, l := range lines {
-			if err := tp.PrintfLine("%s", l); err != nil {
-				return false
-			}
-		}
-		return true
-	}
-	if !reply("220 smtptest ESMTP ready") {
+	ss := &session{srv: s, tp: textproto.NewConn(c)}
+	if !ss.reply("220 smtptest ESMTP ready") {
 		return
 	}
-	var (
-		greeted bool
-		from    string
-		inMail  bool
-		rcpts   []string
-	)
-	reset := func() { from, inMail, rcpts = "", false, nil }
 	for {
-		line, err := tp.ReadLine()
+		line, err := ss.tp.ReadLine()
 		if err != nil {
 			return
 		}
 		verb, arg, _ := strings.Cut(line, " ")
-		switch strings.ToUpper(verb) {
-		case "EHLO":
-			greeted = true
-			reset()
-			if !reply("250-smtptest greets "+arg, "250-8BITMIME", "250 SMTPUTF8") {
-				return
-			}
-		case "HELO":
-			greeted = true
-			reset()
-			if !reply("250 smtptest greets " + arg) {
-				return
-			}
-		case "MAIL":
-			addr, ok := pathArg(arg, "FROM:")
-			switch {
-			case !greeted:
-				ok = reply("503 5.5.1 say EHLO or HELO first")
-			case inMail:
-				ok = reply("503 5.5.1 nested MAIL command")
-			case !ok:
-				ok = reply("501 5.5.4 syntax: MAIL FROM:<address>")
-			default:
-				from, inMail = addr, true
-				ok = reply("250 2.1.0 ok")
-			}
-			if !ok {
-				return
-			}
-		case "RCPT":
-			addr, ok := pathArg(arg, "TO:")
-			switch {
-			case !inMail:
-				ok = reply("503 5.5.1 need MAIL before RCPT")
-			case !ok || addr == "":
-				ok = reply("501 5.5.4 syntax: RCPT TO:<address>")
-			default:
-				rcpts = append(rcpts, addr)
-				ok = reply("250 2.1.5 ok")
-			}
-			if !ok {
-				return
-			}
-		case "DATA":
-			if len(rcpts) == 0 {
-				if !reply("503 5.5.1 need RCPT before DATA") {
-					return
-				}
-				continue
-			}
-			s.mu.Lock()
-			failing := s.failing
-			if failing {
-				s.rejected++
-			}
-			s.mu.Unlock()
-			if failing {
-				reset()
-				if !reply("451 4.3.0 local error in processing") {
-					return
-				}
-				continue
-			}
-			if !reply("354 end data with <CR><LF>.<CR><LF>") {
-				return
-			}
-			data, err := io.ReadAll(tp.DotReader())
-			if err != nil {
-				return
-			}
-			msg := Message{From: from, To: rcpts, Data: bytes.ReplaceAll(data, []byte("\n"), []byte("\r\n"))}
-			s.mu.Lock()
-			if !s.discard {
-				s.msgs = append(s.msgs, msg)
-			}
-			s.mu.Unlock()
-			reset()
-			if !reply("250 2.0.0 ok: queued") {
-				return
-			}
-		case "RSET":
-			reset()
-			if !reply("250 2.0.0 ok") {
-				return
-			}
-		case "NOOP":
-			if !reply("250 2.0.0 ok") {
-				return
-			}
-		case "QUIT":
-			reply("221 2.0.0 bye")
+		if !ss.command(strings.ToUpper(verb), arg) {
 			return
-		default:
-			if !reply("502 5.5.2 command not implemented") {
-				return
-			}
 		}
+	}
+}
+
+// session is the state of one SMTP conversation: the greeting, then the
+// transaction under way (MAIL, RCPT…, DATA).
+type session struct {
+	srv     *Server
+	tp      *textproto.Conn
+	greeted bool
+	inMail  bool
+	from    string
+	rcpts   []string
+}
+
+// reply sends lines; false means the connection failed.
+func (ss *session) reply(lines ...string) bool {
+	for _, l := range lines {
+		if err := ss.tp.PrintfLine("%s", l); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// reset ends the transaction under way, as RSET and a new greeting do.
+func (ss *session) reset() { ss.from, ss.inMail, ss.rcpts = "", false, nil }
+
+// command answers one command (verb in upper case); false ends the
+// session: QUIT, or an I/O error.
+func (ss *session) command(verb, arg string) bool {
+	switch verb {
+	case "EHLO":
+		ss.greeted = true
+		ss.reset()
+		return ss.reply("250-smtptest greets "+arg, "250-8BITMIME", "250 SMTPUTF8")
+	case "HELO":
+		ss.greeted = true
+		ss.reset()
+		return ss.reply("250 smtptest greets " + arg)
+	case "MAIL":
+		return ss.mail(arg)
+	case "RCPT":
+		return ss.rcpt(arg)
+	case "DATA":
+		return ss.data()
+	case "RSET":
+		ss.reset()
+		return ss.reply("250 2.0.0 ok")
+	case "NOOP":
+		return ss.reply("250 2.0.0 ok")
+	case "QUIT":
+		ss.reply("221 2.0.0 bye")
+		return false
+	default:
+		return ss.reply("502 5.5.2 command not implemented")
+	}
+}
+
+func (ss *session) mail(arg string) bool {
+	addr, ok := pathArg(arg, "FROM:")
+	switch {
+	case !ss.greeted:
+		return ss.reply("503 5.5.1 say EHLO or HELO first")
+	case ss.inMail:
+		return ss.reply("503 5.5.1 nested MAIL command")
+	case !ok:
+		return ss.reply("501 5.5.4 syntax: MAIL FROM:<address>")
+	}
+	ss.from, ss.inMail = addr, true
+	return ss.reply("250 2.1.0 ok")
+}
+
+func (ss *session) rcpt(arg string) bool {
+	addr, ok := pathArg(arg, "TO:")
+	switch {
+	case !ss.inMail:
+		return ss.reply("503 5.5.1 need MAIL before RCPT")
+	case !ok || addr == "":
+		return ss.reply("501 5.5.4 syntax: RCPT TO:<address>")
+	}
+	ss.rcpts = append(ss.rcpts, addr)
+	return ss.reply("250 2.1.5 ok")
+}
+
+// data takes the message of the transaction, unless FailData has the
+// server refuse it.
+func (ss *session) data() bool {
+	if len(ss.rcpts) == 0 {
+		return ss.reply("503 5.5.1 need RCPT before DATA")
+	}
+	if ss.srv.reject() {
+		ss.reset()
+		return ss.reply("451 4.3.0 local error in processing")
+	}
+	if !ss.reply("354 end data with <CR><LF>.<CR><LF>") {
+		return false
+	}
+	data, err := io.ReadAll(ss.tp.DotReader())
+	if err != nil {
+		return false
+	}
+	ss.srv.keep(Message{From: ss.from, To: ss.rcpts, Data: bytes.ReplaceAll(data, []byte("\n"), []byte("\r\n"))})
+	ss.reset()
+	return ss.reply("250 2.0.0 ok: queued")
+}
+
+// reject reports whether FailData has the server refuse messages now, and
+// counts the refusal.
+func (s *Server) reject() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failing {
+		s.rejected++
+	}
+	return s.failing
+}
+
+// keep records msg, unless the server discards what it receives.
+func (s *Server) keep(msg Message) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.discard {
+		s.msgs = append(s.msgs, msg)
 	}
 }
 

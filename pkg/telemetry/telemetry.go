@@ -39,6 +39,8 @@ type Telemetry struct {
 	// instrumentation is not installed at all, instead of making
 	// non-recording spans on every request and command.
 	tracing bool
+	// stopDebug stops the profiling listener; nil without DEBUG_ADDR.
+	stopDebug func(context.Context) error
 }
 
 // Config selects where traces go and how many are kept. Read it with
@@ -49,11 +51,14 @@ type Config struct {
 	Endpoint string  // OTLP/HTTP traces URL; empty: spans are made but not exported
 	Ratio    float64 // share of root traces sampled, 0..1
 	Disabled bool    // OTEL_SDK_DISABLED: no spans at all
+	// DebugAddr is where Setup serves the pprof profiles (DEBUG_ADDR, for
+	// example 127.0.0.1:6060); empty, the default: nowhere.
+	DebugAddr string
 }
 
 // ReadConfig reads OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (or
-// OTEL_EXPORTER_OTLP_ENDPOINT plus /v1/traces), OTEL_TRACES_SAMPLER_ARG and
-// OTEL_SDK_DISABLED through getenv.
+// OTEL_EXPORTER_OTLP_ENDPOINT plus /v1/traces), OTEL_TRACES_SAMPLER_ARG,
+// OTEL_SDK_DISABLED and DEBUG_ADDR through getenv.
 func ReadConfig(service string, getenv func(string) string) (Config, error) {
 	c := Config{Service: service, Ratio: 1}
 	if name := getenv("OTEL_SERVICE_NAME"); name != "" {
@@ -71,11 +76,13 @@ func ReadConfig(service string, getenv func(string) string) (Config, error) {
 		c.Ratio = r
 	}
 	c.Disabled = strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true")
+	c.DebugAddr = getenv("DEBUG_ADDR")
 	return c, nil
 }
 
-// Setup builds the providers. Call Shutdown when the process stops, so the
-// last spans are flushed.
+// Setup builds the providers and, with DebugAddr set, starts the profiling
+// listener. Call Shutdown when the process stops, so the last spans are
+// flushed and the listener closed.
 func Setup(ctx context.Context, c Config) (*Telemetry, error) {
 	res, err := resource.Merge(resource.Default(), resource.NewWithAttributes(semconv.SchemaURL,
 		semconv.ServiceName(c.Service), semconv.ServiceVersion(c.Version)))
@@ -110,7 +117,14 @@ func Setup(ctx context.Context, c Config) (*Telemetry, error) {
 	if err != nil {
 		return nil, err
 	}
+	var stopDebug func(context.Context) error
+	if c.DebugAddr != "" {
+		if stopDebug, err = serveDebug(c.DebugAddr); err != nil {
+			return nil, err
+		}
+	}
 	return &Telemetry{
+		stopDebug:   stopDebug,
 		Tracer:      sdktrace.NewTracerProvider(opts...),
 		Meter:       mp,
 		Propagator:  propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
@@ -160,9 +174,13 @@ func (t *Telemetry) MetricsHandler() http.Handler {
 // given (resilience.Downstream.Instrument, queue.WatchDepth, …).
 func (t *Telemetry) MeterFor(name string) metric.Meter { return t.Meter.Meter(name) }
 
-// Shutdown flushes and stops both providers.
+// Shutdown flushes and stops both providers and the profiling listener.
 func (t *Telemetry) Shutdown(ctx context.Context) error {
-	return errors.Join(t.Tracer.Shutdown(ctx), t.Meter.Shutdown(ctx))
+	var debugErr error
+	if t.stopDebug != nil {
+		debugErr = t.stopDebug(ctx)
+	}
+	return errors.Join(t.Tracer.Shutdown(ctx), t.Meter.Shutdown(ctx), debugErr)
 }
 
 // Close flushes the last spans within five seconds, even when ctx is

@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,9 +19,9 @@ import (
 
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/pkg/env"
-	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/redisconn"
 	"github.com/orderflow/orderflow/pkg/resilience"
+	"github.com/orderflow/orderflow/pkg/startup"
 	"github.com/orderflow/orderflow/pkg/telemetry"
 	"github.com/orderflow/orderflow/pkg/web"
 	"github.com/orderflow/orderflow/services/identity/internal/identity"
@@ -38,9 +37,7 @@ func main() {
 // config is everything identity reads from its environment, read by
 // readConfig and logged at start-up by LogValue.
 type config struct {
-	addr          string
-	databaseURL   string
-	dbMaxConns    int
+	startup.Config
 	hydraAdminURL string
 	hydraTimeout  time.Duration
 	// csrfKey signs the login and consent forms' CSRF tokens; every
@@ -54,7 +51,6 @@ type config struct {
 	// gateway, the per-address login limit must key on the client, not on
 	// the gateway.
 	trustedProxies []netip.Prefix
-	logLevel       string
 	// shutdownDrain is how long the process keeps serving after SIGTERM
 	// with /readyz failing, so a load balancer stops routing to it first
 	// (SHUTDOWN_DRAIN; 0 by default).
@@ -63,8 +59,7 @@ type config struct {
 	// hydra is the failsafe-go policy of each call to Hydra's admin API:
 	// IDENTITY_HYDRA_BREAKER_*, IDENTITY_HYDRA_RETRY_*,
 	// IDENTITY_HYDRA_BULKHEAD, with IDENTITY_HYDRA_TIMEOUT per attempt.
-	hydra     resilience.Policy
-	telemetry telemetry.Config
+	hydra resilience.Policy
 }
 
 // readConfig reads the environment, then the flags in args (local
@@ -72,30 +67,27 @@ type config struct {
 func readConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	r := env.New(getenv)
 	c := config{
-		addr:          r.String("IDENTITY_ADDR", ":8084"),
-		databaseURL:   r.String("IDENTITY_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/identity?sslmode=disable"),
-		dbMaxConns:    r.Int("IDENTITY_DB_MAX_CONNS", 10),
+		Config: startup.Config{
+			Service:     "identity",
+			Database:    "identity",
+			Addr:        r.String("IDENTITY_ADDR", ":8084"),
+			DatabaseURL: r.String("IDENTITY_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/identity?sslmode=disable"),
+			DBMaxConns:  r.Int("IDENTITY_DB_MAX_CONNS", 10),
+			LogLevel:    r.String("LOG_LEVEL", "info"),
+		},
 		hydraAdminURL: r.String("IDENTITY_HYDRA_ADMIN_URL", "http://127.0.0.1:4445"),
 		hydraTimeout:  r.Duration("IDENTITY_HYDRA_TIMEOUT", 3*time.Second),
 		csrfKey:       r.Required("IDENTITY_CSRF_KEY"),
 		redisURL:      r.String("IDENTITY_REDIS_URL", "redis://127.0.0.1:6379/0"),
 		loginRate:     r.Int("IDENTITY_LOGIN_RATE", 10),
-		logLevel:      r.String("LOG_LEVEL", "info"),
 		shutdownDrain: r.Duration("SHUTDOWN_DRAIN", 0),
 	}
 	c.hydra = resilience.ReadPolicy(r, "IDENTITY_HYDRA", c.hydraTimeout)
 	var proxyErr, telErr error
 	c.trustedProxies, proxyErr = web.ParsePrefixes(r.String("TRUSTED_PROXIES", ""))
-	c.telemetry, telErr = telemetry.ReadConfig("identity", getenv)
+	c.Telemetry, telErr = telemetry.ReadConfig("identity", getenv)
 	errs := append([]error{r.Err(), proxyErr, telErr}, c.validate()...)
-
-	fs := flag.NewFlagSet("identity", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&c.addr, "addr", c.addr, "listen address (overrides IDENTITY_ADDR)")
-	if len(args) > 0 {
-		errs = append(errs, fs.Parse(args[1:]))
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(append(errs, c.ParseFlags(args, stderr))...); err != nil {
 		return config{}, fmt.Errorf("config: %w", err)
 	}
 	return c, nil
@@ -123,14 +115,14 @@ func (c config) validate() []error {
 // their passwords, the CSRF key masked.
 func (c config) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("addr", c.addr), slog.String("database_url", env.RedactURL(c.databaseURL)),
-		slog.Int("db_max_conns", c.dbMaxConns),
+		slog.String("addr", c.Addr), slog.String("database_url", env.RedactURL(c.DatabaseURL)),
+		slog.Int("db_max_conns", c.DBMaxConns),
 		slog.String("hydra_admin_url", c.hydraAdminURL), slog.String("hydra_timeout", c.hydraTimeout.String()),
 		slog.String("csrf_key", env.Masked),
 		slog.String("redis_url", env.RedactURL(c.redisURL)), slog.Int("login_rate_per_minute", c.loginRate),
 		slog.String("trusted_proxies", fmt.Sprint(c.trustedProxies)),
-		slog.String("shutdown_drain", c.shutdownDrain.String()), slog.String("log_level", c.logLevel),
-		slog.String("otel_endpoint", c.telemetry.Endpoint))
+		slog.String("shutdown_drain", c.shutdownDrain.String()), slog.String("log_level", c.LogLevel),
+		slog.String("otel_endpoint", c.Telemetry.Endpoint))
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -141,26 +133,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log := telemetry.NewLogger(stdout, "identity", cfg.logLevel)
-	log.InfoContext(ctx, "starting", "config", cfg)
-	tel, err := telemetry.Setup(ctx, cfg.telemetry)
+	p, err := startup.Start(ctx, stdout, cfg.Config, cfg, migrations.For)
 	if err != nil {
 		return err
 	}
-	defer tel.Close(ctx, log)
-	schema, err := migrations.For("identity")
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.dbMaxConns,
-		postgres.WithTracer(tel.PgxTracer("identity")), postgres.WithMigrations(schema))
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	if err := tel.ObservePool(pool, "identity"); err != nil {
-		return err
-	}
+	defer p.Close(ctx)
+	log, tel, pool := p.Log, p.Tel, p.Pool
 	// Redis only holds the login allowances: when it is down, logins are
 	// not limited (and counted), they do not fail.
 	rdb, err := redisconn.Open(cfg.redisURL, 0)
@@ -191,5 +169,5 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	return web.ListenAndServe(ctx, cfg.addr, cfg.shutdownDrain, tel.Middleware(web.ClientAddr(cfg.trustedProxies)(handler)), log)
+	return web.ListenAndServe(ctx, cfg.Addr, cfg.shutdownDrain, tel.Middleware(web.ClientAddr(cfg.trustedProxies)(handler)), log)
 }

@@ -91,8 +91,8 @@ func TestReadConfig(t *testing.T) {
 				if err != nil {
 					t.Fatalf("readConfig = %v; want nil", err)
 				}
-				if c.addr != ":8084" || c.hydraAdminURL != "http://127.0.0.1:4445" || c.loginRate != 10 ||
-					c.databaseURL != "postgres://postgres@127.0.0.1:5432/identity?sslmode=disable" ||
+				if c.Addr != ":8084" || c.hydraAdminURL != "http://127.0.0.1:4445" || c.loginRate != 10 ||
+					c.DatabaseURL != "postgres://postgres@127.0.0.1:5432/identity?sslmode=disable" ||
 					c.redisURL != "redis://127.0.0.1:6379/0" {
 					t.Errorf("defaults = %+v", c)
 				}

@@ -4,7 +4,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,10 +19,10 @@ import (
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/env"
-	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/ratelimit"
 	"github.com/orderflow/orderflow/pkg/redisconn"
 	"github.com/orderflow/orderflow/pkg/retention"
+	"github.com/orderflow/orderflow/pkg/startup"
 	"github.com/orderflow/orderflow/pkg/telemetry"
 	"github.com/orderflow/orderflow/pkg/web"
 	"github.com/orderflow/orderflow/services/inventory/internal/inventory"
@@ -39,9 +38,7 @@ func main() {
 // config is everything inventory reads from its environment, read by
 // readConfig and logged at start-up by LogValue.
 type config struct {
-	addr           string
-	databaseURL    string
-	dbMaxConns     int
+	startup.Config
 	reservationTTL time.Duration
 	sweepInterval  time.Duration
 	seedProducts   int
@@ -54,12 +51,10 @@ type config struct {
 	rateBurst      int
 	auth           auth.Config
 	trustedProxies []netip.Prefix
-	logLevel       string
 	// shutdownDrain is how long the process keeps serving after SIGTERM
 	// with /readyz failing, so a load balancer stops routing to it first
 	// (SHUTDOWN_DRAIN; 0 by default, make dev REPLICAS>1 sets 3s).
 	shutdownDrain time.Duration
-	telemetry     telemetry.Config
 }
 
 // readConfig reads the environment, then the flags in args (local
@@ -67,9 +62,14 @@ type config struct {
 func readConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	r := env.New(getenv)
 	cfg := config{
-		addr:           r.String("INVENTORY_ADDR", ":8081"),
-		databaseURL:    r.String("INVENTORY_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/inventory?sslmode=disable"),
-		dbMaxConns:     r.Int("INVENTORY_DB_MAX_CONNS", 20),
+		Config: startup.Config{
+			Service:     "inventory",
+			Database:    "inventory",
+			Addr:        r.String("INVENTORY_ADDR", ":8081"),
+			DatabaseURL: r.String("INVENTORY_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/inventory?sslmode=disable"),
+			DBMaxConns:  r.Int("INVENTORY_DB_MAX_CONNS", 20),
+			LogLevel:    r.String("LOG_LEVEL", "info"),
+		},
 		reservationTTL: r.Duration("INVENTORY_RESERVATION_TTL", 15*time.Minute),
 		sweepInterval:  r.Duration("INVENTORY_SWEEP_INTERVAL", 10*time.Second),
 		seedProducts:   r.Int("INVENTORY_SEED_PRODUCTS", 0),
@@ -80,22 +80,14 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		cacheTTL:       r.Duration("INVENTORY_CACHE_TTL", 30*time.Second),
 		rateLimit:      r.Int("INVENTORY_RATE_LIMIT", 100),
 		rateBurst:      r.Int("INVENTORY_RATE_BURST", 200),
-		logLevel:       r.String("LOG_LEVEL", "info"),
 		shutdownDrain:  r.Duration("SHUTDOWN_DRAIN", 0),
 	}
 	var authErr, proxyErr, telErr error
 	cfg.auth, authErr = auth.ReadConfig(getenv)
 	cfg.trustedProxies, proxyErr = web.ParsePrefixes(r.String("TRUSTED_PROXIES", ""))
-	cfg.telemetry, telErr = telemetry.ReadConfig("inventory", getenv)
+	cfg.Telemetry, telErr = telemetry.ReadConfig("inventory", getenv)
 	errs := append([]error{r.Err(), authErr, proxyErr, telErr}, cfg.validate()...)
-
-	fs := flag.NewFlagSet("inventory", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.addr, "addr", cfg.addr, "listen address (overrides INVENTORY_ADDR)")
-	if len(args) > 0 {
-		errs = append(errs, fs.Parse(args[1:]))
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(append(errs, cfg.ParseFlags(args, stderr))...); err != nil {
 		return config{}, fmt.Errorf("config: %w", err)
 	}
 	return cfg, nil
@@ -104,7 +96,7 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 // validate reports every setting out of range.
 func (c config) validate() []error {
 	var errs []error
-	if c.dbMaxConns < 1 {
+	if c.DBMaxConns < 1 {
 		errs = append(errs, errors.New("INVENTORY_DB_MAX_CONNS must be at least 1"))
 	}
 	if c.reservationTTL <= 0 {
@@ -135,8 +127,8 @@ func (c config) validate() []error {
 // their passwords.
 func (c config) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("addr", c.addr), slog.String("database_url", env.RedactURL(c.databaseURL)),
-		slog.Int("db_max_conns", c.dbMaxConns),
+		slog.String("addr", c.Addr), slog.String("database_url", env.RedactURL(c.DatabaseURL)),
+		slog.Int("db_max_conns", c.DBMaxConns),
 		slog.String("reservation_ttl", c.reservationTTL.String()), slog.String("sweep_interval", c.sweepInterval.String()),
 		slog.Int("seed_products", c.seedProducts),
 		slog.String("redis_url", env.RedactURL(c.redisURL)), slog.Int("redis_pool_size", c.redisPoolSize),
@@ -146,8 +138,8 @@ func (c config) LogValue() slog.Value {
 		slog.String("auth_issuer", c.auth.Issuer), slog.String("auth_audience", c.auth.Audience),
 		slog.String("auth_cache_ttl", c.auth.CacheTTL.String()),
 		slog.String("trusted_proxies", fmt.Sprint(c.trustedProxies)),
-		slog.String("shutdown_drain", c.shutdownDrain.String()), slog.String("log_level", c.logLevel),
-		slog.String("otel_endpoint", c.telemetry.Endpoint))
+		slog.String("shutdown_drain", c.shutdownDrain.String()), slog.String("log_level", c.LogLevel),
+		slog.String("otel_endpoint", c.Telemetry.Endpoint))
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -158,27 +150,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log := telemetry.NewLogger(stdout, "inventory", cfg.logLevel)
-	log.InfoContext(ctx, "starting", "config", cfg)
-	tel, err := telemetry.Setup(ctx, cfg.telemetry)
+	p, err := startup.Start(ctx, stdout, cfg.Config, cfg, migrations.For)
 	if err != nil {
 		return err
 	}
-	defer tel.Close(ctx, log)
-	schema, err := migrations.For("inventory")
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.dbMaxConns,
-		postgres.WithTracer(tel.PgxTracer("inventory")), postgres.WithMigrations(schema))
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	if err := tel.ObservePool(pool, "inventory"); err != nil {
-		return err
-	}
-	store := inventory.NewStore(pool)
+	defer p.Close(ctx)
+	log, tel := p.Log, p.Tel
+	store := inventory.NewStore(p.Pool)
 	if cfg.seedProducts > 0 {
 		n, err := store.Seed(ctx, cfg.seedProducts)
 		if err != nil {
@@ -200,7 +178,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer stopped()
 
-	return web.ListenAndServe(ctx, cfg.addr, cfg.shutdownDrain, tel.Middleware(web.ClientAddr(cfg.trustedProxies)(handler)), log,
+	return web.ListenAndServe(ctx, cfg.Addr, cfg.shutdownDrain, tel.Middleware(web.ClientAddr(cfg.trustedProxies)(handler)), log,
 		func(ctx context.Context) { svc.RunSweeper(ctx, cfg.sweepInterval, log) },
 		func(ctx context.Context) { cache.Retry(ctx, 500*time.Millisecond) },
 		func(ctx context.Context) {

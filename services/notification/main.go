@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,9 +22,9 @@ import (
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/env"
-	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/queue"
 	"github.com/orderflow/orderflow/pkg/retention"
+	"github.com/orderflow/orderflow/pkg/startup"
 	"github.com/orderflow/orderflow/pkg/telemetry"
 	"github.com/orderflow/orderflow/pkg/web"
 	"github.com/orderflow/orderflow/services/notification/internal/notification"
@@ -41,9 +40,7 @@ func main() {
 // config is everything notification reads from its environment, read by
 // readConfig and logged at start-up by LogValue.
 type config struct {
-	addr         string
-	databaseURL  string
-	dbMaxConns   int
+	startup.Config
 	smtpAddr     string
 	mailFrom     string
 	invoiceQueue string
@@ -51,7 +48,6 @@ type config struct {
 	concurrency  int
 	visibility   time.Duration
 	maxReceives  int
-	logLevel     string
 	sqs          queue.Config
 	auth         auth.Config
 	// trustedProxies may set X-Forwarded-For (TRUSTED_PROXIES).
@@ -60,7 +56,6 @@ type config struct {
 	// with /readyz failing, so a load balancer stops routing to it first
 	// (SHUTDOWN_DRAIN; 0 by default, make dev REPLICAS>1 sets 3s).
 	shutdownDrain time.Duration
-	telemetry     telemetry.Config
 }
 
 // readConfig reads the environment, then the flags in args (local
@@ -68,9 +63,14 @@ type config struct {
 func readConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	r := env.New(getenv)
 	c := config{
-		addr:          r.String("NOTIFICATION_ADDR", ":8083"),
-		databaseURL:   r.String("NOTIFICATION_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/notifications?sslmode=disable"),
-		dbMaxConns:    r.Int("NOTIFICATION_DB_MAX_CONNS", 20),
+		Config: startup.Config{
+			Service:     "notification",
+			Database:    "notifications",
+			Addr:        r.String("NOTIFICATION_ADDR", ":8083"),
+			DatabaseURL: r.String("NOTIFICATION_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/notifications?sslmode=disable"),
+			DBMaxConns:  r.Int("NOTIFICATION_DB_MAX_CONNS", 20),
+			LogLevel:    r.String("LOG_LEVEL", "info"),
+		},
 		smtpAddr:      r.String("NOTIFICATION_SMTP_ADDR", "127.0.0.1:1025"),
 		mailFrom:      r.String("NOTIFICATION_MAIL_FROM", "orders@orderflow.local"),
 		invoiceQueue:  r.String("NOTIFICATION_INVOICE_QUEUE", "order-invoices"),
@@ -78,23 +78,15 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		concurrency:   r.Int("NOTIFICATION_CONCURRENCY", 4),
 		visibility:    r.Duration("NOTIFICATION_VISIBILITY_TIMEOUT", 30*time.Second),
 		maxReceives:   r.Int("NOTIFICATION_MAX_RECEIVES", 5),
-		logLevel:      r.String("LOG_LEVEL", "info"),
 		sqs:           queue.ReadConfig(getenv),
 		shutdownDrain: r.Duration("SHUTDOWN_DRAIN", 0),
 	}
 	var authErr, proxyErr, telErr error
 	c.auth, authErr = auth.ReadConfig(getenv)
 	c.trustedProxies, proxyErr = web.ParsePrefixes(r.String("TRUSTED_PROXIES", ""))
-	c.telemetry, telErr = telemetry.ReadConfig("notification", getenv)
+	c.Telemetry, telErr = telemetry.ReadConfig("notification", getenv)
 	errs := append([]error{r.Err(), authErr, proxyErr, telErr}, c.validate()...)
-
-	fs := flag.NewFlagSet("notification", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&c.addr, "addr", c.addr, "listen address (overrides NOTIFICATION_ADDR)")
-	if len(args) > 0 {
-		errs = append(errs, fs.Parse(args[1:]))
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(append(errs, c.ParseFlags(args, stderr))...); err != nil {
 		return config{}, fmt.Errorf("config: %w", err)
 	}
 	return c, nil
@@ -121,8 +113,8 @@ func (c config) validate() []error {
 // their passwords.
 func (c config) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("addr", c.addr), slog.String("database_url", env.RedactURL(c.databaseURL)),
-		slog.Int("db_max_conns", c.dbMaxConns),
+		slog.String("addr", c.Addr), slog.String("database_url", env.RedactURL(c.DatabaseURL)),
+		slog.Int("db_max_conns", c.DBMaxConns),
 		slog.String("smtp_addr", c.smtpAddr), slog.String("mail_from", c.mailFrom),
 		slog.String("invoice_queue", c.invoiceQueue), slog.String("email_queue", c.emailQueue),
 		slog.Int("concurrency", c.concurrency), slog.String("visibility_timeout", c.visibility.String()),
@@ -131,8 +123,8 @@ func (c config) LogValue() slog.Value {
 		slog.String("auth_issuer", c.auth.Issuer), slog.String("auth_audience", c.auth.Audience),
 		slog.String("auth_cache_ttl", c.auth.CacheTTL.String()),
 		slog.String("trusted_proxies", fmt.Sprint(c.trustedProxies)),
-		slog.String("shutdown_drain", c.shutdownDrain.String()), slog.String("log_level", c.logLevel),
-		slog.String("otel_endpoint", c.telemetry.Endpoint))
+		slog.String("shutdown_drain", c.shutdownDrain.String()), slog.String("log_level", c.LogLevel),
+		slog.String("otel_endpoint", c.Telemetry.Endpoint))
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -143,33 +135,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log := telemetry.NewLogger(stdout, "notification", cfg.logLevel)
-	log.InfoContext(ctx, "starting", "config", cfg)
-	tel, err := telemetry.Setup(ctx, cfg.telemetry)
+	p, err := startup.Start(ctx, stdout, cfg.Config, cfg, migrations.For)
 	if err != nil {
 		return err
 	}
-	defer tel.Close(ctx, log)
-	schema, err := migrations.For("notification")
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.dbMaxConns,
-		postgres.WithTracer(tel.PgxTracer("notifications")), postgres.WithMigrations(schema))
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	if err := tel.ObservePool(pool, "notifications"); err != nil {
-		return err
-	}
+	defer p.Close(ctx)
+	log, tel, pool := p.Log, p.Tel, p.Pool
 	client, err := queue.NewClient(ctx, cfg.sqs)
 	if err != nil {
 		return err
 	}
 
 	store := notification.NewStore(pool)
-	svc := notification.NewService(store, notification.NewMailer(cfg.smtpAddr, cfg.mailFrom), log)
+	mailer := notification.NewMailer(cfg.smtpAddr, cfg.mailFrom)
+	defer mailer.Close()
+	svc := notification.NewService(store, mailer, log)
 	verifier, err := auth.NewVerifier(cfg.auth, &http.Client{Timeout: 5 * time.Second}, log)
 	if err != nil {
 		return err
@@ -180,7 +160,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	consume := func(name, queueName string, handle notification.HandlerFunc) func(context.Context) {
 		return func(ctx context.Context) { runConsumer(ctx, cfg, tel, client, name, queueName, handle, log) }
 	}
-	return web.ListenAndServe(ctx, cfg.addr, cfg.shutdownDrain, tel.Middleware(web.ClientAddr(cfg.trustedProxies)(h)), log,
+	return web.ListenAndServe(ctx, cfg.Addr, cfg.shutdownDrain, tel.Middleware(web.ClientAddr(cfg.trustedProxies)(h)), log,
 		consume(notification.ConsumerInvoice, cfg.invoiceQueue, svc.HandleInvoice),
 		consume(notification.ConsumerEmail, cfg.emailQueue, svc.HandleEmail),
 		func(ctx context.Context) {

@@ -207,7 +207,7 @@ func TestReadConfig(t *testing.T) {
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("readConfig = %v; want error %v", err, tt.wantErr)
 			}
-			if !tt.wantErr && (cfg.addr != ":8083" || cfg.invoiceQueue != "order-invoices" || cfg.emailQueue != "order-emails" || cfg.concurrency != 4) {
+			if !tt.wantErr && (cfg.Addr != ":8083" || cfg.invoiceQueue != "order-invoices" || cfg.emailQueue != "order-emails" || cfg.concurrency != 4) {
 				t.Errorf("defaults = %+v", cfg)
 			}
 		})

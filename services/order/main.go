@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,12 +22,12 @@ import (
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/env"
-	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/queue"
 	"github.com/orderflow/orderflow/pkg/ratelimit"
 	"github.com/orderflow/orderflow/pkg/redisconn"
 	"github.com/orderflow/orderflow/pkg/resilience"
 	"github.com/orderflow/orderflow/pkg/retention"
+	"github.com/orderflow/orderflow/pkg/startup"
 	"github.com/orderflow/orderflow/pkg/telemetry"
 	"github.com/orderflow/orderflow/pkg/web"
 	"github.com/orderflow/orderflow/services/order/internal/order"
@@ -45,9 +44,7 @@ func main() {
 // config is everything order reads from its environment, read by
 // readConfig and logged at start-up by LogValue.
 type config struct {
-	addr             string
-	databaseURL      string
-	dbMaxConns       int
+	startup.Config
 	inventoryURL     string
 	paymentURL       string
 	callTimeout      time.Duration
@@ -63,7 +60,6 @@ type config struct {
 	// inventory and payment carry client-credentials tokens.
 	clientID     string
 	clientSecret string
-	logLevel     string
 	sqs          queue.Config
 	redisURL     string
 	rateLimit    int
@@ -85,8 +81,6 @@ type config struct {
 	compensationBackoff     time.Duration
 	compensationMaxBackoff  time.Duration
 	compensationMaxAttempts int
-
-	telemetry telemetry.Config
 }
 
 // Rows that have done their job are deleted once an hour, in batches
@@ -102,9 +96,14 @@ const (
 func readConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	r := env.New(getenv)
 	cfg := config{
-		addr:             r.String("ORDER_ADDR", ":8080"),
-		databaseURL:      r.String("ORDER_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/orders?sslmode=disable"),
-		dbMaxConns:       r.Int("ORDER_DB_MAX_CONNS", 20),
+		Config: startup.Config{
+			Service:     "order",
+			Database:    "orders",
+			Addr:        r.String("ORDER_ADDR", ":8080"),
+			DatabaseURL: r.String("ORDER_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/orders?sslmode=disable"),
+			DBMaxConns:  r.Int("ORDER_DB_MAX_CONNS", 20),
+			LogLevel:    r.String("LOG_LEVEL", "info"),
+		},
 		inventoryURL:     r.String("ORDER_INVENTORY_URL", "http://127.0.0.1:8081"),
 		paymentURL:       r.String("ORDER_PAYMENT_URL", "http://127.0.0.1:8082"),
 		callTimeout:      r.Duration("ORDER_CALL_TIMEOUT", 4*time.Second),
@@ -116,7 +115,6 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		emailQueue:       r.String("ORDER_EMAIL_QUEUE", "order-emails"),
 		clientID:         r.String("ORDER_CLIENT_ID", "orderflow-order"),
 		clientSecret:     r.Required("ORDER_CLIENT_SECRET"),
-		logLevel:         r.String("LOG_LEVEL", "info"),
 		sqs:              queue.ReadConfig(getenv),
 		// Rate limits are per caller (token subject, else IP), shared by every
 		// replica through Redis; 0 turns them off.
@@ -135,16 +133,9 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 	var authErr, proxyErr, telErr error
 	cfg.auth, authErr = auth.ReadConfig(getenv)
 	cfg.trustedProxies, proxyErr = web.ParsePrefixes(r.String("TRUSTED_PROXIES", ""))
-	cfg.telemetry, telErr = telemetry.ReadConfig("order", getenv)
+	cfg.Telemetry, telErr = telemetry.ReadConfig("order", getenv)
 	errs := append([]error{r.Err(), authErr, proxyErr, telErr}, cfg.validate()...)
-
-	fs := flag.NewFlagSet("order", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.addr, "addr", cfg.addr, "listen address (overrides ORDER_ADDR)")
-	if len(args) > 0 {
-		errs = append(errs, fs.Parse(args[1:]))
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(append(errs, cfg.ParseFlags(args, stderr))...); err != nil {
 		return config{}, fmt.Errorf("config: %w", err)
 	}
 	return cfg, nil
@@ -156,7 +147,7 @@ func (c config) validate() []error {
 	if c.rateLimit < 0 || c.rateBurst < 0 {
 		errs = append(errs, errors.New("ORDER_RATE_LIMIT and ORDER_RATE_BURST must be >= 0"))
 	}
-	if c.dbMaxConns < 1 {
+	if c.DBMaxConns < 1 {
 		errs = append(errs, errors.New("ORDER_DB_MAX_CONNS must be at least 1"))
 	}
 	for name, d := range map[string]time.Duration{
@@ -193,8 +184,8 @@ func (c config) validate() []error {
 func (c config) LogValue() slog.Value {
 	p := c.downstream
 	return slog.GroupValue(
-		slog.String("addr", c.addr), slog.String("database_url", env.RedactURL(c.databaseURL)),
-		slog.Int("db_max_conns", c.dbMaxConns),
+		slog.String("addr", c.Addr), slog.String("database_url", env.RedactURL(c.DatabaseURL)),
+		slog.Int("db_max_conns", c.DBMaxConns),
 		slog.String("inventory_url", c.inventoryURL), slog.String("payment_url", c.paymentURL),
 		slog.String("call_timeout", c.callTimeout.String()), slog.String("request_timeout", c.requestTimeout.String()),
 		slog.String("read_timeout", c.readTimeout.String()),
@@ -215,8 +206,8 @@ func (c config) LogValue() slog.Value {
 		slog.String("auth_cache_ttl", c.auth.CacheTTL.String()),
 		slog.String("trusted_proxies", fmt.Sprint(c.trustedProxies)),
 		slog.String("client_id", c.clientID), slog.String("client_secret", env.Masked),
-		slog.String("shutdown_drain", c.shutdownDrain.String()), slog.String("log_level", c.logLevel),
-		slog.String("otel_endpoint", c.telemetry.Endpoint))
+		slog.String("shutdown_drain", c.shutdownDrain.String()), slog.String("log_level", c.LogLevel),
+		slog.String("otel_endpoint", c.Telemetry.Endpoint))
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -227,23 +218,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log := telemetry.NewLogger(stdout, "order", cfg.logLevel)
-	log.InfoContext(ctx, "starting", "config", cfg)
-	tel, err := telemetry.Setup(ctx, cfg.telemetry)
+	p, err := startup.Start(ctx, stdout, cfg.Config, cfg, migrations.For)
 	if err != nil {
 		return err
 	}
-	defer tel.Close(ctx, log)
-	schema, err := migrations.For("order")
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.dbMaxConns,
-		postgres.WithTracer(tel.PgxTracer("orders")), postgres.WithMigrations(schema))
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
+	defer p.Close(ctx)
+	log, tel, pool := p.Log, p.Tel, p.Pool
 	sqsClient, err := queue.NewClient(ctx, cfg.sqs)
 	if err != nil {
 		return err
@@ -264,12 +244,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	if err := errors.Join(tel.ObservePool(pool, "orders"), tel.InstrumentRedis(rdb),
+	if err := errors.Join(tel.InstrumentRedis(rdb),
 		outbox.ObserveLag(pool, tel.MeterFor("orderflow/outbox"))); err != nil {
 		return err
 	}
 
-	return web.ListenAndServe(ctx, cfg.addr, cfg.shutdownDrain,
+	return web.ListenAndServe(ctx, cfg.Addr, cfg.shutdownDrain,
 		tel.Middleware(web.ClientAddr(cfg.trustedProxies)(handler)), log,
 		func(ctx context.Context) { svc.RunRecovery(ctx, cfg.recoveryInterval) },
 		func(ctx context.Context) { relay.Run(ctx, 200*time.Millisecond) },

@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,9 +18,9 @@ import (
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/env"
-	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/resilience"
 	"github.com/orderflow/orderflow/pkg/retention"
+	"github.com/orderflow/orderflow/pkg/startup"
 	"github.com/orderflow/orderflow/pkg/telemetry"
 	"github.com/orderflow/orderflow/pkg/web"
 	"github.com/orderflow/orderflow/services/payment/internal/payment"
@@ -37,15 +36,12 @@ func main() {
 // config is everything payment reads from its environment, read by
 // readConfig and logged at start-up by LogValue.
 type config struct {
-	addr            string
-	databaseURL     string
-	dbMaxConns      int
+	startup.Config
 	providerURL     string
 	providerTimeout time.Duration
 	providerAPIKey  string
 	auth            auth.Config
 	trustedProxies  []netip.Prefix
-	logLevel        string
 	// shutdownDrain is how long the process keeps serving after SIGTERM
 	// with /readyz failing, so a load balancer stops routing to it first
 	// (SHUTDOWN_DRAIN; 0 by default).
@@ -62,8 +58,6 @@ type config struct {
 	// PAYMENT_BREAKER_*, PAYMENT_RETRY_*, PAYMENT_BULKHEAD, with
 	// PAYMENT_PROVIDER_TIMEOUT as the timeout of each attempt.
 	provider resilience.Policy
-
-	telemetry telemetry.Config
 }
 
 // Answered idempotency keys are deleted once an hour, in batches
@@ -75,13 +69,17 @@ const retentionInterval = time.Hour
 func readConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	r := env.New(getenv)
 	cfg := config{
-		addr:              r.String("PAYMENT_ADDR", ":8082"),
-		databaseURL:       r.String("PAYMENT_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/payments?sslmode=disable"),
-		dbMaxConns:        r.Int("PAYMENT_DB_MAX_CONNS", 20),
+		Config: startup.Config{
+			Service:     "payment",
+			Database:    "payments",
+			Addr:        r.String("PAYMENT_ADDR", ":8082"),
+			DatabaseURL: r.String("PAYMENT_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/payments?sslmode=disable"),
+			DBMaxConns:  r.Int("PAYMENT_DB_MAX_CONNS", 20),
+			LogLevel:    r.String("LOG_LEVEL", "info"),
+		},
 		providerURL:       r.String("PAYMENT_PROVIDER_URL", "http://127.0.0.1:8090"),
 		providerTimeout:   r.Duration("PAYMENT_PROVIDER_TIMEOUT", time.Second),
 		providerAPIKey:    r.String("PAYMENT_PROVIDER_API_KEY", ""),
-		logLevel:          r.String("LOG_LEVEL", "info"),
 		shutdownDrain:     r.Duration("SHUTDOWN_DRAIN", 0),
 		reconcileInterval: r.Duration("PAYMENT_RECONCILE_INTERVAL", 10*time.Second),
 		reconcileAfter:    r.Duration("PAYMENT_RECONCILE_AFTER", time.Minute),
@@ -94,16 +92,9 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 	var authErr, proxyErr, telErr error
 	cfg.auth, authErr = auth.ReadConfig(getenv)
 	cfg.trustedProxies, proxyErr = web.ParsePrefixes(r.String("TRUSTED_PROXIES", ""))
-	cfg.telemetry, telErr = telemetry.ReadConfig("payment", getenv)
+	cfg.Telemetry, telErr = telemetry.ReadConfig("payment", getenv)
 	errs := append([]error{r.Err(), authErr, proxyErr, telErr}, cfg.validate()...)
-
-	fs := flag.NewFlagSet("payment", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.addr, "addr", cfg.addr, "listen address (overrides PAYMENT_ADDR)")
-	if len(args) > 0 {
-		errs = append(errs, fs.Parse(args[1:]))
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(append(errs, cfg.ParseFlags(args, stderr))...); err != nil {
 		return config{}, fmt.Errorf("config: %w", err)
 	}
 	return cfg, nil
@@ -112,7 +103,7 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 // validate reports every setting out of range.
 func (c config) validate() []error {
 	errs := []error{c.provider.Validate("PAYMENT")}
-	if c.dbMaxConns < 1 {
+	if c.DBMaxConns < 1 {
 		errs = append(errs, errors.New("PAYMENT_DB_MAX_CONNS must be at least 1"))
 	}
 	for name, d := range map[string]time.Duration{
@@ -145,8 +136,8 @@ func (c config) LogValue() slog.Value {
 		apiKey = env.Masked
 	}
 	return slog.GroupValue(
-		slog.String("addr", c.addr), slog.String("database_url", env.RedactURL(c.databaseURL)),
-		slog.Int("db_max_conns", c.dbMaxConns),
+		slog.String("addr", c.Addr), slog.String("database_url", env.RedactURL(c.DatabaseURL)),
+		slog.Int("db_max_conns", c.DBMaxConns),
 		slog.String("provider_url", c.providerURL), slog.String("provider_api_key", apiKey),
 		slog.String("attempt_timeout", p.Timeout.String()), slog.Any("breaker_failure_threshold", p.FailureThreshold),
 		slog.Any("breaker_window", p.Window), slog.String("breaker_delay", p.Delay.String()),
@@ -158,8 +149,8 @@ func (c config) LogValue() slog.Value {
 		slog.String("auth_issuer", c.auth.Issuer), slog.String("auth_audience", c.auth.Audience),
 		slog.String("auth_cache_ttl", c.auth.CacheTTL.String()),
 		slog.String("trusted_proxies", fmt.Sprint(c.trustedProxies)),
-		slog.String("shutdown_drain", c.shutdownDrain.String()), slog.String("log_level", c.logLevel),
-		slog.String("otel_endpoint", c.telemetry.Endpoint))
+		slog.String("shutdown_drain", c.shutdownDrain.String()), slog.String("log_level", c.LogLevel),
+		slog.String("otel_endpoint", c.Telemetry.Endpoint))
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -170,26 +161,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log := telemetry.NewLogger(stdout, "payment", cfg.logLevel)
-	log.InfoContext(ctx, "starting", "config", cfg)
-	tel, err := telemetry.Setup(ctx, cfg.telemetry)
+	p, err := startup.Start(ctx, stdout, cfg.Config, cfg, migrations.For)
 	if err != nil {
 		return err
 	}
-	defer tel.Close(ctx, log)
-	schema, err := migrations.For("payment")
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.dbMaxConns,
-		postgres.WithTracer(tel.PgxTracer("payments")), postgres.WithMigrations(schema))
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	if err := tel.ObservePool(pool, "payments"); err != nil {
-		return err
-	}
+	defer p.Close(ctx)
+	log, tel, pool := p.Log, p.Tel, p.Pool
 	store := payment.NewStore(pool)
 	svc, err := newService(cfg, tel, store, log)
 	if err != nil {
@@ -201,7 +178,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	handler := payment.NewHandler(log, svc, map[string]web.Check{"postgres": store.Ping}, tel.MetricsHandler(), verifier.Authenticate)
 
-	return web.ListenAndServe(ctx, cfg.addr, cfg.shutdownDrain, tel.Middleware(web.ClientAddr(cfg.trustedProxies)(handler)), log,
+	return web.ListenAndServe(ctx, cfg.Addr, cfg.shutdownDrain, tel.Middleware(web.ClientAddr(cfg.trustedProxies)(handler)), log,
 		func(ctx context.Context) { svc.RunReconciler(ctx, cfg.reconcileInterval) },
 		func(ctx context.Context) {
 			retention.Run(ctx, retentionInterval, log,

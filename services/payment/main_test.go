@@ -138,11 +138,11 @@ func TestReadConfig(t *testing.T) {
 			if len(tt.wantErr) == 0 && err != nil {
 				t.Fatalf("readConfig() = %v; want nil", err)
 			}
-			if tt.name == "defaults" && (c.addr != ":8082" || c.providerTimeout != time.Second || c.provider.Budget() >= 4*time.Second) {
+			if tt.name == "defaults" && (c.Addr != ":8082" || c.providerTimeout != time.Second || c.provider.Budget() >= 4*time.Second) {
 				t.Errorf("defaults = %+v", c)
 			}
-			if tt.name == "addr flag" && c.addr != "127.0.0.1:9999" {
-				t.Errorf("addr = %q; want the flag's 127.0.0.1:9999", c.addr)
+			if tt.name == "addr flag" && c.Addr != "127.0.0.1:9999" {
+				t.Errorf("addr = %q; want the flag's 127.0.0.1:9999", c.Addr)
 			}
 		})
 	}

@@ -27,7 +27,7 @@ func TestFaults(t *testing.T) {
 		killRelay(3 * time.Second),
 		parkRefund(),
 	})
-	if len(rows) > 0 {
+	if len(rows) > 0 && strings.HasPrefix(rows[0].fault, "1 ") { // not when FAULTS_ONLY left it out
 		t.Logf("order p99 with the provider down, once the breakers opened: %v (printed; speed is the benchmarks' to measure)", rows[0].p99Open)
 		for _, v := range failFastViolations(rows[0]) {
 			t.Errorf("%s: %s", rows[0].fault, v)
@@ -63,13 +63,16 @@ func TestFaultAlerts(t *testing.T) {
 		// second at 10 orders/s, or 5 s once the calls time out.
 		alerting(providerOutage(0), alertWant{alertMatch: breaker("payment", "provider"), lead: 2 * time.Second,
 			resolveWithin: breakerResolve, also: []alertMatch{breaker("order", "payment")}}),
-		// No cause alert holds through a slow provider at this load: the
-		// breaker payment → provider alternated, open for about 10 s and
-		// closed for about 12 s, restarting CircuitBreakerOpen's for: each
-		// time (at 20 orders/s, on earlier code, it stayed open and the
-		// alert fired after 62 s). Held for its phase-1 10 s, it must fire
-		// no cause alert.
-		providerLatency(10 * time.Second),
+		// Every charge times out (1 s), so the breaker opens after its
+		// fifth: the attempt timeout plus half a second of orders at
+		// 10 orders/s, 3 s on a busy machine. It stays away from closed:
+		// its probes are charges, which time out. The look-ups by key that
+		// settle the timed-out charges answer at once and do not count
+		// (resilience.Uncounted); when they did, they closed it every ten
+		// seconds or so and the alert never fired. Order's breaker to
+		// payment opens too, on payment's 504s and fast 503s.
+		alerting(providerLatency(0), alertWant{alertMatch: breaker("payment", "provider"), lead: 3 * time.Second,
+			resolveWithin: breakerResolve, also: []alertMatch{breaker("order", "payment")}}),
 		// up is 0 from the first scrape after the kill.
 		// The restarted inventory answers its first reads from Postgres
 		// (80 misses for the 80 products read, in one run), which can keep
@@ -98,13 +101,18 @@ func TestFaultAlerts(t *testing.T) {
 			resolveWithin: 15 * time.Second, also: []alertMatch{breaker("order", "payment")}}),
 		alerting(killProvider(0), alertWant{alertMatch: down("provider"), lead: scrapeInterval,
 			resolveWithin: 10 * time.Second, also: []alertMatch{breaker("payment", "provider"), breaker("order", "payment")}}),
-		// No cause alert maps to a slow database yet: held for 3 minutes,
-		// DatabasePoolSaturated never fired (inventory's pool was 42-64%
-		// in use on average while requests waited 1.3 s per second), and
-		// order's /metrics stopped answering (its scrape-time gauges query
-		// the slow database), so ServiceDown{job="order"} fired instead.
-		// Held for its phase-1 10 s, it must fire no cause alert.
-		slowPostgres(10 * time.Second),
+		// The p95 of a service's queries over 30 s passes 250 ms once 5% of
+		// the window's queries are slow. The slowed queries come at a small
+		// fraction of the rate of the fast ones before them (the pools hold
+		// them longer), so that took 20 s in one run, and 30 s at most: by
+		// then the window holds slow queries only. It resolves once the
+		// window has forgotten them. Order's breakers open on the slow
+		// reservations, and order's /metrics can stop answering (its
+		// scrape-time gauges query the slow database), so ServiceDown
+		// {job="order"} may fire too; DatabasePoolSaturated did not (the
+		// pools were 42-64% in use, held 3 minutes).
+		alerting(slowPostgres(0), alertWant{alertMatch: alertMatch{name: "DatabaseSlow"}, lead: 30 * time.Second,
+			resolveWithin: 30*time.Second + 5*scrapeInterval, also: []alertMatch{{name: "CircuitBreakerOpen"}, down("order")}}),
 		alerting(partitionOrderPayment(0), alertWant{alertMatch: breaker("order", "payment"), lead: 5 * time.Second,
 			resolveWithin: breakerResolve}),
 		alerting(killRelay(0), alertWant{alertMatch: down("order"), lead: scrapeInterval, resolveWithin: 10 * time.Second}),

@@ -967,8 +967,11 @@ type suite struct {
 }
 
 // runSuite runs faults one after the other on one stack, prints the table
-// and fails the test on any broken invariant.
+// and fails the test on any broken invariant. FAULTS_ONLY, when set, runs
+// only the faults it numbers ("2,10": the numbers their names begin with),
+// to work on a few without the whole phase.
 func runSuite(t *testing.T, cfg suite, faults []fault) []row {
+	faults = onlyFaults(t, faults, os.Getenv("FAULTS_ONLY"))
 	began := time.Now()
 	s := startStack(t, cfg.extra)
 	if cfg.watch {
@@ -994,6 +997,26 @@ func runSuite(t *testing.T, cfg suite, faults []fault) []row {
 		}
 	}
 	return rows
+}
+
+// onlyFaults returns the faults whose numbers the comma-separated list
+// only names, all of them when it is empty; a number no fault has fails
+// the test.
+func onlyFaults(t *testing.T, faults []fault, only string) []fault {
+	t.Helper()
+	if only == "" {
+		return faults
+	}
+	var out []fault
+	for _, n := range strings.Split(only, ",") {
+		n = strings.TrimSpace(n)
+		i := slices.IndexFunc(faults, func(f fault) bool { return strings.HasPrefix(f.name, n+" ") })
+		if i < 0 {
+			t.Fatalf("FAULTS_ONLY=%s: no fault numbered %q", only, n)
+		}
+		out = append(out, faults[i])
+	}
+	return out
 }
 
 // failFastViolations reports the orders of a provider outage that were

@@ -1,6 +1,7 @@
 package faults
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -19,7 +20,7 @@ func TestFaultsShort(t *testing.T) {
 		providerOutage(4 * time.Second),
 		killInventory(3 * time.Second),
 	})
-	if len(rows) > 0 {
+	if len(rows) > 0 && strings.HasPrefix(rows[0].fault, "1 ") { // not when FAULTS_ONLY left it out
 		t.Logf("order p99 with the provider down, once the breakers opened: %v (printed; speed is the benchmarks' to measure)", rows[0].p99Open)
 		for _, v := range failFastViolations(rows[0]) {
 			t.Errorf("%s: %s", rows[0].fault, v)

@@ -8,7 +8,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,7 +21,7 @@ import (
 
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/pkg/env"
-	"github.com/orderflow/orderflow/pkg/postgres"
+	"github.com/orderflow/orderflow/pkg/startup"
 	"github.com/orderflow/orderflow/pkg/telemetry"
 	"github.com/orderflow/orderflow/pkg/web"
 	"github.com/orderflow/orderflow/services/payment/internal/provider"
@@ -38,13 +37,9 @@ func main() {
 // config is everything the provider reads from its environment, read by
 // readConfig and logged at start-up by LogValue.
 type config struct {
-	addr        string
-	databaseURL string
-	dbMaxConns  int
-	apiKey      string
-	logLevel    string
-	sim         provider.Config
-	telemetry   telemetry.Config
+	startup.Config
+	apiKey string
+	sim    provider.Config
 }
 
 // readConfig reads the environment, then the flags in args (local
@@ -52,11 +47,15 @@ type config struct {
 func readConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	r := env.New(getenv)
 	cfg := config{
-		addr:        r.String("PROVIDER_ADDR", ":8090"),
-		databaseURL: r.String("PROVIDER_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/provider?sslmode=disable"),
-		dbMaxConns:  r.Int("PROVIDER_DB_MAX_CONNS", 10),
-		apiKey:      r.String("PROVIDER_API_KEY", ""),
-		logLevel:    r.String("LOG_LEVEL", "info"),
+		Config: startup.Config{
+			Service:     "provider",
+			Database:    "provider",
+			Addr:        r.String("PROVIDER_ADDR", ":8090"),
+			DatabaseURL: r.String("PROVIDER_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/provider?sslmode=disable"),
+			DBMaxConns:  r.Int("PROVIDER_DB_MAX_CONNS", 10),
+			LogLevel:    r.String("LOG_LEVEL", "info"),
+		},
+		apiKey: r.String("PROVIDER_API_KEY", ""),
 		sim: provider.Config{
 			LatencyMS: r.Int("PROVIDER_LATENCY_MS", 0),
 			ErrorRate: r.Float("PROVIDER_ERROR_RATE", 0),
@@ -64,16 +63,9 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		},
 	}
 	var telErr error
-	cfg.telemetry, telErr = telemetry.ReadConfig("provider", getenv)
+	cfg.Telemetry, telErr = telemetry.ReadConfig("provider", getenv)
 	errs := append([]error{r.Err(), telErr}, cfg.validate()...)
-
-	fs := flag.NewFlagSet("provider", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.addr, "addr", cfg.addr, "listen address (overrides PROVIDER_ADDR)")
-	if len(args) > 0 {
-		errs = append(errs, fs.Parse(args[1:]))
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(append(errs, cfg.ParseFlags(args, stderr))...); err != nil {
 		return config{}, fmt.Errorf("config: %w", err)
 	}
 	return cfg, nil
@@ -82,7 +74,7 @@ func readConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 // validate reports every setting out of range, in a stable order.
 func (c config) validate() []error {
 	var errs []error
-	if c.dbMaxConns < 1 {
+	if c.DBMaxConns < 1 {
 		errs = append(errs, errors.New("PROVIDER_DB_MAX_CONNS must be at least 1"))
 	}
 	names := map[string]string{"latency_ms": "PROVIDER_LATENCY_MS", "error_rate": "PROVIDER_ERROR_RATE"}
@@ -101,11 +93,11 @@ func (c config) LogValue() slog.Value {
 		apiKey = env.Masked
 	}
 	return slog.GroupValue(
-		slog.String("addr", c.addr), slog.String("database_url", env.RedactURL(c.databaseURL)),
-		slog.Int("db_max_conns", c.dbMaxConns), slog.String("api_key", apiKey),
+		slog.String("addr", c.Addr), slog.String("database_url", env.RedactURL(c.DatabaseURL)),
+		slog.Int("db_max_conns", c.DBMaxConns), slog.String("api_key", apiKey),
 		slog.Int("latency_ms", c.sim.LatencyMS), slog.Float64("error_rate", c.sim.ErrorRate),
 		slog.Bool("outage", c.sim.Outage),
-		slog.String("log_level", c.logLevel), slog.String("otel_endpoint", c.telemetry.Endpoint))
+		slog.String("log_level", c.LogLevel), slog.String("otel_endpoint", c.Telemetry.Endpoint))
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -116,26 +108,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log := telemetry.NewLogger(stdout, "provider", cfg.logLevel)
-	log.InfoContext(ctx, "starting", "config", cfg)
-	tel, err := telemetry.Setup(ctx, cfg.telemetry)
+	p, err := startup.Start(ctx, stdout, cfg.Config, cfg, migrations.For)
 	if err != nil {
 		return err
 	}
-	defer tel.Close(ctx, log)
-	schema, err := migrations.For("provider")
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	pool, err := postgres.Open(ctx, cfg.databaseURL, cfg.dbMaxConns,
-		postgres.WithTracer(tel.PgxTracer("provider")), postgres.WithMigrations(schema))
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	if err := tel.ObservePool(pool, "provider"); err != nil {
-		return err
-	}
+	defer p.Close(ctx)
+	log, tel, pool := p.Log, p.Tel, p.Pool
 	store := provider.NewStore(pool)
 	sim := provider.NewSimulator(cfg.sim, store)
 	handler := provider.NewHandler(log, sim, map[string]web.Check{"postgres": store.Ping}, tel.MetricsHandler(), cfg.apiKey)
@@ -146,7 +124,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// ctx, so a shutdown cuts a simulated latency short (charging nothing)
 	// instead of waiting out the grace period. Nobody balances to it, so
 	// it does not drain.
-	srv := web.NewServer(cfg.addr, tel.Middleware(handler), log)
+	srv := web.NewServer(cfg.Addr, tel.Middleware(handler), log)
 	srv.WriteTimeout = time.Duration(provider.MaxLatencyMS)*time.Millisecond + 10*time.Second
 	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	return web.Serve(ctx, srv, log, 10*time.Second)

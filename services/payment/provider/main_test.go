@@ -90,8 +90,8 @@ func TestReadConfig(t *testing.T) {
 			if len(tt.wantErr) == 0 && err != nil {
 				t.Fatalf("readConfig() = %v; want nil", err)
 			}
-			if tt.name == "defaults" && c.addr != ":8090" {
-				t.Errorf("default addr = %q; want :8090", c.addr)
+			if tt.name == "defaults" && c.Addr != ":8090" {
+				t.Errorf("default addr = %q; want :8090", c.Addr)
 			}
 		})
 	}

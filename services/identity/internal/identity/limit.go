@@ -66,12 +66,8 @@ func (l *LoginLimiter) Allow(ctx context.Context, email, clientIP string) error 
 	if l.rl == nil {
 		return nil
 	}
-	res, err := l.rl.Allow(ctx, l.prefix+"ip:"+clientIP, l.limit)
-	if err := l.settle(ctx, err); err != nil {
+	if err := l.allow(ctx, "ip:"+clientIP); err != nil {
 		return err
-	}
-	if res != nil && res.Allowed == 0 {
-		return &RateLimitError{RetryAfter: res.RetryAfter}
 	}
 	keys := l.accountKeys(email, clientIP)
 	for i, limit := range []redis_rate.Limit{l.limit, l.account} {
@@ -93,7 +89,13 @@ func (l *LoginLimiter) AllowSignUp(ctx context.Context, clientIP string) error {
 	if l.rl == nil {
 		return nil
 	}
-	res, err := l.rl.Allow(ctx, l.prefix+"signup:ip:"+clientIP, l.limit)
+	return l.allow(ctx, "signup:ip:"+clientIP)
+}
+
+// allow counts one attempt against key's per-minute allowance and returns
+// a *RateLimitError when the allowance is spent.
+func (l *LoginLimiter) allow(ctx context.Context, key string) error {
+	res, err := l.rl.Allow(ctx, l.prefix+key, l.limit)
 	if err := l.settle(ctx, err); err != nil {
 		return err
 	}

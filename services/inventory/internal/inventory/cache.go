@@ -18,6 +18,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/orderflow/orderflow/pkg/periodic"
 )
 
 // CacheConfig tunes a Cache. Zero durations take the defaults in NewCache.
@@ -366,16 +368,7 @@ func (c *Cache) invalidate(ctx context.Context, skus []string) error {
 
 // Retry re-sends owed invalidations every interval until ctx is done.
 func (c *Cache) Retry(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		c.retryPending(ctx)
-	}
+	periodic.Run(ctx, interval, c.retryPending)
 }
 
 func (c *Cache) retryPending(ctx context.Context) {

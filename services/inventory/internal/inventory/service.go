@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/orderflow/orderflow/pkg/periodic"
 )
 
 // Service holds the inventory use cases over a Store and the product Cache.
@@ -159,14 +161,7 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 // RunSweeper sweeps every interval until ctx is done. Errors are logged and
 // the next tick tries again: a database blip must not stop expiry for good.
 func (s *Service) RunSweeper(ctx context.Context, interval time.Duration, log *slog.Logger) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	periodic.Run(ctx, interval, func(ctx context.Context) {
 		n, err := s.Sweep(ctx)
 		if err != nil && !errors.Is(err, context.Canceled) {
 			log.ErrorContext(ctx, "sweep expired reservations", "error", err.Error())
@@ -174,7 +169,7 @@ func (s *Service) RunSweeper(ctx context.Context, interval time.Duration, log *s
 		if n > 0 {
 			log.InfoContext(ctx, "expired reservations", "count", n)
 		}
-	}
+	})
 }
 
 // cursorPrefix versions the cursor format, so a cursor that was not issued

@@ -122,24 +122,35 @@ func (s *Store) Reserve(ctx context.Context, orderID uuid.UUID, items []Item, tt
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// A concurrent reserve for the same order waits here on the primary
 		// key until the first one commits or rolls back.
+		// The reservation row and the product locks go out as one batch,
+		// one round trip: a replay (the row exists) locks the products
+		// for nothing, and the common case saves a round trip.
 		const insert = `
 INSERT INTO reservations (order_id, status, expires_at)
 VALUES ($1, 'reserved', now() + $2::bigint * interval '1 microsecond')
 ON CONFLICT (order_id) DO NOTHING
 RETURNING expires_at`
+		skus := sortedSKUs(items)
+		var b pgx.Batch
 		var expiresAt time.Time
-		err := tx.QueryRow(ctx, insert, orderID, ttl.Microseconds()).Scan(&expiresAt)
-		if errors.Is(err, pgx.ErrNoRows) {
-			r, err = loadReservation(ctx, tx, orderID)
+		inserted := true
+		b.Queue(insert, orderID, ttl.Microseconds()).QueryRow(func(row pgx.Row) error {
+			err := row.Scan(&expiresAt)
+			if errors.Is(err, pgx.ErrNoRows) {
+				inserted, err = false, nil
+			}
+			if err != nil {
+				return fmt.Errorf("insert reservation: %w", err)
+			}
+			return nil
+		})
+		bySKU := queueLockProducts(&b, skus)
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 			return err
 		}
-		if err != nil {
-			return fmt.Errorf("insert reservation: %w", err)
-		}
-
-		skus := sortedSKUs(items)
-		bySKU, err := lockProducts(ctx, tx, skus)
-		if err != nil {
+		if !inserted {
+			var err error
+			r, err = loadReservation(ctx, tx, orderID)
 			return err
 		}
 		// Returning the error rolls back, taking the reservation row with it.
@@ -164,29 +175,29 @@ RETURNING expires_at`
 	return r, created, nil
 }
 
-// lockProducts locks the product rows of skus until the transaction ends,
-// in SKU order so concurrent reservations never deadlock, and returns them
-// by SKU; an unknown SKU is absent.
-func lockProducts(ctx context.Context, tx pgx.Tx, skus []string) (map[string]Product, error) {
+// queueLockProducts queues on b the statement that locks the product rows
+// of skus until the transaction ends, in SKU order so concurrent
+// reservations never deadlock; once the batch is closed, the map it
+// returns holds them by SKU (an unknown SKU is absent).
+func queueLockProducts(b *pgx.Batch, skus []string) map[string]Product {
 	const lock = `
 SELECT sku, name, price_cents, currency, available
 FROM products
 WHERE sku = ANY($1)
 ORDER BY sku
 FOR UPDATE`
-	rows, err := tx.Query(ctx, lock, skus)
-	if err != nil {
-		return nil, fmt.Errorf("lock products: %w", err)
-	}
-	locked, err := pgx.CollectRows(rows, scanProduct)
-	if err != nil {
-		return nil, fmt.Errorf("lock products: %w", err)
-	}
-	bySKU := make(map[string]Product, len(locked))
-	for _, p := range locked {
-		bySKU[p.SKU] = p
-	}
-	return bySKU, nil
+	bySKU := make(map[string]Product, len(skus))
+	b.Queue(lock, skus).Query(func(rows pgx.Rows) error {
+		locked, err := pgx.CollectRows(rows, scanProduct)
+		if err != nil {
+			return fmt.Errorf("lock products: %w", err)
+		}
+		for _, p := range locked {
+			bySKU[p.SKU] = p
+		}
+		return nil
+	})
+	return bySKU
 }
 
 // takeStock subtracts r's items from the locked products' stock and stores
@@ -230,12 +241,19 @@ func (s *Store) Reservation(ctx context.Context, orderID uuid.UUID) (Reservation
 // UPDATE then matches nothing) or waits for it. Only when it matched
 // nothing does a second read tell a missing reservation from an inactive one.
 func (s *Store) Commit(ctx context.Context, orderID uuid.UUID) (Reservation, error) {
+	// The items come back with the row, so a commit is one statement.
 	const q = `UPDATE reservations SET status = 'committed',
 			updated_at = CASE WHEN status = 'committed' THEN updated_at ELSE now() END
 		WHERE order_id = $1 AND status IN ('reserved', 'committed')
-		RETURNING expires_at`
+		RETURNING expires_at,
+			ARRAY(SELECT sku FROM reservation_items i WHERE i.order_id = $1 ORDER BY sku),
+			ARRAY(SELECT quantity FROM reservation_items i WHERE i.order_id = $1 ORDER BY sku),
+			ARRAY(SELECT unit_price_cents FROM reservation_items i WHERE i.order_id = $1 ORDER BY sku)`
 	var expiresAt time.Time
-	err := s.pool.QueryRow(ctx, q, orderID).Scan(&expiresAt)
+	var skus []string
+	var qtys []int32
+	var prices []int64
+	err := s.pool.QueryRow(ctx, q, orderID).Scan(&expiresAt, &skus, &qtys, &prices)
 	if errors.Is(err, pgx.ErrNoRows) {
 		r, err := loadReservation(ctx, s.pool, orderID)
 		if err != nil {
@@ -246,9 +264,12 @@ func (s *Store) Commit(ctx context.Context, orderID uuid.UUID) (Reservation, err
 	if err != nil {
 		return Reservation{}, fmt.Errorf("commit reservation: %w", err)
 	}
-	items, err := loadItems(ctx, s.pool, orderID)
-	if err != nil {
-		return Reservation{}, fmt.Errorf("commit: %w", err)
+	if len(qtys) != len(skus) || len(prices) != len(skus) {
+		return Reservation{}, fmt.Errorf("commit: reservation %s: %d skus, %d quantities, %d prices", orderID, len(skus), len(qtys), len(prices))
+	}
+	items := make([]ReservedItem, len(skus))
+	for i := range skus {
+		items[i] = ReservedItem{SKU: skus[i], Quantity: int(qtys[i]), UnitPriceCents: prices[i]}
 	}
 	return Reservation{OrderID: orderID, Status: StatusCommitted, ExpiresAt: expiresAt.UTC(), Items: items}, nil
 }

@@ -207,8 +207,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 }
 
-// acquire blocks for one free slot, then takes up to maxBatch-1 more that
-// are free right now. It returns how many it took, or false when ctx ended.
+// acquire blocks for one free slot, then takes up to maxBatch-1 more: the
+// ones free now and, while other handlers are still busy, the ones that
+// free up within receiveLinger. Without that wait a worker behind its
+// queue would receive one message each time a handler finished; an idle
+// one has every slot free and receives at once. It returns how many it
+// took, or false when ctx ended.
 func acquire(ctx context.Context, slots chan struct{}) (int, bool) {
 	select {
 	case slots <- struct{}{}:
@@ -216,12 +220,26 @@ func acquire(ctx context.Context, slots chan struct{}) (int, bool) {
 		return 0, false
 	}
 	n := 1
-	for n < maxBatch {
+	var linger *time.Timer
+	for n < maxBatch && n < cap(slots) {
 		select {
 		case slots <- struct{}{}:
 			n++
+			continue
 		default:
+		}
+		if linger == nil {
+			linger = time.NewTimer(receiveLinger)
+			defer linger.Stop()
+		}
+		select {
+		case slots <- struct{}{}:
+			n++
+		case <-linger.C:
 			return n, true
+		case <-ctx.Done():
+			release(slots, n)
+			return 0, false
 		}
 	}
 	return n, true

@@ -259,9 +259,11 @@ func (c *PaymentClient) Refund(ctx context.Context, paymentID string) error {
 
 // ListByOrder returns every payment payment holds for the order, or
 // ErrPaymentUnsettled while payment cannot tell yet (a charge's outcome is
-// unknown to it).
+// unknown to it). The look-up does not count towards the breaker: it is
+// answered from payment's store and says nothing of the captures the
+// breaker guards, and its 503 payment_unsettled is an answer, not an outage.
 func (c *PaymentClient) ListByOrder(ctx context.Context, orderID string) ([]Payment, error) {
-	status, body, err := c.do(ctx, http.MethodGet, "/v1/payments?order_id="+url.QueryEscape(orderID), nil, nil)
+	status, body, err := c.do(resilience.Uncounted(ctx), http.MethodGet, "/v1/payments?order_id="+url.QueryEscape(orderID), nil, nil)
 	if err != nil {
 		return nil, fmt.Errorf("list payments: %w", err)
 	}

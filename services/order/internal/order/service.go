@@ -18,6 +18,7 @@ import (
 
 	"github.com/orderflow/orderflow/pkg/auth"
 	"github.com/orderflow/orderflow/pkg/events"
+	"github.com/orderflow/orderflow/pkg/periodic"
 )
 
 // Inventory is the inventory service as the saga uses it. Reserve returns a
@@ -673,7 +674,7 @@ func (s *Service) RunRecovery(ctx context.Context, interval time.Duration) {
 	defer w.wg.Wait()
 	var halves sync.WaitGroup
 	halves.Go(func() {
-		every(ctx, interval, nil, func() {
+		periodic.Run(ctx, interval, func(ctx context.Context) {
 			n, err := s.failStale(ctx)
 			if n > 0 {
 				w.wake()
@@ -682,27 +683,11 @@ func (s *Service) RunRecovery(ctx context.Context, interval time.Duration) {
 		})
 	})
 	halves.Go(func() {
-		every(ctx, interval, w.woken, func() {
+		periodic.RunOrWake(ctx, interval, w.woken, func(ctx context.Context) {
 			s.logRecoveryError(ctx, "leasing due compensations", s.compensateDue(ctx, w))
 		})
 	})
 	halves.Wait()
-}
-
-// every runs fn every interval, and also whenever wake receives, until ctx
-// is done.
-func every(ctx context.Context, interval time.Duration, wake <-chan struct{}, fn func()) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-wake:
-		}
-		fn()
-	}
 }
 
 func (s *Service) logRecoveryError(ctx context.Context, what string, err error) {

@@ -30,6 +30,14 @@ import (
 //   - the provider treats a repeated refund as a no-op;
 //   - the look-up of a charge by key is a GET.
 //
+// A look-up never counts towards the breaker (resilience.Uncounted): the
+// provider answers it from its ledger, fast while the card network makes
+// every charge time out, and the look-ups that settle the timed-out charges
+// (the reconciler's, and each compensation's list of an order's payments,
+// asked again until the charge is settled) would otherwise outnumber the
+// charges in the breaker's window and close it as half-open probes. It is
+// still rejected at once while the breaker is open.
+//
 // Admin calls bypass the guard: an operator must be able to heal the
 // provider while its breaker is open, and a 401 says nothing about its
 // health. Every call carries the merchant's secret API key, as a real
@@ -176,7 +184,7 @@ func (c *ProviderClient) Charge(ctx context.Context, req ChargeRequest) (string,
 // key (GET /v1/charges?idempotency_key=…); found is false when it holds
 // none, which is final only once no request with the key can still reach it.
 func (c *ProviderClient) ChargeByKey(ctx context.Context, key string) (ch ProviderCharge, found bool, err error) {
-	status, reply, err := c.do(ctx, c.hc, http.MethodGet, "/v1/charges?idempotency_key="+url.QueryEscape(key), nil, nil)
+	status, reply, err := c.do(resilience.Uncounted(ctx), c.hc, http.MethodGet, "/v1/charges?idempotency_key="+url.QueryEscape(key), nil, nil)
 	if err != nil {
 		return ProviderCharge{}, false, err
 	}

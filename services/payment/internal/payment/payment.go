@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orderflow/orderflow/pkg/currency"
 	"github.com/orderflow/orderflow/pkg/web"
 )
 
@@ -192,7 +193,7 @@ func (r CreateRequest) Normalize() (CreateRequest, map[string]string) {
 		problems["amount_cents"] = "must be greater than 0"
 	}
 	r.Currency = strings.ToUpper(r.Currency)
-	if !isCurrency(r.Currency) {
+	if !currency.IsCode(r.Currency) {
 		problems["currency"] = "must be a 3-letter ISO 4217 code such as USD"
 	}
 	if strings.TrimSpace(r.Method) == "" {
@@ -203,18 +204,6 @@ func (r CreateRequest) Normalize() (CreateRequest, map[string]string) {
 		problems["method"] = "must be UTF-8 text without control characters"
 	}
 	return r, problems
-}
-
-func isCurrency(s string) bool {
-	if len(s) != 3 {
-		return false
-	}
-	for _, c := range s {
-		if c < 'A' || c > 'Z' {
-			return false
-		}
-	}
-	return true
 }
 
 // Hash fingerprints the request, so a reused Idempotency-Key with another

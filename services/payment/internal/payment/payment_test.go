@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/orderflow/orderflow/pkg/currency"
 	"github.com/orderflow/orderflow/pkg/web"
 )
 
@@ -111,7 +112,7 @@ func FuzzDecodeCreate(f *testing.F) {
 			}
 			return
 		}
-		if req.AmountCents <= 0 || !isCurrency(req.Currency) || strings.TrimSpace(req.Method) == "" || len(req.OrderID) != 36 {
+		if req.AmountCents <= 0 || !currency.IsCode(req.Currency) || strings.TrimSpace(req.Method) == "" || len(req.OrderID) != 36 {
 			t.Fatalf("decodeCreate(%q) accepted %+v", body, req)
 		}
 		if len(req.Method) > 255 {

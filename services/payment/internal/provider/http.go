@@ -7,6 +7,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/orderflow/orderflow/pkg/currency"
 	"github.com/orderflow/orderflow/pkg/postgres"
 	"github.com/orderflow/orderflow/pkg/web"
 )
@@ -22,7 +23,7 @@ func (r chargeRequest) validate(key string) error {
 	if r.AmountCents <= 0 {
 		problems["amount_cents"] = "must be greater than 0"
 	}
-	if !isCurrency(r.Currency) {
+	if !currency.IsCode(r.Currency) {
 		problems["currency"] = "must be a 3-letter ISO 4217 code such as USD"
 	}
 	if r.Method == "" {
@@ -32,18 +33,6 @@ func (r chargeRequest) validate(key string) error {
 		problems["Idempotency-Key"] = "must be at most 255 characters"
 	}
 	return web.ValidationProblem(problems)
-}
-
-func isCurrency(s string) bool {
-	if len(s) != 3 {
-		return false
-	}
-	for _, c := range s {
-		if c < 'A' || c > 'Z' {
-			return false
-		}
-	}
-	return true
 }
 
 type chargeResponse struct {
