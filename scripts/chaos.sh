@@ -145,7 +145,7 @@ watch() {
 watch:   dashboard "P99 latency by service and route" (POST /v1/orders: 10-15 s), "DB query latency (P95)" (1-4 s),
          "Circuit breaker state" (order -> inventory opens: reservations outlast ORDER_CALL_TIMEOUT),
          "Error rate (5xx share)"; most orders answer 503
-alerts:  OrderErrorBudgetFastBurn, OrderLatencyBudgetFastBurn, CircuitBreakerOpen
+alerts:  DatabaseSlow, OrderErrorBudgetFastBurn, OrderLatencyBudgetFastBurn, CircuitBreakerOpen
 EOF
     ;;
   db-down) cat <<'EOF'

@@ -25,7 +25,7 @@ var floorUnits = []struct{ unit, server, name string }{
 	{"sql_statement", "postgres", "SQL statement: pgx primary-key SELECT, autocommit"},
 	{"sql_commit", "postgres", "SQL write transaction: BEGIN, pgx INSERT, COMMIT"},
 	{"sqs", "fauxqs (SQS)", "SQS call: SDK SendMessage / ReceiveMessage / DeleteMessage, in turn"},
-	{"smtp", "maildev (SMTP)", "SMTP delivery: one e-mail over a new connection"},
+	{"smtp", "maildev (SMTP)", "SMTP delivery: one e-mail over a kept connection"},
 }
 
 // goServices are the processes of the product written in Go.

@@ -10,8 +10,9 @@
 //	               and one write commit; the bench takes the statement off
 //	sqs            SendMessage, ReceiveMessage, DeleteMessage with the AWS SDK
 //	               against the SQS emulator, each op one call
-//	smtp           one e-mail delivered over a new SMTP connection, as
-//	               notification's mailer does
+//	smtp           one e-mail delivered over a kept SMTP connection (one
+//	               per worker, RSET between messages), as notification's
+//	               mailer does
 //
 // -c workers run for -d and the program prints one line,
 // "RESULT unit=<kind> ops=<n> errors=<n> seconds=<s>". The bench samples
@@ -251,38 +252,55 @@ func smtpOp(addr string) (op, error) {
 		return nil, fmt.Errorf("-smtp %q: %w", addr, err)
 	}
 	d := net.Dialer{Timeout: 5 * time.Second}
-	return func(ctx context.Context, w, i int) error {
+	var kept sync.Map // worker → *smtp.Client, each used by its worker only
+	client := func(ctx context.Context, w int) (*smtp.Client, error) {
+		if c, ok := kept.Load(w); ok {
+			return c.(*smtp.Client), nil
+		}
 		conn, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 		c, err := smtp.NewClient(conn, host)
 		if err != nil {
 			conn.Close()
-			return err
+			return nil, err
 		}
-		defer c.Close()
-		if err := c.Mail("orders@orderflow.local"); err != nil {
-			return err
-		}
-		if err := c.Rcpt("floor@example.com"); err != nil {
-			return err
-		}
-		wc, err := c.Data()
+		kept.Store(w, c)
+		return c, nil
+	}
+	return func(ctx context.Context, w, i int) error {
+		c, err := client(ctx, w)
 		if err != nil {
 			return err
 		}
-		msg := fmt.Sprintf("From: orders@orderflow.local\r\nTo: floor@example.com\r\nSubject: Order floor-%d-%d confirmed\r\n"+
-			"Message-ID: <floor-%d-%d@bench>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"+
-			"Thank you for your order. Total: 19.99 USD.\r\n", w, i, w, i)
-		if _, err := io.WriteString(wc, msg); err != nil {
+		send := func() error {
+			if err := c.Mail("orders@orderflow.local"); err != nil {
+				return err
+			}
+			if err := c.Rcpt("floor@example.com"); err != nil {
+				return err
+			}
+			wc, err := c.Data()
+			if err != nil {
+				return err
+			}
+			msg := fmt.Sprintf("From: orders@orderflow.local\r\nTo: floor@example.com\r\nSubject: Order floor-%d-%d confirmed\r\n"+
+				"Message-ID: <floor-%d-%d@bench>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"+
+				"Thank you for your order. Total: 19.99 USD.\r\n", w, i, w, i)
+			if _, err := io.WriteString(wc, msg); err != nil {
+				return err
+			}
+			if err := wc.Close(); err != nil {
+				return err
+			}
+			return c.Reset()
+		}
+		if err := send(); err != nil {
+			kept.Delete(w) // the next op of this worker dials again
+			c.Close()
 			return err
 		}
-		if err := wc.Close(); err != nil {
-			return err
-		}
-		_ = c.Quit()
 		return nil
 	}, nil
 }
