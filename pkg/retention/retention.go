@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/orderflow/orderflow/pkg/periodic"
 )
 
 // BatchSize is how many rows one delete statement removes at most.
@@ -58,14 +60,7 @@ func Purge(ctx context.Context, now time.Time, jobs ...Job) (map[string]int64, e
 
 // Run purges every interval until ctx ends, logging what each pass deleted.
 func Run(ctx context.Context, interval time.Duration, log *slog.Logger, jobs ...Job) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	periodic.Run(ctx, interval, func(ctx context.Context) {
 		deleted, err := Purge(ctx, time.Now(), jobs...)
 		if err != nil && ctx.Err() == nil {
 			log.ErrorContext(ctx, "retention pass failed", "error", err)
@@ -75,5 +70,5 @@ func Run(ctx context.Context, interval time.Duration, log *slog.Logger, jobs ...
 				log.InfoContext(ctx, "retention pass", "table", name, "deleted", n)
 			}
 		}
-	}
+	})
 }

@@ -172,6 +172,12 @@ func (m *Mailer) transfer(c *smtp.Client, em Email) error {
 // bindDeadline gives conn ctx's deadline (a minute without one) and makes
 // ctx's cancellation interrupt it at once; stop undoes the latter.
 func bindDeadline(ctx context.Context, conn net.Conn) (stop func() bool, _ error) {
+	// AfterFunc runs its function in a goroutine of its own, even for a
+	// ctx that is done already: check first, or a kept connection could
+	// send the whole message before the deadline lands.
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("smtp: %w", err)
+	}
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(time.Minute)

@@ -23,44 +23,51 @@ func mustSend(t *testing.T, m *notification.Mailer, n string) {
 	}
 }
 
-func TestMailer_KeepsItsConnection(t *testing.T) {
-	t.Parallel()
+// startMailer is a Mailer sending to a test SMTP server.
+func startMailer(t *testing.T) (*smtptest.Server, *notification.Mailer) {
+	t.Helper()
 	srv := smtptest.Start(t)
 	m := notification.NewMailer(srv.Addr(), "orders@orderflow.test")
-	defer m.Close()
+	t.Cleanup(m.Close)
+	return srv, m
+}
+
+// checkServer fails unless srv accepted messages messages over conns
+// connections.
+func checkServer(t *testing.T, srv *smtptest.Server, messages, conns int, why string) {
+	t.Helper()
+	if got := len(srv.Messages()); got != messages {
+		t.Errorf("server accepted %d messages; want %d", got, messages)
+	}
+	if got := srv.Accepted(); got != conns {
+		t.Errorf("connections = %d; want %d: %s", got, conns, why)
+	}
+}
+
+func TestMailer_KeepsItsConnection(t *testing.T) {
+	t.Parallel()
+	srv, m := startMailer(t)
 	for _, n := range []string{"1", "2", "3"} {
 		mustSend(t, m, n)
 	}
-	if got := len(srv.Messages()); got != 3 {
-		t.Fatalf("server accepted %d messages; want 3", got)
-	}
-	if got := srv.Accepted(); got != 1 {
-		t.Errorf("3 messages took %d connections; want 1, kept between them", got)
-	}
+	checkServer(t, srv, 3, 1, "the connection is kept between messages")
 }
 
 func TestMailer_ReconnectsWhenTheServerDroppedIt(t *testing.T) {
 	t.Parallel()
-	srv := smtptest.Start(t)
-	m := notification.NewMailer(srv.Addr(), "orders@orderflow.test")
-	defer m.Close()
+	srv, m := startMailer(t)
 	mustSend(t, m, "1")
 	srv.DropConnections() // the server's idle timeout
 	mustSend(t, m, "2")
-	msgs := srv.Messages()
-	if len(msgs) != 2 || msgs[1].Header().Get("Subject") != "Order 2" {
-		t.Fatalf("server accepted %d messages (%v); want both, the second over a new connection", len(msgs), msgs)
-	}
-	if got := srv.Accepted(); got != 2 {
-		t.Errorf("connections = %d; want 2", got)
+	checkServer(t, srv, 2, 2, "the second message goes over a new connection")
+	if msgs := srv.Messages(); len(msgs) == 2 && msgs[1].Header().Get("Subject") != "Order 2" {
+		t.Errorf("second message's subject = %q; want %q", msgs[1].Header().Get("Subject"), "Order 2")
 	}
 }
 
 func TestMailer_DropsAConnectionThatFailed(t *testing.T) {
 	t.Parallel()
-	srv := smtptest.Start(t)
-	m := notification.NewMailer(srv.Addr(), "orders@orderflow.test")
-	defer m.Close()
+	srv, m := startMailer(t)
 	mustSend(t, m, "1")
 	srv.FailData(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -70,19 +77,12 @@ func TestMailer_DropsAConnectionThatFailed(t *testing.T) {
 	}
 	srv.FailData(false)
 	mustSend(t, m, "3")
-	if got := len(srv.Messages()); got != 2 {
-		t.Errorf("server accepted %d messages; want 2 (1 and 3)", got)
-	}
-	if got := srv.Accepted(); got != 2 {
-		t.Errorf("connections = %d; want 2: the one whose DATA failed is not reused", got)
-	}
+	checkServer(t, srv, 2, 2, "the one whose DATA failed is not reused")
 }
 
 func TestMailer_HonoursCancellation(t *testing.T) {
 	t.Parallel()
-	srv := smtptest.Start(t)
-	m := notification.NewMailer(srv.Addr(), "orders@orderflow.test")
-	defer m.Close()
+	_, m := startMailer(t)
 	mustSend(t, m, "1")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

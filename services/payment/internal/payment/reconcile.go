@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/orderflow/orderflow/pkg/periodic"
 )
 
 const (
@@ -43,19 +45,12 @@ func (s *Service) Reconcile(ctx context.Context) error {
 // each within roundTimeout. A failed round (the provider or the database
 // away) is logged and the next one tries again.
 func (s *Service) RunReconciler(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	periodic.Run(ctx, interval, func(ctx context.Context) {
 		rctx, cancel := context.WithTimeout(ctx, roundTimeout)
 		err := s.Reconcile(rctx)
 		cancel()
 		if err != nil && ctx.Err() == nil {
 			s.log.WarnContext(ctx, "reconcile round failed; retrying next round", "error", err)
 		}
-	}
+	})
 }
