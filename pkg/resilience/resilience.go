@@ -314,15 +314,11 @@ func New(name string, p Policy, next http.RoundTripper, log *slog.Logger) *Downs
 	// that tells the caller when to come back.
 	fb := fallback.NewBuilderWithFunc(func(exec failsafe.Execution[*http.Response]) (*http.Response, error) {
 		cause := exec.LastError()
-		rej := &RejectedError{Downstream: name, cause: cause}
 		if errors.Is(cause, circuitbreaker.ErrOpen) {
-			rej.Reason, rej.RetryAfter = ReasonBreakerOpen, d.breaker.RemainingDelay()
-			d.breakerOpen.Add(1)
-		} else {
-			rej.Reason, rej.RetryAfter = ReasonBulkheadFull, time.Second
-			d.bulkheadFull.Add(1)
+			return nil, d.rejectOpen(cause, d.breaker.RemainingDelay())
 		}
-		return nil, rej
+		d.bulkheadFull.Add(1)
+		return nil, &RejectedError{Downstream: name, Reason: ReasonBulkheadFull, RetryAfter: time.Second, cause: cause}
 	}).HandleErrors(circuitbreaker.ErrOpen, bulkhead.ErrFull).Build()
 
 	// failsafehttp runs each attempt with the request's context merged with
@@ -379,8 +375,7 @@ func (d *Downstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			if req.Body != nil {
 				req.Body.Close() // a RoundTripper closes the body, also on error
 			}
-			d.breakerOpen.Add(1)
-			return nil, &RejectedError{Downstream: d.name, Reason: ReasonBreakerOpen, RetryAfter: wait, cause: circuitbreaker.ErrOpen}
+			return nil, d.rejectOpen(circuitbreaker.ErrOpen, wait)
 		}
 		if retryable(req) {
 			return d.uncountedRetrying.RoundTrip(req)
@@ -391,6 +386,13 @@ func (d *Downstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		return d.retrying.RoundTrip(req)
 	}
 	return d.once.RoundTrip(req)
+}
+
+// rejectOpen is the answer to a call the open breaker refused, counted in
+// the breaker-open rejections; retryAfter is the breaker's remaining delay.
+func (d *Downstream) rejectOpen(cause error, retryAfter time.Duration) *RejectedError {
+	d.breakerOpen.Add(1)
+	return &RejectedError{Downstream: d.name, Reason: ReasonBreakerOpen, RetryAfter: retryAfter, cause: cause}
 }
 
 // Client returns an http.Client whose every request goes through d. It has

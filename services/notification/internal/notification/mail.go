@@ -131,7 +131,11 @@ func (m *Mailer) send(ctx context.Context, c *smtpConn, em Email) error {
 		c.conn.Close()
 		return err
 	}
-	if c.client.Reset() != nil || c.conn.SetDeadline(time.Time{}) != nil {
+	// The cancellation hook goes before the deadline is cleared, so it can
+	// never land on a connection that is back in the pool.
+	resetErr := c.client.Reset()
+	stop()
+	if resetErr != nil || c.conn.SetDeadline(time.Time{}) != nil {
 		c.conn.Close() // delivered already; see the doc comment of Send
 		return nil
 	}
